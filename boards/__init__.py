@@ -1,0 +1,1 @@
+"""One module per dev board: platform, clocks, pins, build, program."""

@@ -1,0 +1,1 @@
+"""Amaranth gateware of the accelerator: systolic array, requantizer, softmax, GELU, link, top level."""

@@ -1,0 +1,1 @@
+"""The host side of neofpga: model loading, the float reference, generation and the CLI."""

@@ -1,0 +1,273 @@
+"""The ``neofpga`` command line."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_MODEL = Path(__file__).parent / "default_model"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (and exit code 2) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _err(text="", end="\n"):
+    print(text, end=end, file=sys.stderr, flush=True)
+
+
+def _load(args):
+    from .model import load_checkpoint
+    if args.model is None:
+        if not DEFAULT_MODEL.exists():
+            raise UserError("no --model given and no default model is installed")
+        return load_checkpoint(DEFAULT_MODEL)
+    return load_checkpoint(args.model)
+
+
+def _eos_id(checkpoint):
+    eos = checkpoint.generation_config.get("eos_token_id", checkpoint.config.eos_token_id)
+    return eos[0] if isinstance(eos, list) else eos
+
+
+def _print_json(obj):
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_generate(args):
+    from .devices import open_model
+    from .generation import generate, prompt_ids
+    from .sampling import Sampler
+
+    sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+    checkpoint = _load(args)
+    ids = prompt_ids(checkpoint.tokenizer, checkpoint.config, args.prompt)
+    model = open_model(args.device, checkpoint)
+    out = sys.stdout if args.format == "text" else sys.stderr
+
+    def write(text):
+        out.write(text)
+        out.flush()
+
+    write(args.prompt)
+    try:
+        result = generate(model, checkpoint.tokenizer, ids, sampler, args.max_new_tokens, _eos_id(checkpoint), write)
+    finally:
+        model.close()
+    write("\n")
+    if result.stop_reason == "context":
+        _err(f"note: stopped at the model's context limit of {checkpoint.config.max_position_embeddings} tokens")
+    if args.format == "json":
+        _print_json({"device": args.device, "prompt": args.prompt, "prompt_ids": result.prompt_ids,
+                     "new_ids": result.new_ids, "text": result.text, "stop_reason": result.stop_reason,
+                     "prefill_seconds": result.prefill_seconds, "decode_seconds": result.decode_seconds,
+                     "tokens_per_second": result.tokens_per_second})
+    else:
+        _err(f"[{args.device}: {len(result.new_ids)} tokens in {result.seconds:.2f} s, "
+             f"{result.tokens_per_second:.1f} tok/s, stop: {result.stop_reason}]")
+
+
+def cmd_score(args):
+    from .devices import open_model
+    from .scoring import score
+
+    try:
+        text = Path(args.file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{args.file}: cannot read text ({e.strerror if isinstance(e, OSError) else e})") from None
+    checkpoint = _load(args)
+    ids = checkpoint.tokenizer.encode(text)
+    model = open_model(args.device, checkpoint)
+    try:
+        result = score(model, ids)
+    finally:
+        model.close()
+    if args.format == "json":
+        _print_json({"device": args.device, "n_tokens": result.n_tokens, "mean_nll": result.mean_nll,
+                     "perplexity": result.perplexity, "argmax_ids": result.argmax_ids})
+    else:
+        print(f"{args.device}: {result.n_tokens} tokens, mean NLL {result.mean_nll:.4f}, "
+              f"perplexity {result.perplexity:.3f}")
+
+
+def cmd_inspect(args):
+    from .model.tree import module_tree, render_json, render_text
+
+    checkpoint = _load(args)
+    tree = module_tree(checkpoint.config)
+    if args.format == "json":
+        _print_json({"source": checkpoint.source, "config": checkpoint.config.to_dict(),
+                     "tree": render_json(tree, checkpoint.weights)})
+    else:
+        print(f"# {checkpoint.source}")
+        print(render_text(tree, checkpoint.weights))
+
+
+def cmd_compare(args):
+    from .comparison import compare_devices
+    from .devices import open_model, parse_device_list
+    from .generation import prompt_ids
+
+    devices = parse_device_list(args.devices, at_least=2)
+    checkpoint = _load(args)
+    ids = prompt_ids(checkpoint.tokenizer, checkpoint.config, args.prompt)
+    models = [open_model(d, checkpoint) for d in devices]
+    try:
+        report = compare_devices(models, checkpoint.tokenizer, ids, args.max_new_tokens, _eos_id(checkpoint))
+    finally:
+        for model in models:
+            model.close()
+    diverged = any(d["first_divergence"] for d in report["devices"].values())
+    if args.format == "json":
+        _print_json({"prompt": args.prompt, "prompt_ids": ids, **report, "diverged": diverged})
+    else:
+        print(f"{report['baseline']}: {args.prompt}{report['text']}")
+        for name, d in report["devices"].items():
+            steps = " ".join(f"{x:.1e}" for x in d["max_logit_diff_per_step"])
+            print(f"{name}: max |logit difference| per step vs {report['baseline']}: {steps}")
+            first = d["first_divergence"]
+            if first:
+                print(f"{name}: first diverges at new token {first['step']} (position {first['position']}): "
+                      f"{report['baseline']} chose {first['expected']} {first['expected_text']!r}, "
+                      f"{name} chose {first['got']} {first['got_text']!r}")
+            else:
+                print(f"{name}: same {len(report['new_ids'])} tokens, max |logit difference| "
+                      f"{d['max_logit_diff']:.2e}")
+    return 1 if diverged else 0
+
+
+def cmd_bench(args):
+    from .benchmark import bench_devices
+    from .devices import open_model, parse_device_list
+    from .generation import prompt_ids
+
+    if args.tokens < 2:
+        raise UserError("--tokens must be at least 2")
+    devices = parse_device_list(args.devices)
+    checkpoint = _load(args)
+    ids = prompt_ids(checkpoint.tokenizer, checkpoint.config, args.prompt)
+    if len(ids) + args.tokens > checkpoint.config.max_position_embeddings:
+        raise UserError(f"prompt plus --tokens exceed the context of {checkpoint.config.max_position_embeddings}")
+    models = [open_model(d, checkpoint) for d in devices]
+    try:
+        results, ratios = bench_devices(models, checkpoint.tokenizer, ids, args.tokens, args.repeats, log=_err)
+    finally:
+        for model in models:
+            model.close()
+    if args.format == "json":
+        _print_json({"model": checkpoint.source, "devices": results, "ratios": ratios})
+    else:
+        print(f"model: {checkpoint.source}, prompt {len(ids)} tokens, {args.tokens} new tokens, "
+              f"median of {args.repeats}")
+        for r in results:
+            print(f"  {r['device']:>6}: {r['tokens_per_second']:8.1f} tok/s  (decode {r['decode_tokens_per_second']:.1f} "
+                  f"tok/s, prefill {r['prefill_seconds'] * 1e3:.1f} ms)")
+        for pair, ratio in ratios.items():
+            print(f"  {pair}: {ratio:.2f}x")
+
+
+def cmd_init_random(args):
+    from .model.random_init import init_random
+
+    config = init_random(args.preset, args.out, args.seed)
+    print(f"wrote a random {args.preset} checkpoint ({config.num_layers} layers, hidden {config.hidden_size}, "
+          f"vocab {config.vocab_size}) to {args.out}")
+
+
+def build_parser():
+    from .devices import DEFAULT_DEVICE, DEVICES
+
+    parser = _Parser(prog="neofpga", description="GPT-Neo on an FPGA, checked against a CPU reference.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=func)
+        return p
+
+    def model_option(p):
+        p.add_argument("--model", help="a Hugging Face GPT-Neo folder or hub id (default: the shipped story model)")
+
+    def device_option(p):
+        p.add_argument("--device", default=DEFAULT_DEVICE,
+                       help=f"where the model runs: {', '.join(DEVICES)} (default {DEFAULT_DEVICE})")
+
+    def format_option(p):
+        p.add_argument("--format", choices=["text", "json"], default="text")
+
+    p = command("generate", cmd_generate, "continue a prompt, streaming the text as it is produced")
+    p.add_argument("prompt", metavar="PROMPT")
+    model_option(p)
+    device_option(p)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--temperature", type=float, help="sample at this temperature (0 or unset: greedy)")
+    p.add_argument("--top-k", type=_positive_int, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set holding this probability mass")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+    format_option(p)
+
+    p = command("score", cmd_score, "teacher-forced negative log-likelihood and perplexity of a text file")
+    p.add_argument("file", metavar="FILE")
+    model_option(p)
+    device_option(p)
+    format_option(p)
+
+    p = command("inspect", cmd_inspect, "print the model's module tree with shapes, dtypes and parameter counts")
+    model_option(p)
+    format_option(p)
+
+    p = command("compare", cmd_compare, "run back ends on one prompt; report logit differences and the first "
+                "diverging token (exit 1 if they diverge)")
+    p.add_argument("prompt", metavar="PROMPT")
+    model_option(p)
+    p.add_argument("--devices", default="cpu,hf", help="comma-separated devices, the first is the baseline")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    format_option(p)
+
+    p = command("bench", cmd_bench, "tokens per second of back ends in one run, and their ratios")
+    model_option(p)
+    p.add_argument("--devices", default="cpu,hf", help="comma-separated devices")
+    p.add_argument("--prompt", default="Once upon a time")
+    p.add_argument("--tokens", type=_positive_int, default=64, help="new tokens per run (default 64)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="runs per device; the median counts")
+    format_option(p)
+
+    p = command("init-random", cmd_init_random, "write a random-weight GPT-Neo checkpoint folder")
+    p.add_argument("--preset", required=True, help="tinystories-33m or tiny")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``neofpga`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UserError as e:
+        _err(f"neofpga {args.command}: error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Token generation shared by every back end: prefill, decode loop, streaming text, timing."""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+
+__all__ = ["GenerationResult", "TextStream", "generate", "prompt_ids"]
+
+
+@dataclass
+class GenerationResult:
+    prompt_ids: list
+    new_ids: list
+    text: str
+    stop_reason: str  # "eos", "max-new-tokens" or "context"
+    prefill_seconds: float
+    decode_seconds: float
+    step_logits: list = field(default_factory=list, repr=False)  # filled when asked for
+
+    @property
+    def seconds(self):
+        return self.prefill_seconds + self.decode_seconds
+
+    @property
+    def tokens_per_second(self):
+        """New tokens per second of model time (prefill included)."""
+        return len(self.new_ids) / self.seconds if self.seconds > 0 else float("inf")
+
+
+class TextStream:
+    """Decodes a growing list of ids and hands out only the newly completed text.
+
+    Byte-level tokens can end inside a UTF-8 character; trailing replacement characters are held
+    back until the bytes that complete them arrive (or the stream is flushed).
+    """
+
+    def __init__(self, tokenizer, write):
+        self.tokenizer, self.write = tokenizer, write
+        self.ids, self.emitted = [], ""
+
+    def push(self, token_id):
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids).rstrip("\ufffd")
+        if len(text) > len(self.emitted):
+            self.write(text[len(self.emitted):])
+            self.emitted = text
+
+    def flush(self):
+        text = self.tokenizer.decode(self.ids)
+        if len(text) > len(self.emitted):
+            self.write(text[len(self.emitted):])
+        self.emitted = text
+        return text
+
+
+def prompt_ids(tokenizer, config, prompt):
+    """The prompt's ids (no BOS added; an empty prompt starts from the BOS token)."""
+    ids = tokenizer.encode(prompt) if prompt else [config.bos_token_id]
+    if len(ids) > config.max_position_embeddings:
+        raise UserError(f"the prompt is {len(ids)} tokens, longer than the model's context of "
+                        f"{config.max_position_embeddings}")
+    return ids
+
+
+def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None, keep_logits=False):
+    """Run prompt ``ids`` through ``model`` and extend it until eos, the token limit or the context ends.
+
+    ``write`` receives the new text as it is produced. Returns a :class:`GenerationResult`.
+    """
+    context = model.config.max_position_embeddings
+    stream = TextStream(tokenizer, write or (lambda text: None))
+    new_ids, kept = [], []
+    model.reset(1)
+    start = time.perf_counter()
+    logits = model.forward(np.array([ids]), last_only=True)[0, -1]
+    prefill = time.perf_counter() - start
+    stop = "max-new-tokens"
+    while len(new_ids) < max_new_tokens:
+        if keep_logits:
+            kept.append(logits)
+        token = sampler(logits)
+        new_ids.append(token)
+        if token == eos_id:  # kept in the ids, not printed
+            stop = "eos"
+            break
+        stream.push(token)
+        if len(ids) + len(new_ids) >= context:
+            stop = "context"
+            break
+        if len(new_ids) < max_new_tokens:
+            logits = model.forward(np.array([[token]]), last_only=True)[0, -1]
+    decode = time.perf_counter() - start - prefill
+    text = stream.flush()
+    return GenerationResult(list(ids), new_ids, text, stop, prefill, decode, kept)

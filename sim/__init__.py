@@ -1,0 +1,1 @@
+"""Simulation: the Verilator/cocotb runner, the testbenches and the simulated board."""
