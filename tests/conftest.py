@@ -1,11 +1,24 @@
-"""Fixtures: small GPT-Neo checkpoints built here with transformers, shaped like real downloads."""
+"""Fixtures: small GPT-Neo checkpoints built here with transformers, shaped like real downloads; the --waves
+option that makes simulations write waveforms."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--waves", action="store_true",
+                     help="simulations write FST waveforms (sets NEOFPGA_WAVES=1 for neofpga.sim.runner)")
+
+
+def pytest_configure(config):
+    if config.getoption("waves"):
+        os.environ["NEOFPGA_WAVES"] = "1"
+
 
 CORPUS = [
     "Once upon a time, there was a little cat named Tom. Tom liked to play in the sun.",
