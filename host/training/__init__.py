@@ -1,0 +1,1 @@
+"""Building the shipped default story model: corpus, tokenizer, training."""
