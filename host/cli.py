@@ -7,8 +7,6 @@ from pathlib import Path
 
 from .errors import UserError
 
-DEFAULT_MODEL = Path(__file__).parent / "default_model"
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (and exit code 2) instead of the usage block."""
@@ -31,22 +29,20 @@ def _err(text="", end="\n"):
     print(text, end=end, file=sys.stderr, flush=True)
 
 
-def _load(args):
-    from .model import load_checkpoint
-    if args.model is None:
-        if not DEFAULT_MODEL.exists():
-            raise UserError("no --model given and no default model is installed")
-        return load_checkpoint(DEFAULT_MODEL)
-    return load_checkpoint(args.model)
-
-
-def _eos_id(checkpoint):
-    eos = checkpoint.generation_config.get("eos_token_id", checkpoint.config.eos_token_id)
-    return eos[0] if isinstance(eos, list) else eos
-
-
 def _print_json(obj):
     print(json.dumps(obj, indent=2))
+
+
+def _read_text(path):
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read text ({e.strerror if isinstance(e, OSError) else e})") from None
+
+
+def _load(args):
+    from .devices import load_source
+    return load_source(args.model)
 
 
 def cmd_generate(args):
@@ -55,9 +51,9 @@ def cmd_generate(args):
     from .sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
-    checkpoint = _load(args)
-    ids = prompt_ids(checkpoint.tokenizer, checkpoint.config, args.prompt)
-    model = open_model(args.device, checkpoint)
+    source = _load(args)
+    ids = prompt_ids(source.tokenizer, source.config, args.prompt)
+    model = open_model(args.device, source)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -65,13 +61,14 @@ def cmd_generate(args):
         out.flush()
 
     write(args.prompt)
+    limit = args.max_new_tokens or source.config.max_position_embeddings
     try:
-        result = generate(model, checkpoint.tokenizer, ids, sampler, args.max_new_tokens, _eos_id(checkpoint), write)
+        result = generate(model, source.tokenizer, ids, sampler, limit, source.eos_id, write)
     finally:
         model.close()
     write("\n")
     if result.stop_reason == "context":
-        _err(f"note: stopped at the model's context limit of {checkpoint.config.max_position_embeddings} tokens")
+        _err(f"note: stopped at the model's context limit of {source.config.max_position_embeddings} tokens")
     if args.format == "json":
         _print_json({"device": args.device, "prompt": args.prompt, "prompt_ids": result.prompt_ids,
                      "new_ids": result.new_ids, "text": result.text, "stop_reason": result.stop_reason,
@@ -86,15 +83,11 @@ def cmd_score(args):
     from .devices import open_model
     from .scoring import score
 
+    text = _read_text(args.file)
+    source = _load(args)
+    model = open_model(args.device, source)
     try:
-        text = Path(args.file).read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{args.file}: cannot read text ({e.strerror if isinstance(e, OSError) else e})") from None
-    checkpoint = _load(args)
-    ids = checkpoint.tokenizer.encode(text)
-    model = open_model(args.device, checkpoint)
-    try:
-        result = score(model, ids)
+        result = score(model, source.tokenizer.encode(text))
     finally:
         model.close()
     if args.format == "json":
@@ -106,9 +99,17 @@ def cmd_score(args):
 
 
 def cmd_inspect(args):
+    source = _load(args)
+    if source.checkpoint is None:
+        from .image_report import image_json, image_text
+        if args.format == "json":
+            _print_json(image_json(source.image))
+        else:
+            print(image_text(source.image))
+        return
     from .model.tree import module_tree, render_json, render_text
 
-    checkpoint = _load(args)
+    checkpoint = source.checkpoint
     tree = module_tree(checkpoint.config)
     if args.format == "json":
         _print_json({"source": checkpoint.source, "config": checkpoint.config.to_dict(),
@@ -124,11 +125,11 @@ def cmd_compare(args):
     from .generation import prompt_ids
 
     devices = parse_device_list(args.devices, at_least=2)
-    checkpoint = _load(args)
-    ids = prompt_ids(checkpoint.tokenizer, checkpoint.config, args.prompt)
-    models = [open_model(d, checkpoint) for d in devices]
+    source = _load(args)
+    ids = prompt_ids(source.tokenizer, source.config, args.prompt)
+    models = [open_model(d, source) for d in devices]
     try:
-        report = compare_devices(models, checkpoint.tokenizer, ids, args.max_new_tokens, _eos_id(checkpoint))
+        report = compare_devices(models, source.tokenizer, ids, args.max_new_tokens, source.eos_id)
     finally:
         for model in models:
             model.close()
@@ -138,16 +139,18 @@ def cmd_compare(args):
     else:
         print(f"{report['baseline']}: {args.prompt}{report['text']}")
         for name, d in report["devices"].items():
-            steps = " ".join(f"{x:.1e}" for x in d["max_logit_diff_per_step"])
-            print(f"{name}: max |logit difference| per step vs {report['baseline']}: {steps}")
+            diffs = d["max_logit_diff_per_step"]
+            print(f"{name}: max |logit difference| from {report['baseline']} over {len(diffs)} steps: "
+                  f"{max(diffs):.2e} (mean {sum(diffs) / len(diffs):.2e})")
             first = d["first_divergence"]
             if first:
                 print(f"{name}: first diverges at new token {first['step']} (position {first['position']}): "
                       f"{report['baseline']} chose {first['expected']} {first['expected_text']!r}, "
-                      f"{name} chose {first['got']} {first['got_text']!r}")
+                      f"{name} chose {first['got']} {first['got_text']!r}; in {report['baseline']}'s logits "
+                      f"the two were {first['baseline_margin']:.3f} apart, and {name}'s logits differ by up to "
+                      f"{first['logit_error']:.3f} there")
             else:
-                print(f"{name}: same {len(report['new_ids'])} tokens, max |logit difference| "
-                      f"{d['max_logit_diff']:.2e}")
+                print(f"{name}: same {len(report['new_ids'])} tokens")
     return 1 if diverged else 0
 
 
@@ -159,20 +162,20 @@ def cmd_bench(args):
     if args.tokens < 2:
         raise UserError("--tokens must be at least 2")
     devices = parse_device_list(args.devices)
-    checkpoint = _load(args)
-    ids = prompt_ids(checkpoint.tokenizer, checkpoint.config, args.prompt)
-    if len(ids) + args.tokens > checkpoint.config.max_position_embeddings:
-        raise UserError(f"prompt plus --tokens exceed the context of {checkpoint.config.max_position_embeddings}")
-    models = [open_model(d, checkpoint) for d in devices]
+    source = _load(args)
+    ids = prompt_ids(source.tokenizer, source.config, args.prompt)
+    if len(ids) + args.tokens > source.config.max_position_embeddings:
+        raise UserError(f"prompt plus --tokens exceed the context of {source.config.max_position_embeddings}")
+    models = [open_model(d, source) for d in devices]
     try:
-        results, ratios = bench_devices(models, checkpoint.tokenizer, ids, args.tokens, args.repeats, log=_err)
+        results, ratios = bench_devices(models, source.tokenizer, ids, args.tokens, args.repeats, log=_err)
     finally:
         for model in models:
             model.close()
     if args.format == "json":
-        _print_json({"model": checkpoint.source, "devices": results, "ratios": ratios})
+        _print_json({"model": source.name, "devices": results, "ratios": ratios})
     else:
-        print(f"model: {checkpoint.source}, prompt {len(ids)} tokens, {args.tokens} new tokens, "
+        print(f"model: {source.name}, prompt {len(ids)} tokens, {args.tokens} new tokens, "
               f"median of {args.repeats}")
         for r in results:
             print(f"  {r['device']:>6}: {r['tokens_per_second']:8.1f} tok/s  (decode {r['decode_tokens_per_second']:.1f} "
@@ -181,12 +184,61 @@ def cmd_bench(args):
             print(f"  {pair}: {ratio:.2f}x")
 
 
+def cmd_quantize(args):
+    from .image import save_image
+    from .quantize import quantize_checkpoint
+
+    source = _load(args)
+    if source.checkpoint is None:
+        raise UserError(f"{source.name} is already a quantized image")
+    if args.calibration is not None:
+        text = _read_text(args.calibration)
+    else:
+        from .training.corpus import calibration_text
+        text = calibration_text()
+    ids = source.tokenizer.encode(text)
+    if not ids:
+        raise UserError("the calibration text is empty")
+    model = quantize_checkpoint(source.checkpoint, ids, source=source.name)
+    save_image(model, args.out)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} bytes; calibrated on {len(ids)} tokens)")
+
+
+def cmd_accuracy(args):
+    from .accuracy import measure_accuracy, render_accuracy
+
+    source = _load(args)
+    if args.text is not None:
+        text = _read_text(args.text)
+    else:
+        from .training.corpus import held_out_text
+        text = held_out_text(args.stories)
+    report = measure_accuracy(source, source.tokenizer.encode(text))
+    if args.format == "json":
+        _print_json(report)
+    else:
+        print(render_accuracy(report))
+
+
 def cmd_init_random(args):
     from .model.random_init import init_random
 
     config = init_random(args.preset, args.out, args.seed)
     print(f"wrote a random {args.preset} checkpoint ({config.num_layers} layers, hidden {config.hidden_size}, "
           f"vocab {config.vocab_size}) to {args.out}")
+
+
+def cmd_train(args):
+    from dataclasses import replace
+
+    from .training.train import TrainingPlan, train_default_model
+
+    plan = TrainingPlan(seed=args.seed)
+    if args.steps is not None:
+        plan = replace(plan, steps=args.steps, eval_every=min(plan.eval_every, args.steps))
+    if args.stories is not None:
+        plan = replace(plan, train_stories=args.stories)
+    train_default_model(args.out, plan=plan, log=_err)
 
 
 def build_parser():
@@ -201,7 +253,8 @@ def build_parser():
         return p
 
     def model_option(p):
-        p.add_argument("--model", help="a Hugging Face GPT-Neo folder or hub id (default: the shipped story model)")
+        p.add_argument("--model", help="a Hugging Face GPT-Neo folder, a hub id or a quantized image "
+                       "(default: the shipped story model)")
 
     def device_option(p):
         p.add_argument("--device", default=DEFAULT_DEVICE,
@@ -214,7 +267,8 @@ def build_parser():
     p.add_argument("prompt", metavar="PROMPT")
     model_option(p)
     device_option(p)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--max-new-tokens", type=_positive_int,
+                   help="stop after this many new tokens (default: at the end of the story or the context)")
     p.add_argument("--temperature", type=float, help="sample at this temperature (0 or unset: greedy)")
     p.add_argument("--top-k", type=_positive_int, help="sample from the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample from the smallest set holding this probability mass")
@@ -227,7 +281,8 @@ def build_parser():
     device_option(p)
     format_option(p)
 
-    p = command("inspect", cmd_inspect, "print the model's module tree with shapes, dtypes and parameter counts")
+    p = command("inspect", cmd_inspect, "print the model's module tree (or image contents) with shapes, "
+                "dtypes, scales and parameter counts")
     model_option(p)
     format_option(p)
 
@@ -235,22 +290,43 @@ def build_parser():
                 "diverging token (exit 1 if they diverge)")
     p.add_argument("prompt", metavar="PROMPT")
     model_option(p)
-    p.add_argument("--devices", default="cpu,hf", help="comma-separated devices, the first is the baseline")
+    p.add_argument("--devices", default="cpu,emu", help="comma-separated devices, the first is the baseline")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
     format_option(p)
 
     p = command("bench", cmd_bench, "tokens per second of back ends in one run, and their ratios")
     model_option(p)
-    p.add_argument("--devices", default="cpu,hf", help="comma-separated devices")
+    p.add_argument("--devices", default="cpu,emu", help="comma-separated devices")
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--tokens", type=_positive_int, default=64, help="new tokens per run (default 64)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="runs per device; the median counts")
+    format_option(p)
+
+    p = command("quantize", cmd_quantize, "write the quantized model image (int8 weights, scales, requantizer "
+                "constants, tables, config, tokenizer) of a checkpoint")
+    model_option(p)
+    p.add_argument("--out", required=True, help="the image file to write")
+    p.add_argument("--calibration", metavar="FILE", help="calibration text (default: story text in the "
+                   "default model's training style)")
+
+    p = command("accuracy", cmd_accuracy, "the integer golden model against the float reference: top-1 "
+                "agreement, perplexities, logit error, per-layer error")
+    model_option(p)
+    p.add_argument("--text", metavar="FILE", help="held-out text (default: the default model's validation stories)")
+    p.add_argument("--stories", type=_positive_int, default=100, help="validation stories when no --text")
     format_option(p)
 
     p = command("init-random", cmd_init_random, "write a random-weight GPT-Neo checkpoint folder")
     p.add_argument("--preset", required=True, help="tinystories-33m or tiny")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--seed", type=int, default=0)
+
+    p = command("train", cmd_train, "rebuild the shipped story model: corpus, tokenizer and training "
+                "(needs neofpga[hf]; about 25 minutes on 2 cores)")
+    p.add_argument("out", metavar="OUT", help="folder to write the Hugging Face checkpoint to")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_positive_int, help="training steps (default: the shipped model's)")
+    p.add_argument("--stories", type=_positive_int, help="training stories (default: the shipped model's)")
     return parser
 
 

@@ -26,8 +26,12 @@ def compare_devices(models, tokenizer, ids, new_tokens, eos_id):
             diffs.append(float(np.max(np.abs(logits.astype(np.float64) - baseline.step_logits[step]))))
             choice = int(np.argmax(logits))
             if first is None and choice != token:
+                reference = baseline.step_logits[step]
                 first = {"step": step, "position": len(ids) + step, "expected": token, "got": choice,
-                         "expected_text": tokenizer.decode([token]), "got_text": tokenizer.decode([choice])}
+                         "expected_text": tokenizer.decode([token]), "got_text": tokenizer.decode([choice]),
+                         # why: how close the two candidates were in the baseline, against this step's error
+                         "baseline_margin": float(reference[token] - reference[choice]),
+                         "logit_error": diffs[-1]}
             if step + 1 < len(tokens):
                 logits = model.forward(np.array([[token]]), last_only=True)[0, -1]
         report["devices"][model.name] = {"max_logit_diff_per_step": diffs,

@@ -62,6 +62,12 @@ class FloatDevice:
                                     for p in "qkv"]) for i in range(config.num_layers)]
         self.batch = 0
         self.keys = self.values = None
+        self.observe = None  # observe(site, layer, array): the quantizer's calibration hook
+
+    def _seen(self, site, layer, array):
+        if self.observe is not None:
+            self.observe(site, layer, array)
+        return array
 
     def reset(self, batch=1):
         """Empty the KV cache for ``batch`` sequences (np.empty does not touch memory until written)."""
@@ -78,7 +84,11 @@ class FloatDevice:
     def attention(self, layer, x, positions):
         """Self-attention of block ``layer`` on LayerNormed ``x`` [B, T, D] at absolute ``positions``."""
         c, p = self.config, f"transformer.h.{layer}.attn.attention."
-        q, k, v = map(self._split_heads, np.split(x @ self.qkv[layer].T, 3, axis=-1))
+        self._seen("attn_in", layer, x)
+        q, k, v = np.split(x @ self.qkv[layer].T, 3, axis=-1)
+        for site, part in zip("qkv", (q, k, v)):
+            self._seen(site, layer, part)
+        q, k, v = map(self._split_heads, (q, k, v))
         start, end = positions[0], positions[-1] + 1
         self.keys[layer, :, :, start:end] = k
         self.values[layer, :, :, start:end] = v
@@ -86,20 +96,24 @@ class FloatDevice:
 
         scores = q @ keys.transpose(0, 1, 3, 2)  # GPT-Neo: no 1/sqrt(head_dim)
         mask = attention_mask(c.attention_layers[layer], positions, end, c.window_size)
+        self._seen("scores", layer, np.where(mask, scores, 0))
         probs = softmax(np.where(mask, scores, MASKED))
         heads = probs @ values  # [B, H, T, head_dim]
-        merged = heads.transpose(0, 2, 1, 3).reshape(x.shape)
-        return merged @ self.w[p + "out_proj.weight"].T + self.w[p + "out_proj.bias"]
+        merged = self._seen("ctx", layer, heads.transpose(0, 2, 1, 3).reshape(x.shape))
+        return self._seen("attn_out", layer, merged @ self.w[p + "out_proj.weight"].T + self.w[p + "out_proj.bias"])
 
     def mlp(self, layer, x):
         """The MLP of block ``layer``: c_fc, gelu_new, c_proj."""
         p = f"transformer.h.{layer}.mlp."
-        hidden = gelu_new(x @ self.w[p + "c_fc.weight"].T + self.w[p + "c_fc.bias"])
-        return hidden @ self.w[p + "c_proj.weight"].T + self.w[p + "c_proj.bias"]
+        self._seen("mlp_in", layer, x)
+        hidden = gelu_new(self._seen("fc", layer, x @ self.w[p + "c_fc.weight"].T + self.w[p + "c_fc.bias"]))
+        self._seen("gelu", layer, hidden)
+        return self._seen("mlp_out", layer, hidden @ self.w[p + "c_proj.weight"].T + self.w[p + "c_proj.bias"])
 
     def head(self, x):
         """Logits from the final hidden state: the lm_head, tied to the token embedding."""
-        return x @ self.w["transformer.wte.weight"].T
+        self._seen("head_in", None, x)
+        return self._seen("logits", None, x @ self.w["transformer.wte.weight"].T)
 
 
 class GPTNeo:
@@ -109,12 +123,13 @@ class GPTNeo:
     logits; ``reset`` starts new sequences. Every back end but ``hf`` is one of these.
     """
 
-    def __init__(self, checkpoint, device, name="cpu"):
+    def __init__(self, config, weights, device, name="cpu"):
         self.name = name
-        self.config = checkpoint.config
-        self.w = checkpoint.weights
+        self.config = config
+        self.w = weights  # the host's share: wte and wpe rows, LayerNorm gains and biases
         self.device = device
         self.length = 0
+        self.observe = None  # observe("residual", layer, x) after every block: per-layer accuracy
         self.reset()
 
     def reset(self, batch=1):
@@ -139,6 +154,8 @@ class GPTNeo:
                 layer, layer_norm(x, w[h + "ln_1.weight"], w[h + "ln_1.bias"], c.layer_norm_epsilon), positions)
             x = x + self.device.mlp(
                 layer, layer_norm(x, w[h + "ln_2.weight"], w[h + "ln_2.bias"], c.layer_norm_epsilon))
+            if self.observe is not None:
+                self.observe("residual", layer, x)
         if last_only:
             x = x[:, -1:]
         x = layer_norm(x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], c.layer_norm_epsilon)

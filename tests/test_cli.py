@@ -34,7 +34,7 @@ def test_generate_cpu_and_hf_print_identical_greedy_tokens(capsys, checkpoints):
     assert cpu["tokens_per_second"] > 0
     assert cpu_err.startswith(PROMPT + cpu["text"])  # with --format json the story streams to stderr
 
-    code, out, err = run(capsys, "generate", PROMPT, "--model", model, "--max-new-tokens", 40)
+    code, out, err = run(capsys, "generate", PROMPT, "--model", model, "--device", "cpu", "--max-new-tokens", 40)
     assert code == 0 and out == PROMPT + cpu["text"] + "\n"
     assert "tok/s" in err
 
@@ -52,7 +52,7 @@ def test_generate_sampling_is_seeded(capsys, checkpoints):
 def test_generate_stops_at_the_context_with_a_note(capsys, checkpoints):
     model = checkpoints["two-global"]  # context 64
     prompt = "Tom and Lily ran to the big tree. " * 4  # a few tokens short of the context
-    data, err = run_json(capsys, "generate", prompt, "--model", model, "--max-new-tokens", 500)
+    data, err = run_json(capsys, "generate", prompt, "--model", model, "--device", "cpu", "--max-new-tokens", 500)
     assert 50 < len(data["prompt_ids"]) < 64
     assert data["stop_reason"] == "context"
     assert len(data["prompt_ids"]) + len(data["new_ids"]) == 64
@@ -69,7 +69,7 @@ def test_score_on_cpu_and_hf(capsys, checkpoints, tmp_path):
     assert abs(cpu["mean_nll"] - hf["mean_nll"]) < 1e-5
     assert cpu["argmax_ids"] == hf["argmax_ids"]
     assert abs(cpu["perplexity"] - 2.718281828 ** cpu["mean_nll"]) < 1e-6 * cpu["perplexity"]
-    code, out, _ = run(capsys, "score", text, "--model", model)
+    code, out, _ = run(capsys, "score", text, "--model", model, "--device", "cpu")
     assert code == 0 and "perplexity" in out
 
 
@@ -97,7 +97,7 @@ def test_compare_agrees_and_reports_divergence(capsys, checkpoints, tmp_path):
     data, _ = run_json(capsys, "compare", PROMPT, "--model", model, "--devices", "cpu,hf")
     assert not data["diverged"] and data["devices"]["hf"]["max_logit_diff"] < 1e-4
     assert len(data["devices"]["hf"]["max_logit_diff_per_step"]) == len(data["new_ids"])
-    code, out, _ = run(capsys, "compare", PROMPT, "--model", model)
+    code, out, _ = run(capsys, "compare", PROMPT, "--model", model, "--devices", "cpu,hf")
     assert code == 0 and "same" in out
 
 

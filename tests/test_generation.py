@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from neofpga.host.devices import open_model
+from neofpga.host.devices import load_source, open_model
 from neofpga.host.errors import UserError
 from neofpga.host.generation import TextStream, generate, prompt_ids
-from neofpga.host.model import load_checkpoint
 from neofpga.host.model.random_init import byte_level_tokenizer
 from neofpga.host.model.tokenizer import TextTokenizer
 from neofpga.host.sampling import Sampler
@@ -102,7 +101,7 @@ def test_stops_at_max_new_tokens_and_at_the_context():
 
 
 def test_prompt_checks(tiny_random):
-    checkpoint = load_checkpoint(tiny_random)
+    checkpoint = load_source(tiny_random)
     c = checkpoint.config
     assert prompt_ids(checkpoint.tokenizer, c, "") == [c.bos_token_id]
     full = " a" * c.max_position_embeddings  # one token per " a"
@@ -136,7 +135,7 @@ def test_windows_cover_every_target_once():
 
 
 def test_score_matches_direct_computation_across_windows(checkpoints):
-    checkpoint = load_checkpoint(checkpoints["two-global"])  # context 64
+    checkpoint = load_source(checkpoints["two-global"])  # context 64
     model = open_model("cpu", checkpoint)
     ids = np.random.default_rng(0).integers(0, checkpoint.config.vocab_size - 1, 150)
     result = score(model, ids)
@@ -157,6 +156,6 @@ def test_score_matches_direct_computation_across_windows(checkpoints):
 
 
 def test_score_needs_two_tokens(tiny_random):
-    checkpoint = load_checkpoint(tiny_random)
+    checkpoint = load_source(tiny_random)
     with pytest.raises(UserError, match="scoring needs at least 2"):
         score(open_model("cpu", checkpoint), [5])

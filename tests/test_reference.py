@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import CONFIGS, sample_ids
-from neofpga.host.devices import open_model
+from neofpga.host.devices import load_source, open_model
 from neofpga.host.generation import generate
-from neofpga.host.model import load_checkpoint
 from neofpga.host.reference import attention_mask
 from neofpga.host.sampling import Sampler
 
@@ -16,7 +15,7 @@ TOLERANCE = 1e-4
 
 
 def models(folder):
-    checkpoint = load_checkpoint(folder)
+    checkpoint = load_source(folder)
     return checkpoint, open_model("cpu", checkpoint), open_model("hf", checkpoint)
 
 
@@ -56,7 +55,7 @@ def test_greedy_ids_identical_over_64_new_tokens(checkpoints):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_kv_cache_decode_equals_full_recomputation(checkpoints, name):
-    checkpoint = load_checkpoint(checkpoints[name])
+    checkpoint = load_source(checkpoints[name])
     cpu = open_model("cpu", checkpoint)
     ids = sample_ids(checkpoint.config.vocab_size, 40, seed=3)
     cpu.reset(1)
@@ -68,7 +67,7 @@ def test_kv_cache_decode_equals_full_recomputation(checkpoints, name):
 
 
 def test_batch_rows_equal_single_sequences(checkpoints):
-    checkpoint = load_checkpoint(checkpoints["four-alternating"])
+    checkpoint = load_source(checkpoints["four-alternating"])
     cpu = open_model("cpu", checkpoint)
     batch = np.stack([sample_ids(checkpoint.config.vocab_size, 20, seed=s) for s in range(3)])
     cpu.reset(3)
@@ -79,7 +78,7 @@ def test_batch_rows_equal_single_sequences(checkpoints):
 
 
 def test_last_only_is_the_last_row(checkpoints):
-    checkpoint = load_checkpoint(checkpoints["one-local"])
+    checkpoint = load_source(checkpoints["one-local"])
     cpu = open_model("cpu", checkpoint)
     ids = sample_ids(checkpoint.config.vocab_size, 12, seed=4)[None]
     cpu.reset(1)
