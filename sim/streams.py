@@ -1,0 +1,104 @@
+"""cocotb helpers for Amaranth stream ports: clock and reset, a source and a sink with random stalls.
+
+Amaranth names a stream port's members ``<port>__payload``, ``<port>__valid`` and
+``<port>__ready``; a struct payload is one packed vector, built and taken apart here with the
+component's own ``amaranth.lib.data`` layout so the testbench never repeats bit positions.
+"""
+
+from amaranth.hdl import Shape
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+__all__ = ["start", "pack", "unpack", "StreamSource", "StreamSink"]
+
+
+async def start(dut, period_ns=10, reset_cycles=2):
+    """Start ``dut.clk`` and hold ``dut.rst`` for a few cycles."""
+    Clock(dut.clk, period_ns, unit="ns").start()
+    dut.rst.value = 1
+    for _ in range(reset_cycles):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+def pack(layout, values):
+    """An integer holding ``values`` (a dict by field name) laid out as ``layout`` (a StructLayout)."""
+    word = 0
+    for name, field in layout:
+        width = Shape.cast(field.shape).width
+        word |= (int(values[name]) & ((1 << width) - 1)) << field.offset
+    return word
+
+
+def unpack(layout, word):
+    """The fields of ``word`` as a dict, signed fields sign-extended."""
+    word = int(word)
+    values = {}
+    for name, field in layout:
+        shape = Shape.cast(field.shape)
+        raw = (word >> field.offset) & ((1 << shape.width) - 1)
+        if shape.signed and raw >> (shape.width - 1):
+            raw -= 1 << shape.width
+        values[name] = raw
+    return values
+
+
+class StreamSource:
+    """Drives the stream input ``<dut>.<name>__*`` with payloads, stalling at random."""
+
+    def __init__(self, dut, name, rng, valid_probability=1.0):
+        self.clk = dut.clk
+        self.payload = getattr(dut, f"{name}__payload")
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.rng, self.probability = rng, valid_probability
+        self.valid.value = 0
+
+    async def send(self, payloads):
+        """Offer each payload until it is taken, with random bubbles between them."""
+        index = 0
+        while index < len(payloads):
+            valid = self.rng.random() < self.probability
+            self.valid.value = int(valid)
+            if valid:
+                self.payload.value = payloads[index]
+            await ReadOnly()
+            taken = valid and bool(self.ready.value)
+            await RisingEdge(self.clk)
+            index += taken
+        self.valid.value = 0
+
+
+class StreamSink:
+    """Takes payloads from the stream output ``<dut>.<name>__*``, refusing them at random."""
+
+    def __init__(self, dut, name, rng, ready_probability=1.0, signed=False):
+        self.clk = dut.clk
+        self.payload = getattr(dut, f"{name}__payload")
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.rng, self.probability, self.signed = rng, ready_probability, signed
+        self.ready.value = 0
+
+    async def receive(self, count):
+        """The next ``count`` payloads (as ints; signed if asked) in the order they came."""
+        received = []
+        while len(received) < count:
+            ready = self.rng.random() < self.probability
+            self.ready.value = int(ready)
+            await ReadOnly()
+            if ready and self.valid.value:
+                value = self.payload.value
+                received.append(value.to_signed() if self.signed else value.to_unsigned())
+            await RisingEdge(self.clk)
+        self.ready.value = 0
+        return received
+
+    async def expect_idle(self, cycles):
+        """Assert that no payload is offered for ``cycles`` cycles (nothing duplicated or extra)."""
+        self.ready.value = 1
+        for _ in range(cycles):
+            await ReadOnly()
+            assert not self.valid.value, "the stream offered a payload nobody expected"
+            await RisingEdge(self.clk)
+        self.ready.value = 0
