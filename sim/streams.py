@@ -6,6 +6,7 @@ component's own ``amaranth.lib.data`` layout so the testbench never repeats bit 
 """
 
 from amaranth.hdl import Shape
+from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
@@ -22,25 +23,33 @@ async def start(dut, period_ns=10, reset_cycles=2):
 
 
 def pack(layout, values):
-    """An integer holding ``values`` (a dict by field name) laid out as ``layout`` (a StructLayout)."""
+    """An integer holding ``values`` laid out as ``layout``: a dict by field name for a struct, a
+    sequence for an array layout, nested as the layouts nest."""
     word = 0
-    for name, field in layout:
+    for key, field in layout:
+        value = values[key]
+        if isinstance(field.shape, data.Layout):
+            value = pack(field.shape, value)
         width = Shape.cast(field.shape).width
-        word |= (int(values[name]) & ((1 << width) - 1)) << field.offset
+        word |= (int(value) & ((1 << width) - 1)) << field.offset
     return word
 
 
 def unpack(layout, word):
-    """The fields of ``word`` as a dict, signed fields sign-extended."""
+    """The fields of ``word``: a dict for a struct, a list for an array layout; signed fields
+    sign-extended."""
     word = int(word)
     values = {}
-    for name, field in layout:
+    for key, field in layout:
         shape = Shape.cast(field.shape)
         raw = (word >> field.offset) & ((1 << shape.width) - 1)
+        if isinstance(field.shape, data.Layout):
+            values[key] = unpack(field.shape, raw)
+            continue
         if shape.signed and raw >> (shape.width - 1):
             raw -= 1 << shape.width
-        values[name] = raw
-    return values
+        values[key] = raw
+    return [values[i] for i in range(len(values))] if isinstance(layout, data.ArrayLayout) else values
 
 
 class StreamSource:
