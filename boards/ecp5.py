@@ -14,7 +14,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["tool", "parse_report", "synthesize_out_of_context"]
+__all__ = ["tool", "parse_report", "ecp5_platform", "synthesize_out_of_context"]
 
 
 def tool(name):
@@ -41,12 +41,19 @@ def parse_report(report):
     return {"used": used, "available": available, "fmax": fmax}
 
 
+def ecp5_platform():
+    """An ECP5 platform object, so that components elaborate their ECP5 primitives (DSP registers)."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
+
+
 def synthesize_out_of_context(component, name, workdir, device="85k", package="CABGA381", freq_mhz=100.0,
                               seed=1):
     """Yosys synth_ecp5 and nextpnr-ecp5 --out-of-context; returns the parsed report plus timings."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / f"{name}.v").write_text(verilog.convert(component, name=name, emit_src=False))
+    text = verilog.convert(component, name=name, platform=ecp5_platform(), emit_src=False)
+    (workdir / f"{name}.v").write_text(text)
     start = time.perf_counter()
     subprocess.run([tool("yosys"), "-q", "-l", "yosys.log", "-p",  # YoWASP sees relative paths only
                     f"read_verilog {name}.v; synth_ecp5 -top {name} -json {name}.json"],

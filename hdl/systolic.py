@@ -2,8 +2,9 @@
 
 ``rows x cols`` cells; cell (r, c) accumulates ``sum_k a[r][k] * b[c][k]`` for one output tile.
 Row r's activations enter at the left edge r cycles late and move right one cell a cycle; column
-c's weights enter at the top c cycles late and move down. Each cell registers its product and
-then accumulates it, so the longest path is one 18 x 18 multiplier or one 32-bit add. When a
+c's weights enter at the top c cycles late and move down. Each cell's product comes out of a
+two-stage :class:`Multiplier` (registers inside the DSP block on an ECP5) into a 32-bit
+accumulator, so no cycle holds more than the DSP or one add. When a
 tile's last step has passed a cell, its sum is copied into a holding register and the cell starts
 the next tile at once; the held rows leave through the output, one row of ``cols`` sums a cycle.
 
@@ -18,6 +19,8 @@ idles on zeros when no input is offered, so bubbles and back-pressure never chan
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from .dsp import Multiplier
 
 __all__ = ["ArrayStep", "SystolicArray"]
 
@@ -93,22 +96,24 @@ class SystolicArray(wiring.Component):
                 b = b_in[c]
                 a_out, b_out = Signal.like(a, name=f"a_{r}_{c}"), Signal.like(b, name=f"b_{r}_{c}")
                 first_out, last_out = Signal(name=f"first_{r}_{c}"), Signal(name=f"last_{r}_{c}")
-                product = Signal(signed(self.a_width + self.b_width), name=f"product_{r}_{c}")
-                product_first, product_last = Signal(name=f"pfirst_{r}_{c}"), Signal(name=f"plast_{r}_{c}")
+                m.submodules[f"mult_{r}_{c}"] = mult = Multiplier(self.a_width, self.b_width)
+                m.d.comb += [mult.a.eq(a), mult.b.eq(b), mult.en.eq(advance)]
+                # the flags travel beside the multiplier's pipeline
+                product_first = delayed(first, Multiplier.LATENCY, f"pfirst_{r}_{c}")
+                product_last = delayed(last, Multiplier.LATENCY, f"plast_{r}_{c}")
                 total = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
                 following = Signal(signed(self.acc_width), name=f"next_{r}_{c}")
-                m.d.comb += following.eq(Mux(product_first, product, total + product))
+                m.d.comb += following.eq(Mux(product_first, mult.p, total + mult.p))
                 with m.If(advance):
                     m.d.sync += [a_out.eq(a), b_out.eq(b), first_out.eq(first), last_out.eq(last),
-                                 product.eq(a * b), product_first.eq(first), product_last.eq(last),
                                  total.eq(following)]
                     with m.If(product_last):
                         m.d.sync += held[r][c].eq(following)
                 a, first, last = a_out, first_out, last_out
                 b_in[c] = b_out
 
-        # Row r of a tile is complete cols + 2 + r cycles after its last step was taken.
-        done = [Signal(name=f"done_{i}") for i in range(rows + cols + 1)]
+        # Row r of a tile is complete cols + 2 + LATENCY + r cycles after its last step was taken.
+        done = [Signal(name=f"done_{i}") for i in range(rows + cols + Multiplier.LATENCY)]
         with m.If(advance):
             m.d.sync += done[0].eq(step.last)
             m.d.sync += [later.eq(earlier) for earlier, later in zip(done, done[1:])]
@@ -116,7 +121,7 @@ class SystolicArray(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         with m.If(advance):
             for r in range(rows):
-                with m.If(done[cols + 1 + r]):
+                with m.If(done[cols + Multiplier.LATENCY + r]):
                     m.d.sync += [self.o.payload[c].eq(held[r][c]) for c in range(cols)]
                     m.d.sync += self.o.valid.eq(1)
         return m
