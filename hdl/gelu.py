@@ -7,6 +7,8 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import StallingPipeline
+
 __all__ = ["KNOTS", "KNOT_BITS", "knot_write_layout", "GELU"]
 
 KNOTS = 257     #: knots per table: 256 segments of 256 input codes each, and the end of the last
@@ -120,22 +122,8 @@ class GELU(wiring.Component):
                 write.en.eq(self.load.valid & (address[0] == parity)),
             ]
 
-        advance = Signal()  # every stage moves on this cycle
-        valid = Signal(self.LATENCY)  # valid[k]: stage k + 1 holds an element
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            self.o.valid.eq(valid[-1]),
-        ]
-        with m.If(advance):
-            m.d.sync += valid.eq(Cat(self.i.valid, valid[:-1]))
-
-        def stage(name, value):
-            """A register of the pipeline, loaded from ``value`` when the pipeline advances."""
-            register = Signal(Value.cast(value).shape(), name=name)
-            with m.If(advance):
-                m.d.sync += register.eq(value)
-            return register
+        pipeline = StallingPipeline(m, self.i, self.o, self.LATENCY)
+        advance, stage = pipeline.advance, pipeline.stage
 
         # 1. the first knot's address and the fraction
         x = self.i.payload

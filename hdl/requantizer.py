@@ -7,6 +7,8 @@ from amaranth.hdl import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import StallingPipeline
+
 __all__ = ["RequantizerInput", "Requantizer"]
 
 FLOOR_BITS = 16  # bits of the floor kept: one outside int16 rounds to beyond any int16 limit
@@ -58,22 +60,8 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        advance = Signal()  # every stage moves on this cycle
-        valid = Signal(self.LATENCY)  # valid[k]: stage k + 1 holds an element
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            self.o.valid.eq(valid[-1]),
-        ]
-        with m.If(advance):
-            m.d.sync += valid.eq(Cat(self.i.valid, valid[:-1]))
-
-        def stage(name, value):
-            """A register of the pipeline, loaded from ``value`` when the pipeline advances."""
-            register = Signal(Value.cast(value).shape(), name=name)
-            with m.If(advance):
-                m.d.sync += register.eq(value)
-            return register
+        pipeline = StallingPipeline(m, self.i, self.o, self.LATENCY)
+        advance, stage = pipeline.advance, pipeline.stage
 
         def delayed(name, value, stages):
             """``value`` delayed by ``stages`` pipeline stages."""

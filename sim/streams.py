@@ -10,7 +10,7 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-__all__ = ["start", "pack", "unpack", "StreamSource", "StreamSink"]
+__all__ = ["start", "pack", "unpack", "StreamSource", "StreamSink", "stream_unstalled"]
 
 
 async def start(dut, period_ns=10, reset_cycles=2):
@@ -89,10 +89,17 @@ class StreamSink:
         self.rng, self.probability, self.signed = rng, ready_probability, signed
         self.ready.value = 0
 
-    async def receive(self, count):
-        """The next ``count`` payloads (as ints; signed if asked) in the order they came."""
-        received = []
+    async def receive(self, count, within=None):
+        """The next ``count`` payloads (as ints; signed if asked) in the order they came.
+
+        With ``within``, fail after that many cycles instead of waiting forever for a payload
+        that was dropped.
+        """
+        received, cycles = [], 0
         while len(received) < count:
+            if within is not None and cycles >= within:
+                raise AssertionError(f"{len(received)} of {count} payloads came in {within} cycles: "
+                                     "one was dropped or the design hung")
             ready = self.rng.random() < self.probability
             self.ready.value = int(ready)
             await ReadOnly()
@@ -100,6 +107,7 @@ class StreamSink:
                 value = self.payload.value
                 received.append(value.to_signed() if self.signed else value.to_unsigned())
             await RisingEdge(self.clk)
+            cycles += 1
         self.ready.value = 0
         return received
 
@@ -111,3 +119,26 @@ class StreamSink:
             assert not self.valid.value, "the stream offered a payload nobody expected"
             await RisingEdge(self.clk)
         self.ready.value = 0
+
+
+async def stream_unstalled(dut, words, signed=True):
+    """Offer ``words`` on ``i`` back to back with ``o`` always ready.
+
+    Returns the cycles at which each word was taken and ``(cycle, payload)`` for each output: what
+    a latency and throughput measurement needs.
+    """
+    dut.o__ready.value = 1
+    taken, received, cycle = [], [], 0
+    while len(received) < len(words):
+        dut.i__payload.value = words[len(taken)] if len(taken) < len(words) else 0
+        dut.i__valid.value = int(len(taken) < len(words))
+        await ReadOnly()
+        if dut.i__valid.value and dut.i__ready.value:
+            taken.append(cycle)
+        if dut.o__valid.value:
+            value = dut.o__payload.value
+            received.append((cycle, value.to_signed() if signed else value.to_unsigned()))
+        await RisingEdge(dut.clk)
+        cycle += 1
+    dut.i__valid.value = 0
+    return taken, received

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from neofpga.host.cli import main
 
 PROMPT = "Once upon a time"
