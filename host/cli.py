@@ -154,11 +154,49 @@ def cmd_compare(args):
     return 1 if diverged else 0
 
 
+def _array_shape(text):
+    try:
+        rows, cols = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS like 12x12, got {text!r}") from None
+    if not (1 <= rows <= 32 and 1 <= cols <= 32):
+        raise argparse.ArgumentTypeError(f"array sides must be 1 to 32, got {text!r}")
+    return rows, cols
+
+
+def cmd_bench_hardware(args):
+    from ..sim.bench import hardware_report
+
+    report = hardware_report(*args.array, synthesis=not args.no_synthesis, log=_err)
+    if args.format == "json":
+        _print_json(report)
+        return
+    a = report["array"]
+    print(f"systolic array {a['rows']}x{a['cols']}: {a['macs_per_cycle']} MACs a cycle")
+    print("matmul products in Verilator (cycles from command to last result; formula in brackets):")
+    for p in report["matmul_runs"]:
+        print(f"  M={p['m']:<4} K={p['k']:<5} N={p['n']:<5} {p['cycles']:>7} cycles ({p['formula_cycles']}), "
+              f"utilisation {p['utilisation'] * 100:5.1f} %")
+    print(f"  formula within {report['formula_max_error_cycles']} cycles of every run")
+    s = report["simulator"]
+    print(f"simulator: {s['free_running_cycles_per_second']:,.0f} cycles/s free-running, "
+          f"{s['cycles_per_second_with_a_python_check_every_cycle']:,.0f} with a Python check every cycle")
+    for name, phases in report["models"].items():
+        for phase, e in phases.items():
+            print(f"{name}, {phase}: {e['matmul_cycles']:,} matmul cycles for {e['macs']:,} MACs, "
+                  f"utilisation {e['utilisation'] * 100:.1f} %")
+    for name, r in report.get("ecp5_85f", {}).items():
+        print(f"ECP5-85F {name}: {r['luts']} LUT4, {r['ffs']} FF, {r['mult18x18d']} MULT18X18D, "
+              f"{r['dp16kd']} DP16KD, Fmax {r['fmax_mhz']:.1f} MHz")
+
+
 def cmd_bench(args):
     from .benchmark import bench_devices
     from .devices import open_model, parse_device_list
     from .generation import prompt_ids
 
+    if args.hw:
+        return cmd_bench_hardware(args)
     if args.tokens < 2:
         raise UserError("--tokens must be at least 2")
     devices = parse_device_list(args.devices)
@@ -300,6 +338,10 @@ def build_parser():
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--tokens", type=_positive_int, default=64, help="new tokens per run (default 64)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="runs per device; the median counts")
+    p.add_argument("--hw", action="store_true", help="measure the gateware instead: cycles and utilisation in "
+                   "Verilator, resources and Fmax on an ECP5-85F (place and route takes many minutes)")
+    p.add_argument("--array", type=_array_shape, default=(12, 12), help="with --hw: the array, ROWSxCOLS")
+    p.add_argument("--no-synthesis", action="store_true", help="with --hw: simulation figures only")
     format_option(p)
 
     p = command("quantize", cmd_quantize, "write the quantized model image (int8 weights, scales, requantizer "

@@ -1,4 +1,4 @@
-"""cocotb testbench of the matmul sequencer (tests/test_hdl_matmul.py's harness) against numpy.
+"""cocotb testbench of the matmul sequencer (sim/harness.py's MatmulHarness) against numpy.
 
 Parameters from the environment: ROWS, COLS, ADDRESS_WIDTH.
 """
@@ -8,15 +8,14 @@ import random
 
 import cocotb
 import numpy as np
-from amaranth.hdl import signed, unsigned
-from amaranth.lib import data
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from neofpga.hdl.matmul import MatmulCommand, MatmulResult
+from neofpga.sim.harness import BankWrite
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
 
 ROWS, COLS, AW = int(os.environ["ROWS"]), int(os.environ["COLS"]), int(os.environ["ADDRESS_WIDTH"])
-WRITE = data.StructLayout({"weights": 1, "bank": unsigned(8), "address": unsigned(AW), "value": signed(16)})
+WRITE = BankWrite(AW)
 COMMAND = MatmulCommand(AW)
 RESULT = MatmulResult(COLS)
 
@@ -131,3 +130,46 @@ async def full_tiles_keep_the_array_busy(dut):
     useful = m * n * k / (ROWS * COLS)
     dut._log.info(f"{ROWS}x{COLS}: {cycles} cycles for {tiles} tiles of K={k}: utilisation {useful / cycles:.3f}")
     assert cycles <= tiles * k + 2 * (ROWS + COLS) + 8
+
+
+@cocotb.test(timeout_time=10, timeout_unit="sec")
+async def measure_cycles(dut):
+    """For the bench: cycles of each product in SHAPES (JSON [[m, k, n], ...]) with a consumer that
+    never stalls, written with the simulator's speed to the JSON file RESULTS. Results are checked."""
+    import json
+    import time
+
+    rng = random.Random(7)
+    await start(dut)
+    dut.o__ready.value = 1
+    commands = StreamSource(dut, "command", rng)
+    report, total_cycles, started = [], 0, time.perf_counter()
+    for m, k, n in json.loads(os.environ["SHAPES"]):
+        a, w = product(rng, m, k, n)
+        await StreamSource(dut, "load", rng).send(layout_writes(a, w, 0, k, 0, k))
+        total_cycles += m * k + n * k
+        sender = cocotb.start_soon(commands.send([pack(COMMAND, {"m": m, "k": k, "n": n, "a_base": 0, "a_stride": k,
+                                                                 "w_base": 0, "w_stride": k})]))
+        cycles, beats = 0, []
+        while not beats or not beats[-1]["last"]:
+            await ReadOnly()
+            if dut.o__valid.value:
+                beats.append(unpack(RESULT, dut.o__payload.value))
+            await RisingEdge(dut.clk)
+            cycles += 1
+        await sender
+        check(a, w, beats)
+        total_cycles += cycles
+        report.append({"m": m, "k": k, "n": n, "cycles": cycles})
+    checked_seconds = time.perf_counter() - started
+    # the simulator's own speed: one long product with nothing from Python until it is done
+    m, k, n = ROWS, 2 ** AW // 2, COLS
+    await StreamSource(dut, "load", rng).send(layout_writes(*product(rng, m, k, n), 0, k, 0, k))
+    await commands.send([pack(COMMAND, {"m": m, "k": k, "n": n, "a_base": 0, "a_stride": k, "w_base": 0,
+                                        "w_stride": k})])
+    started = time.perf_counter()
+    await ClockCycles(dut.clk, 100 * k)
+    free_running = 100 * k / (time.perf_counter() - started)
+    with open(os.environ["RESULTS"], "w") as f:
+        json.dump({"products": report, "simulated_cycles": total_cycles, "wall_seconds": checked_seconds,
+                   "free_running_cycles_per_second": free_running}, f)
