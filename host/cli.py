@@ -340,7 +340,7 @@ def build_parser():
     p.add_argument("--repeats", type=_positive_int, default=3, help="runs per device; the median counts")
     p.add_argument("--hw", action="store_true", help="measure the gateware instead: cycles and utilisation in "
                    "Verilator, resources and Fmax on an ECP5-85F (place and route takes many minutes)")
-    p.add_argument("--array", type=_array_shape, default=(12, 12), help="with --hw: the array, ROWSxCOLS")
+    p.add_argument("--array", type=_array_shape, default=(9, 16), help="with --hw: the array, ROWSxCOLS (default 9x16, the boards')")
     p.add_argument("--no-synthesis", action="store_true", help="with --hw: simulation figures only")
     format_option(p)
 

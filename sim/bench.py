@@ -23,10 +23,10 @@ TB_MATMUL = Path(__file__).with_name("tb_matmul.py")
 def matmul_cycles(rows, cols, m, k, n):
     """Cycles from a product's command to its last result row on the sequencer: every tile takes
     max(K, rows, cols) steps, tiles run back to back, and the last tile's rows come out after the
-    array's skew (cols), the multiplier and three registers (command, operand read, output)."""
+    array's skew (cols), the multiplier and four registers (command, operand read, entry, output)."""
     tiles = math.ceil(m / rows) * math.ceil(n / cols)
     last_tile_rows = (m - 1) % rows + 1
-    return tiles * max(k, rows, cols) + cols + Multiplier.LATENCY + 3 + last_tile_rows
+    return tiles * max(k, rows, cols) + cols + Multiplier.LATENCY + 4 + last_tile_rows
 
 
 def model_ops(config, m, context):
@@ -72,7 +72,7 @@ def synthesize_units(units, workdir):
     return report
 
 
-def hardware_report(rows=12, cols=12, synthesis=True, log=print):
+def hardware_report(rows=9, cols=16, synthesis=True, log=print):
     """Everything ``neofpga bench --hw`` prints: see docs/PERFORMANCE.md for the meaning of each figure."""
     from ..host.devices import load_source
     from ..host.model.random_init import PRESETS

@@ -11,7 +11,7 @@ from neofpga.sim.runner import run_cocotb
 TB = Path(__file__).parent.parent / "sim" / "tb_matmul.py"
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 5), (4, 3), (12, 12)])
+@pytest.mark.parametrize("rows,cols", [(1, 5), (4, 3), (9, 16)])  # 9 x 16 is the boards' array
 def test_matmul_sequencer(rows, cols, tmp_path):
     harness = MatmulHarness(rows, cols)
     run_cocotb(harness, test_module=TB, run_dir=tmp_path, testcase=["products_match_numpy", "full_tiles_keep_the_array_busy"],

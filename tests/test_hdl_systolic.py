@@ -10,7 +10,7 @@ from neofpga.sim.runner import run_cocotb
 TB = Path(__file__).parent.parent / "sim" / "tb_systolic.py"
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 4), (3, 5), (12, 12)])
+@pytest.mark.parametrize("rows,cols", [(1, 4), (3, 5), (9, 16)])  # 9 x 16 is the boards' array
 def test_systolic_array(rows, cols, tmp_path):
     run_cocotb(SystolicArray(rows, cols), test_module=TB, run_dir=tmp_path,
                extra_env={"ROWS": str(rows), "COLS": str(cols), "SEED": str(rows * 100 + cols)})
