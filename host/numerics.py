@@ -95,18 +95,23 @@ def requantize(acc, bias, multiplier, shift, low, high):
 def exact_matmul(x, w_f32):
     """``x @ w.T`` for 16-bit signed ``x`` [..., K] and int8-valued float32 ``w`` [N, K], exactly (int64).
 
-    ``x`` splits into a signed high byte and an unsigned low byte (x = 256 hi + lo); each
-    product with an int8 weight is below 2**15 in magnitude, so float32 sums of up to 512 of them
-    are exact. Both halves go through one matmul, so the weights are read once.
+    ``x`` splits into balanced bytes, x = 256 hi + lo with hi in [-128, 128] and lo in
+    [-128, 127]; each product with an int8 weight is at most 2**14 in magnitude, so float32 sums
+    of up to 1024 of them are exact. A single row (decode) takes two matrix-vector products, which
+    BLAS runs much faster than one two-row product; more rows go through one product.
     """
     x = np.asarray(x, dtype=np.int64)
-    halves = np.stack([x >> 8, x & 255]).astype(np.float32)  # [2, ..., K]
-    k = x.shape[-1]
+    rows = x.reshape(-1, x.shape[-1])
+    lo = ((rows + 128) & 255) - 128
+    halves = np.concatenate([(rows - lo) >> 8, lo]).astype(np.float32)  # [2 rows, K]
     total = None
-    for start in range(0, k, 512):
-        part = (halves[..., start:start + 512] @ w_f32[:, start:start + 512].T).astype(np.int64)
+    for start in range(0, x.shape[-1], 1024):
+        w = w_f32[:, start:start + 1024]
+        h = halves[:, start:start + 1024]
+        part = np.stack([w @ h[0], w @ h[1]]) if len(rows) == 1 else h @ w.T
+        part = part.astype(np.int64)
         total = part if total is None else total + part
-    return total[0] * 256 + total[1]
+    return (total[:len(rows)] * 256 + total[len(rows):]).reshape(*x.shape[:-1], -1)
 
 
 # -- integer softmax -----------------------------------------------------------------------------

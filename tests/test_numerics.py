@@ -83,7 +83,7 @@ def test_activation_limits_keep_the_accumulator_inside_int32():
 
 # -- exact int8 matmul ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k", [1, 7, 512, 513, 3072])
+@pytest.mark.parametrize("k", [1, 7, 1024, 1025, 3072])
 def test_exact_matmul_is_exact_at_the_extremes(k):
     x = np.full((4, k), -32768, dtype=np.int64)
     x[1] = 32767
@@ -95,6 +95,8 @@ def test_exact_matmul_is_exact_at_the_extremes(k):
     expected = x @ w.astype(np.int64).T
     assert np.array_equal(exact_matmul(x, w.astype(np.float32)), expected)
     assert expected[0, 0] == k * 2 ** 22  # -32768 x -128 summed
+    for row in range(4):  # one row (decode) takes its own path
+        assert np.array_equal(exact_matmul(x[row], w.astype(np.float32)), expected[row])
 
 
 # -- integer softmax -----------------------------------------------------------------------------
