@@ -47,6 +47,7 @@ def measure_matmul(rows, cols, shapes):
         results = Path(folder) / "results.json"
         harness = MatmulHarness(rows, cols, address_width)
         run_cocotb(harness, test_module=TB_MATMUL, testcase="measure_cycles", run_dir=folder,
+                   log_file=Path(folder) / "simulation.log",  # keeps stdout for the report
                    extra_env={"ROWS": str(rows), "COLS": str(cols), "ADDRESS_WIDTH": str(address_width),
                               "SHAPES": json.dumps(shapes), "RESULTS": str(results)})
         measured = json.loads(results.read_text())

@@ -147,14 +147,15 @@ def _outcome(results):
 
 
 def run_cocotb(design, *, test_module, toplevel="top", testcase=None, run_dir=None,
-               extra_env=None, waves=None, seed=None):
+               extra_env=None, waves=None, seed=None, log_file=None):
     """Run a cocotb test module on `design` (an Amaranth component or Verilog text).
 
     `test_module` is a path to the testbench's ``.py`` file (its folder goes on the test's
     PYTHONPATH) or an importable module name such as ``neofpga.sim.tb_adder``. `testcase` picks
     tests by name (a string or a list). Results and waves go to `run_dir` (a new temporary
     folder by default). `waves` defaults to the ``NEOFPGA_WAVES`` environment variable.
-    `extra_env` is seen by the testbench. Raises `CocotbFailure` naming each failed test.
+    `extra_env` is seen by the testbench. The simulator's output goes to `log_file` if given,
+    else to stdout. Raises `CocotbFailure` naming each failed test.
     """
     verilog_text = design if isinstance(design, str) else verilog_for(design, toplevel)
     if waves is None:
@@ -174,14 +175,15 @@ def run_cocotb(design, *, test_module, toplevel="top", testcase=None, run_dir=No
             get_runner("verilator").test(
                 test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
                 build_dir=build_dir, test_dir=run_dir,
-                results_xml=str(results), testcase=testcase, seed=seed, waves=waves,
+                results_xml=str(results), testcase=testcase, seed=seed, waves=waves, log_file=log_file,
                 test_args=["--trace-file", str(trace)] if waves else [])
         except SystemExit:  # its way of reporting failures and crashes: read the results instead
             pass
     if trace is not None:
         print(f"neofpga.sim: waves in {trace}")
     if not results.exists():
-        raise CocotbFailure(f"{test_module}: the simulation ended without results (see its output above)")
+        where = log_file or "its output above"
+        raise CocotbFailure(f"{test_module}: the simulation ended without results (see {where})")
     names, failures = _outcome(results)
     if failures:
         raise CocotbFailure(f"{test_module}: {len(failures)} of {len(names)} tests failed\n" + "\n".join(failures))
