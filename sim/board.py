@@ -1,0 +1,123 @@
+"""The simulated board: a Verilator build of the top level, its byte streams served on a TCP port.
+
+    with SimulatedBoard(build_board(verilog_for(top))) as board:
+        link = serial.serial_for_url(board.url, timeout=1)   # as to a real board's UART
+
+The top level's only ports are ``clk``, ``rst`` and two byte streams, ``i`` (to the design) and
+``o`` (from it). ``board_main.cpp`` holds reset, listens on ``127.0.0.1``, serves one client at a
+time and clocks the design while bytes move; it stops the clock after ``idle_cycles`` cycles
+without a byte moved and no byte waiting for the design (see the top of ``board_main.cpp``).
+Builds are cached like :mod:`neofpga.sim.runner`'s, in the same folder.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .runner import PCH_MAKEFLAGS, _build_error, _build_once, _cache_root, _verilator_version
+
+__all__ = ["build_board", "SimulatedBoard"]
+
+MAIN = Path(__file__).with_name("board_main.cpp")
+EXECUTABLE = "Vboard"
+BUILD_SECONDS = 15  #: about how long a build takes, for the progress line
+
+_SUMMARY = re.compile(r"simulated (\d+) cycles in [\d.]+ s \(([\d.]+) cycles/s\)")
+
+
+def build_board(verilog_text, *, trace=False, log=print):
+    """Build the simulated board for `verilog_text` (top module ``top``), or reuse the cached build.
+
+    `trace` compiles in FST tracing (``SimulatedBoard(..., trace=path)``). A build prints one line
+    through `log` first. Returns the executable; raises RuntimeError with the log's tail if the
+    build fails.
+    """
+    args = ["--cc", "--exe", "--build", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+            "--noassert", "-CFLAGS", "-O2", *(["--trace-fst"] if trace else [])]
+    main = MAIN.read_text()
+    key = json.dumps([verilog_text, args, main, _verilator_version()])
+    build_dir = _cache_root() / f"board-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def make(build_dir):
+        log(f"building the simulated board (first time only, ~{BUILD_SECONDS} s) ...")
+        (build_dir / "top.v").write_text(verilog_text)
+        (build_dir / MAIN.name).write_text(main)
+        build_log = build_dir / "build.log"
+        with open(build_log, "w") as output:
+            result = subprocess.run(
+                ["verilator", *args, "--top-module", "top", "top.v", MAIN.name, "-o", EXECUTABLE],
+                cwd=build_dir, stdout=output, stderr=subprocess.STDOUT,
+                env={**os.environ, "MAKEFLAGS": PCH_MAKEFLAGS})
+        if result.returncode != 0:
+            raise _build_error("the simulated board", build_log)
+
+    _build_once(build_dir, make)
+    return build_dir / "obj_dir" / EXECUTABLE
+
+
+class SimulatedBoard:
+    """A running simulated board (a context manager): `executable` from :func:`build_board`.
+
+    `port` 0 picks a free port. `trace` is an FST file to write (the board must be built with
+    ``trace=True``). `idle_cycles` overrides the cycles without a byte moved after which the clock
+    stops (0: never); `max_cycles` ends the simulation after that many cycles. Waits up to
+    `timeout` seconds for the board to listen.
+    """
+
+    def __init__(self, executable, port=0, trace=None, *, idle_cycles=None, max_cycles=None, timeout=30):
+        command = [str(executable), "--port", str(port)]
+        for option, value in [("--trace", trace), ("--idle-cycles", idle_cycles), ("--max-cycles", max_cycles)]:
+            if value is not None:
+                command += [option, str(value)]
+        self._stdout, self._stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, stdout=self._stdout, stderr=self._stderr)  #: the board's process
+        self.stderr = None             #: what the board printed to stderr, once closed
+        self.cycles = None             #: cycles simulated, once closed
+        self.cycles_per_second = None  #: simulation speed while clocking, once closed
+        deadline = time.monotonic() + timeout
+        while (match := re.match(rb"listening on (\d+)\n", self._read(self._stdout))) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                summary = self.close()
+                raise RuntimeError(f"the simulated board {executable} did not start listening within {timeout} s "
+                                   f"(exit code {self.process.returncode}):\n{summary}")
+            time.sleep(0.01)
+        self.port = int(match[1])  #: the TCP port it listens on
+        self.url = f"socket://127.0.0.1:{self.port}"  #: for ``serial.serial_for_url``
+
+    @staticmethod
+    def _read(file):
+        """All that the board wrote to `file` so far (its own file offset is left alone)."""
+        return os.pread(file.fileno(), os.fstat(file.fileno()).st_size, 0)
+
+    def close(self, timeout=10):
+        """Stop the board (SIGTERM, then SIGKILL after `timeout` seconds) and return its stderr.
+
+        Sets :attr:`cycles` and :attr:`cycles_per_second` from its summary line when present.
+        Closing again returns the same text.
+        """
+        if self.stderr is not None:
+            return self.stderr
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stderr = self._read(self._stderr).decode(errors="replace")
+        self._stdout.close()
+        self._stderr.close()
+        if (match := _SUMMARY.search(self.stderr)) is not None:
+            self.cycles, self.cycles_per_second = int(match[1]), float(match[2])
+        return self.stderr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
