@@ -10,6 +10,10 @@ frame gets exactly one answer frame with the same sequence number: the command's
 fails its CRC, is longer than the device's buffer, or stops arriving for a timeout is answered
 with an error and changes nothing; the decoder then hunts for the next SYNC.
 
+Commands (:class:`Opcode`) carry little-endian records whose fields are listed once here
+(:data:`ACCESS`, :data:`MATMUL`, :data:`INFO`, :data:`COUNTERS`, :data:`CONSTANT`): the host packs
+them with :func:`pack_record`, the gateware derives its struct layouts from the same lists.
+
 This module is plain Python (no Amaranth, no numpy): ``hdl/`` builds its decoder and encoder from
 these constants, ``host/`` encodes commands and decodes answers with :func:`encode_frame` and
 :class:`FrameDecoder`, and the tests use both as the reference.
@@ -19,7 +23,8 @@ import enum
 import zlib
 
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
-           "encode_frame"]
+           "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
+           "CONSTANT", "WORD_BYTES", "INFO_MAGIC", "record_size", "pack_record", "unpack_record"]
 
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
@@ -110,3 +115,97 @@ class FrameDecoder:
         self.bad_frames += 1
         self.skipped += len(SYNC)
         del self.buffer[:len(SYNC)]
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+class Opcode(enum.IntEnum):
+    """What a command frame asks for. Its answer has the same opcode with :data:`ANSWER` set."""
+    INFO = 0x01            # -> an INFO record
+    WRITE = 0x02           # ACCESS record + words -> nothing
+    READ = 0x03            # READ record -> the words
+    MATMUL = 0x04          # MATMUL record -> nothing, once every result is written
+    COUNTERS = 0x05        # -> a COUNTERS record
+    RESET_COUNTERS = 0x06  # -> nothing
+
+
+class Space(enum.IntEnum):
+    """The device's memories, as WRITE and READ address them (``bank``, then ``address`` in words)."""
+    ACTIVATIONS = 0  # ``rows`` banks of 16-bit words: matmul operand A, results, probabilities
+    WEIGHTS = 1      # ``cols`` banks of bytes: matmul operand W, the K and V caches
+    CONSTANTS = 2    # one bank of CONSTANT records, one per output column: the requantizer's
+    GELU = 3         # one bank of int32 knots, 257 per table (write only)
+
+
+WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 12, Space.GELU: 4}
+"""Bytes per word of each space, little-endian."""
+
+
+class Mode(enum.IntEnum):
+    """What a MATMUL does with each int32 sum before it is written."""
+    REQUANTIZE = 0  # requantize with the column's CONSTANT record
+    GELU = 1        # requantize, then the GELU unit with table ``gelu_table``
+    SOFTMAX = 2     # the softmax unit over the row (M = 1), masked causally (and by ``window``)
+
+
+# A record is a list of (name, bytes, signed); fields follow each other, little-endian.
+ACCESS = [("space", 1, False), ("bank", 1, False), ("address", 4, False)]
+READ = ACCESS + [("words", 2, False)]
+MATMUL = [
+    # the product A [m, k] @ W [n, k].T, operands in the sequencer's banked layouts (hdl/matmul.py)
+    ("m", 2, False), ("k", 2, False), ("n", 2, False),
+    ("a_base", 4, False), ("a_stride", 4, False), ("w_base", 4, False), ("w_stride", 4, False),
+    ("mode", 1, False),
+    ("constants", 4, False),    # REQUANTIZE, GELU: the CONSTANT record of column 0
+    ("gelu_table", 1, False), ("gelu_low", 2, True), ("gelu_high", 2, True),
+    # SOFTMAX: integer_softmax's (pre, C, shift); the query's position and the local window
+    # (0: global); key j is visible when j <= position and position - j < window
+    ("softmax_pre", 1, False), ("softmax_constant", 4, False), ("softmax_shift", 1, False),
+    ("position", 2, False), ("window", 2, False),
+    # where results go, result [i, j] being row i (0..m-1), column j (0..n-1) of the product:
+    #   by rows, banked:     bank (out_bank0 + i) mod B,
+    #                        address out_address0 + ((out_bank0 + i) // B) * out_stride + j
+    #   by rows, not banked: bank out_bank0, address out_address0 + i * out_stride + j
+    #   transposed (WEIGHTS only): bank j mod B, address out_address0 + (j // B) * out_stride + out_offset + i
+    # with B the space's bank count (rows for ACTIVATIONS, cols for WEIGHTS); a WEIGHTS word keeps
+    # the result's low byte. SOFTMAX writes its probabilities (n of them) the same way.
+    ("out_space", 1, False), ("out_transposed", 1, False), ("out_banked", 1, False),
+    ("out_bank0", 1, False), ("out_address0", 4, False), ("out_stride", 4, False), ("out_offset", 2, False),
+]
+INFO = [
+    ("magic", 4, False), ("gateware_version", 8, False), ("numerics_version", 2, False),
+    ("rows", 1, False), ("cols", 1, False),
+    ("activation_words", 4, False), ("weight_words", 4, False), ("constant_words", 4, False),
+    ("gelu_tables", 1, False), ("max_payload", 2, False), ("softmax_length", 2, False),
+    ("clock_hz", 4, False),
+]
+COUNTERS = [("cycles", 8, False), ("matmul_cycles", 8, False), ("macs", 8, False),
+            ("commands", 4, False), ("errors", 4, False)]
+CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False),
+            ("low", 2, True), ("high", 2, True)]
+INFO_MAGIC = int.from_bytes(b"NEOF", "little")
+
+
+def record_size(fields):
+    """Bytes of a record."""
+    return sum(size for _, size, _ in fields)
+
+
+def pack_record(fields, **values):
+    """The bytes of a record; fields not given are 0."""
+    unknown = set(values) - {name for name, _, _ in fields}
+    if unknown:
+        raise ValueError(f"no such fields: {', '.join(sorted(unknown))}")
+    return b"".join(int(values.get(name, 0)).to_bytes(size, "little", signed=signed)
+                    for name, size, signed in fields)
+
+
+def unpack_record(fields, data):
+    """A dict of a record's fields; the data must be exactly its size."""
+    if len(data) != record_size(fields):
+        raise ValueError(f"a record of {record_size(fields)} bytes, not {len(data)}")
+    values, at = {}, 0
+    for name, size, signed in fields:
+        values[name] = int.from_bytes(data[at:at + size], "little", signed=signed)
+        at += size
+    return values

@@ -1,0 +1,86 @@
+"""The device's commands as methods: INFO, memory writes and reads in frames that fit, MATMUL, counters.
+
+    accelerator = Accelerator(Link(transport))
+    check_info(accelerator.device_info, {"gateware_version": GATEWARE_VERSION, "numerics_version": NUMERICS_VERSION})
+    accelerator.write(Space.WEIGHTS, 0, 0, matrix_bytes)
+"""
+
+import numpy as np
+
+from .errors import UserError
+from .numerics import GELU_SEGMENT_BITS
+from .protocol import ACCESS, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, WORD_BYTES, Opcode, pack_record, \
+    record_size, unpack_record
+
+__all__ = ["GELU_KNOTS", "record_dtype", "Accelerator", "check_info"]
+
+GELU_KNOTS = 2 ** GELU_SEGMENT_BITS + 1
+"""Knots of one GELU table: table t is at GELU addresses GELU_KNOTS * t onwards."""
+
+
+def record_dtype(fields):
+    """The numpy structured dtype of a protocol record (little-endian fields, no padding)."""
+    return np.dtype([(name, f"<{'i' if signed else 'u'}{size}") for name, size, signed in fields])
+
+
+class Accelerator:
+    """The device behind ``link``; its INFO record is read once, into ``device_info``.
+
+    Reading INFO first also makes it the link's first command, which a device never skips as a
+    retry (see :class:`~neofpga.host.link.Link`).
+    """
+
+    def __init__(self, link):
+        self.link = link
+        self.device_info = self.info()
+
+    def info(self):
+        """The device's INFO record as a dict."""
+        return unpack_record(INFO, self.link.command(Opcode.INFO))
+
+    def write(self, space, bank, address, data):
+        """Write words (``data``: their little-endian bytes) from ``address`` on, in as many frames as needed."""
+        size = WORD_BYTES[space]
+        if len(data) % size:
+            raise ValueError(f"{len(data)} bytes are not a whole number of {size}-byte words")
+        per_frame = (self.device_info["max_payload"] - record_size(ACCESS)) // size
+        for start in range(0, len(data) // size, per_frame):
+            head = pack_record(ACCESS, space=space, bank=bank, address=address + start)
+            self.link.command(Opcode.WRITE, head + data[start * size:(start + per_frame) * size])
+
+    def read(self, space, bank, address, words):
+        """``words`` words from ``address`` on, as their bytes, in as many frames as needed."""
+        per_frame = self.device_info["max_payload"] // WORD_BYTES[space]
+        return b"".join(
+            self.link.command(Opcode.READ, pack_record(READ, space=space, bank=bank, address=address + start,
+                                                       words=min(per_frame, words - start)))
+            for start in range(0, words, per_frame))
+
+    def matmul(self, **fields):
+        """One MATMUL (fields of :data:`~neofpga.host.protocol.MATMUL`; those not given are 0)."""
+        self.link.command(Opcode.MATMUL, pack_record(MATMUL, **fields))
+
+    def counters(self):
+        """The device's COUNTERS record as a dict."""
+        return unpack_record(COUNTERS, self.link.command(Opcode.COUNTERS))
+
+    def reset_counters(self):
+        """Zero the device's counters."""
+        self.link.command(Opcode.RESET_COUNTERS)
+
+
+def check_info(info, expected):
+    """Refuse a device whose INFO does not match: not neofpga, or another gateware or numerics version.
+
+    ``expected`` holds the versions to check (``gateware_version``, ``numerics_version``, either or both).
+    """
+    if info["magic"] != INFO_MAGIC:
+        raise UserError(f"the device is not a neofpga accelerator (INFO magic {info['magic']:#010x}): "
+                        f"check the port and flash the neofpga bitstream")
+    if "gateware_version" in expected and info["gateware_version"] != expected["gateware_version"]:
+        raise UserError(f"the board runs gateware version {info['gateware_version']}, this neofpga needs "
+                        f"version {expected['gateware_version']}: rebuild the bitstream and flash it")
+    if "numerics_version" in expected and info["numerics_version"] != expected["numerics_version"]:
+        raise UserError(f"the board's gateware computes numerics version {info['numerics_version']}, this "
+                        f"neofpga computes version {expected['numerics_version']}: rebuild the bitstream "
+                        f"from this neofpga and flash it")

@@ -1,0 +1,295 @@
+"""The device-side ops on the accelerator: :class:`~neofpga.host.golden.GoldenOps`' interface and
+integer results, computed by link commands.
+
+The memory plan (every bank of a space uses the same addresses; D hidden size, F intermediate
+size, V vocabulary, T context, hd head size)::
+
+    WEIGHTS, ``cols`` banks of bytes
+      layer L's K cache at kbase_L = L * (Kw + Vw), Kw = ceil(T / cols) * D:
+        token t, element n (all heads): bank t % cols, kbase_L + (t // cols) * D + n
+      layer L's V cache at vbase_L = kbase_L + Kw, Vw = (D / cols) * T, transposed:
+        token t, element n: bank n % cols, vbase_L + (n // cols) * T + t
+      then the matrices, W [N, K] at base: W[n][k] in bank n % cols at base + (n // cols) * K + k;
+        resident: each at its own base; stream: all through one scratch region
+    ACTIVATIONS, ``rows`` banks of 16-bit words, for a chunk of c token rows (as many as fit):
+      x [c, D] banked (row m: bank m % rows, x_base + (m // rows) * D) at x_base = 0
+      hidden [c, max(D, F)] banked: the attention context, the GELU output
+      out [c, max(D, V)] banked: what is read back
+      q [c, D] in bank 0, row m at q_base + m * D; P [T] in bank 0 at p_base
+    CONSTANTS, one CONSTANT record per output column of every requantizer (qkv, pv, out_proj,
+      c_fc, c_proj, head); resident: each at its own base; stream: all through records 0..
+    GELU, table L for layer L (stream: table 0)
+
+An attention call writes x, computes q (into A), k (into the K cache) and v (into the V cache)
+from slices of the qkv matrix, then per token row and head one SOFTMAX product (q . K -> P, over
+keys 0..position: later ones are masked anyway) and one P @ V product into the context, and
+finally out_proj; its result is read back. Longer inputs run ``chunk`` token rows at a time.
+"""
+
+import functools
+import math
+
+import numpy as np
+from tqdm import tqdm
+
+from .accelerator import GELU_KNOTS, check_info, record_dtype
+from .errors import UserError
+from .numerics import NUMERICS_VERSION
+from .protocol import CONSTANT, Mode, Space
+
+__all__ = ["RESIDENCIES", "BoardOps"]
+
+RESIDENCIES = ("resident", "stream")
+REQUANTIZERS = ("qkv", "pv", "out_proj", "c_fc", "c_proj")  # per layer; then "head"
+
+
+class BoardOps:
+    """The attention block, the MLP block and the head on an :class:`~neofpga.host.accelerator.Accelerator`.
+
+    ``residency`` "resident" uploads every matrix, requantizer constant and GELU table once, here;
+    "stream" uploads each right before the product that uses it (only the KV caches stay on the
+    device). One sequence at a time (batch 1).
+    """
+
+    def __init__(self, model, accelerator, residency="resident"):
+        if residency not in RESIDENCIES:
+            raise UserError(f"residency must be one of {', '.join(RESIDENCIES)}, not {residency!r}")
+        self.config, self.t, self.accelerator, self.residency = model.config, model.tensors, accelerator, residency
+        self.info = accelerator.device_info
+        check_info(self.info, {"numerics_version": NUMERICS_VERSION})
+        self.rows, self.cols = self.info["rows"], self.info["cols"]
+        c = self.config
+        self.requantizers = [f"h.{i}.{name}" for i in range(c.num_layers) for name in REQUANTIZERS] + ["head"]
+        self._check_units()
+        self._plan_weights()
+        self._plan_constants()
+        self._plan_activations()
+        if residency == "resident":
+            self._upload_everything()
+
+    # -- the memory plan -----------------------------------------------------------------------
+
+    def _check_units(self):
+        """The model's shapes against what the device's units can do."""
+        c, info = self.config, self.info
+        if c.head_dim % self.cols:
+            raise UserError(f"the model's head size {c.head_dim} is not a multiple of the device's {self.cols} "
+                            f"weight banks, which the V cache's layout needs")
+        if c.max_position_embeddings > info["softmax_length"]:
+            raise UserError(f"the model's context of {c.max_position_embeddings} tokens is longer than the "
+                            f"device's softmax unit takes ({info['softmax_length']} keys)")
+        tables = c.num_layers if self.residency == "resident" else 1
+        _check_fit(tables, info["gelu_tables"], f"GELU tables with residency '{self.residency}'", self._hint())
+
+    def _plan_weights(self):
+        """WEIGHTS addresses: the KV caches (``caches[layer]`` = (kbase, vbase)), then ``weight_base[name]``."""
+        c, cols = self.config, self.cols
+        d, t = c.hidden_size, c.max_position_embeddings
+        k_words, v_words = math.ceil(t / cols) * d, d // cols * t
+        self.caches = [(layer * (k_words + v_words), layer * (k_words + v_words) + k_words)
+                       for layer in range(c.num_layers)]
+        shapes = {name: self.t[f"{name}.weight"].shape for name in self.requantizers if f"{name}.weight" in self.t}
+        sizes = {name: math.ceil(n / cols) * k for name, (n, k) in shapes.items()}
+        self.weight_base = self._bases(sizes, start=c.num_layers * (k_words + v_words))
+        end = max(self.weight_base[name] + sizes[name] for name in sizes)
+        _check_fit(end, self.info["weight_words"],
+                   f"words in each of the {cols} weight banks with residency '{self.residency}'", self._hint())
+
+    def _plan_constants(self):
+        """CONSTANTS addresses: ``constant_base[name]``, the record of the requantizer's column 0."""
+        sizes = {name: len(self.t[f"{name}.bias"]) for name in self.requantizers}
+        self.constant_base = self._bases(sizes, start=0)
+        end = max(self.constant_base[name] + sizes[name] for name in sizes)
+        _check_fit(end, self.info["constant_words"],
+                   f"requantizer constant records with residency '{self.residency}'", self._hint())
+
+    def _hint(self):
+        """What to suggest when the parameters do not fit."""
+        return "try residency 'stream'" if self.residency == "resident" else ""
+
+    def _bases(self, sizes, start):
+        """Regions of ``sizes`` one after the other from ``start`` (resident), or all at ``start`` (stream)."""
+        if self.residency == "stream":
+            return dict.fromkeys(sizes, start)
+        ends = np.cumsum([start, *sizes.values()])
+        return dict(zip(sizes, ends[:-1].tolist()))
+
+    def _plan_activations(self):
+        """ACTIVATIONS addresses, for ``chunk`` token rows at a time: as many as fit (at most the context)."""
+        c, rows = self.config, self.rows
+        d, t = c.hidden_size, c.max_position_embeddings
+        hidden, out = max(d, c.intermediate_size), max(d, c.vocab_size)
+
+        def words(chunk):
+            return math.ceil(chunk / rows) * (d + hidden + out) + chunk * d + t
+
+        _check_fit(words(1), self.info["activation_words"], f"words in each of the {rows} activation banks")
+        self.chunk = max(m for m in range(1, t + 1) if words(m) <= self.info["activation_words"])
+        per_bank = math.ceil(self.chunk / rows)
+        self.x_base = 0
+        self.hidden_base = self.x_base + per_bank * d
+        self.out_base = self.hidden_base + per_bank * hidden
+        self.q_base = self.out_base + per_bank * out
+        self.p_base = self.q_base + self.chunk * d
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def _upload_everything(self):
+        """Residency "resident": every matrix, constant and GELU table, once (a progress bar on stderr)."""
+        uploads = [functools.partial(self._upload, name) for name in self.requantizers]
+        uploads += [functools.partial(self._upload_knots, layer, layer) for layer in range(self.config.num_layers)]
+        for upload in tqdm(uploads, desc="uploading the model", unit="table", disable=None):
+            upload()
+
+    def _upload(self, name):
+        """Requantizer ``name``'s matrix (if it has one) and its CONSTANT records, where the plan puts them."""
+        weight = self.t.get(f"{name}.weight")
+        if weight is not None:
+            for bank in range(self.cols):
+                self.accelerator.write(Space.WEIGHTS, bank, self.weight_base[name], weight[bank::self.cols].tobytes())
+        bias, limits = self.t[f"{name}.bias"], self.t[f"{name}.limits"]
+        records = np.zeros(len(bias), record_dtype(CONSTANT))
+        records["bias"], records["multiplier"], records["shift"] = bias, self.t[f"{name}.multiplier"], \
+            self.t[f"{name}.shift"]
+        records["low"], records["high"] = np.broadcast_to(limits, (len(bias), 2)).T
+        self.accelerator.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
+
+    def _upload_knots(self, layer, table):
+        """Layer ``layer``'s GELU knots into GELU table ``table``."""
+        knots = self.t[f"h.{layer}.gelu.knots"].astype("<i4")
+        self.accelerator.write(Space.GELU, 0, GELU_KNOTS * table, knots.tobytes())
+
+    def _parameters(self, name):
+        """(weight base, constant base) of requantizer ``name``; streamed in first with residency "stream"."""
+        if self.residency == "stream":
+            self._upload(name)
+        return self.weight_base.get(name), self.constant_base[name]
+
+    def _gelu_table(self, layer):
+        """The GELU table holding layer ``layer``'s knots; streamed into table 0 with residency "stream"."""
+        if self.residency == "stream":
+            self._upload_knots(layer, 0)
+            return 0
+        return layer
+
+    # -- activations ---------------------------------------------------------------------------
+
+    def _write_rows(self, base, x):
+        """Rows x [m, K] into ACTIVATIONS, banked from ``base``."""
+        for bank in range(min(self.rows, len(x))):
+            self.accelerator.write(Space.ACTIVATIONS, bank, base, x[bank::self.rows].astype("<i2").tobytes())
+
+    def _read_rows(self, base, m, n):
+        """Rows [m, n] (int16) banked from ``base`` in ACTIVATIONS."""
+        out = np.empty((m, n), np.int16)
+        for bank in range(min(self.rows, m)):
+            count = len(range(bank, m, self.rows))
+            words = self.accelerator.read(Space.ACTIVATIONS, bank, base, count * n)
+            out[bank::self.rows] = np.frombuffer(words, "<i2").reshape(count, n)
+        return out
+
+    def _linear(self, name, m, a_base, out_base, **fields):
+        """Rows [m, K] banked at ``a_base`` times matrix ``name``, requantized (or as ``fields`` say),
+        banked into ``out_base``."""
+        n, k = self.t[f"{name}.weight"].shape
+        w_base, constants = self._parameters(name)
+        self.accelerator.matmul(m=m, k=k, n=n, a_base=a_base, a_stride=k, w_base=w_base, w_stride=k,
+                                constants=constants, out_space=Space.ACTIVATIONS, out_banked=1,
+                                out_address0=out_base, out_stride=n, **fields)
+
+    def _in_chunks(self, op, x, *per_row):
+        """``op`` over the rows of x [1, T, D] (and the matching parts of ``per_row`` arrays),
+        ``chunk`` rows at a time; the results joined back into [1, T, N]."""
+        x = np.asarray(x)
+        self.reset(len(x))
+        rows = x.reshape(-1, x.shape[-1])
+        parts = [op(rows[s:s + self.chunk], *(a[s:s + self.chunk] for a in per_row))
+                 for s in range(0, len(rows), self.chunk)]
+        return np.concatenate(parts).reshape(*x.shape[:-1], -1)
+
+    # -- the ops ---------------------------------------------------------------------------------
+
+    def reset(self, batch=1):
+        """A new sequence: nothing to send, its positions overwrite the caches as they advance."""
+        if batch != 1:
+            raise UserError(f"the board runs one sequence at a time, not a batch of {batch}")
+
+    def attention(self, layer, x, positions):
+        """Attention block on ``x`` [1, T, D] at ``positions`` (consecutive) -> int16 [1, T, D]."""
+        return self._in_chunks(functools.partial(self._attention, layer), x, np.asarray(positions))
+
+    def mlp(self, layer, x):
+        """MLP block on ``x`` [1, T, D]: c_fc with the GELU unit, c_proj -> int16."""
+        return self._in_chunks(functools.partial(self._mlp, layer), x)
+
+    def head(self, x):
+        """The tied head: int16 logits [1, T, V]."""
+        return self._in_chunks(self._head, x)
+
+    def _attention(self, layer, x, positions):
+        c, p = self.config, f"h.{layer}."
+        d, m = c.hidden_size, len(x)
+        self._write_rows(self.x_base, x)
+        self._qkv(layer, m, int(positions[0]))
+        _, pv = self._parameters(p + "pv")
+        for row, position in enumerate(positions):
+            for head in range(c.num_heads):
+                self._attend(layer, row, int(position), head, pv)
+        self._linear(p + "out_proj", m, self.hidden_base, self.out_base)
+        return self._read_rows(self.out_base, m, d)
+
+    def _qkv(self, layer, m, start):
+        """q into A (bank 0, not banked), k into the K cache and v into the V cache at positions ``start``..."""
+        c = self.config
+        d, t = c.hidden_size, c.max_position_embeddings
+        kbase, vbase = self.caches[layer]
+        w_base, constants = self._parameters(f"h.{layer}.qkv")
+        part = d // self.cols * d  # the words per bank of each of q, k and v in the qkv matrix
+        product = dict(m=m, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE)
+        self.accelerator.matmul(**product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
+                                out_address0=self.q_base, out_stride=d)
+        self.accelerator.matmul(**product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
+                                out_banked=1, out_bank0=start % self.cols,
+                                out_address0=kbase + start // self.cols * d, out_stride=d)
+        self.accelerator.matmul(**product, w_base=w_base + 2 * part, constants=constants + 2 * d,
+                                out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=t,
+                                out_offset=start)
+
+    def _attend(self, layer, row, position, head, pv):
+        """One head of one token row: q . K -> P (SOFTMAX), then P @ V -> its slice of the context."""
+        c = self.config
+        d, hd, t = c.hidden_size, c.head_dim, c.max_position_embeddings
+        kbase, vbase = self.caches[layer]
+        keys = position + 1  # later keys are masked: they would only add zero probabilities
+        pre, constant, shift = (int(v) for v in self.t[f"h.{layer}.softmax"])
+        window = c.window_size if c.attention_layers[layer] == "local" else 0
+        self.accelerator.matmul(m=1, k=hd, n=keys, a_base=self.q_base + row * d + head * hd, a_stride=d,
+                                w_base=kbase + head * hd, w_stride=d, mode=Mode.SOFTMAX, softmax_pre=pre,
+                                softmax_constant=constant, softmax_shift=shift, position=position, window=window,
+                                out_space=Space.ACTIVATIONS, out_address0=self.p_base, out_stride=keys)
+        self.accelerator.matmul(m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
+                                w_base=vbase + head * hd // self.cols * t, w_stride=t, mode=Mode.REQUANTIZE,
+                                constants=pv + head * hd, out_space=Space.ACTIVATIONS, out_banked=1,
+                                out_bank0=row % self.rows,
+                                out_address0=self.hidden_base + row // self.rows * d + head * hd, out_stride=d)
+
+    def _mlp(self, layer, x):
+        p, m = f"h.{layer}.", len(x)
+        self._write_rows(self.x_base, x)
+        low, high = (int(v) for v in self.t[p + "gelu.limits"])
+        self._linear(p + "c_fc", m, self.x_base, self.hidden_base, mode=Mode.GELU,
+                     gelu_table=self._gelu_table(layer), gelu_low=low, gelu_high=high)
+        self._linear(p + "c_proj", m, self.hidden_base, self.out_base)
+        return self._read_rows(self.out_base, m, self.config.hidden_size)
+
+    def _head(self, x):
+        self._write_rows(self.x_base, x)
+        self._linear("head", len(x), self.x_base, self.out_base)
+        return self._read_rows(self.out_base, len(x), self.config.vocab_size)
+
+
+def _check_fit(needed, available, what, hint=""):
+    """Refuse a model that needs more of the device than it has, in one line."""
+    if needed > available:
+        raise UserError(f"the model needs {needed:,} {what}, the device has {available:,}"
+                        + (f": {hint}" if hint else ""))

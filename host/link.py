@@ -1,0 +1,186 @@
+"""The host's end of the link: one command out, its answer back, retried through link damage.
+
+    link = Link(serial.serial_for_url("socket://127.0.0.1:5555", timeout=0.05))
+    payload = link.command(Opcode.INFO)
+
+Every command gets the next sequence number; a retry resends the very same frame, so a device
+that did apply it (and lost only the answer) recognises the retry and does not apply it again
+(host/protocol.py, the idempotency rule in :mod:`neofpga.sim.accelerator_model`). A transport is
+anything with pyserial's ``write(bytes)``, ``read(n)`` (what arrived within its timeout),
+``reset_input_buffer()`` and ``close()``.
+"""
+
+import collections
+import time
+
+from .errors import UserError
+from .protocol import ANSWER, CRC_BYTES, ERROR, HEADER_BYTES, Error, FrameDecoder, Opcode, encode_frame
+
+__all__ = ["LINK_DAMAGE", "LinkError", "Link", "FaultyTransport"]
+
+LINK_DAMAGE = {Error.BAD_CRC, Error.TRUNCATED, Error.TOO_LONG}
+"""Error answers that mean the command frame was damaged on its way, so nothing was applied: retried.
+(The host never sends a frame longer than the device's max_payload, so TOO_LONG is a damaged length.)"""
+
+ERROR_MEANINGS = {
+    Error.UNKNOWN_OPCODE: "the device does not know this command",
+    Error.BAD_ARGUMENT: "an address or length out of range, or a payload of the wrong size",
+    Error.BUSY: "the device cannot take the command now",
+}
+
+
+class LinkError(UserError):
+    """The device refused a command, or no good answer came through the retries (one line)."""
+
+
+def _name(opcode):
+    try:
+        return Opcode(opcode).name
+    except ValueError:
+        return f"opcode {opcode:#04x}"
+
+
+class Link:
+    """Commands over a ``transport``: numbered, answered, retried.
+
+    ``timeout`` is how long the line may stay silent before an answer is given up and the command
+    resent (the transport's own read timeout is the granularity); ``retries`` is how many times a
+    command is resent before :class:`LinkError`. ``bytes_sent``, ``bytes_received`` and
+    ``resends`` count the traffic. A new link starts its sequence numbers from 1: open it with a command that is never
+    skipped as a retry (an INFO, as :class:`~neofpga.host.accelerator.Accelerator` does), so that a
+    device still holding the previous session's last command cannot mistake the first one for it.
+    """
+
+    def __init__(self, transport, timeout=1.0, retries=8):
+        self.transport, self.timeout, self.retries = transport, timeout, retries
+        self.sequence = 0
+        self.decoder = FrameDecoder()
+        self.frames = collections.deque()
+        self.bytes_sent = self.bytes_received = self.resends = 0
+
+    def command(self, opcode, payload=b""):
+        """Send one command and return its answer's payload; raises :class:`LinkError`."""
+        self.sequence = (self.sequence + 1) % 256
+        frame = encode_frame(opcode, self.sequence, payload)
+        problem = None
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self._restart()
+                self.resends += 1
+            self.transport.write(frame)
+            self.bytes_sent += len(frame)
+            answer = self._receive(opcode)
+            if answer is None:
+                problem = f"no answer within {self.timeout} s"
+            elif answer.opcode == opcode | ANSWER:
+                return answer.payload
+            else:
+                code = self._error_code(opcode, answer)
+                if code not in LINK_DAMAGE:
+                    raise LinkError(f"the device refused {_name(opcode)}: {code.name} ({ERROR_MEANINGS[code]})")
+                problem = f"the device kept reporting {code.name}"
+        raise LinkError(f"{_name(opcode)} failed after {1 + self.retries} tries: {problem} "
+                        f"(is the board connected and running the neofpga gateware?)")
+
+    def close(self):
+        """Close the transport."""
+        self.transport.close()
+
+    def _receive(self, opcode):
+        """This command's answer or error frame, or None once the line has been silent for ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while self.frames:
+                frame = self.frames.popleft()
+                if frame.sequence == self.sequence and frame.opcode in (opcode | ANSWER, ERROR):
+                    return frame  # anything else is a stale answer to an earlier frame
+            data = self.transport.read(self._wanted())
+            if data:
+                self.bytes_received += len(data)
+                self.frames.extend(self.decoder.feed(data))
+                deadline = time.monotonic() + self.timeout
+            elif time.monotonic() >= deadline:
+                return None
+
+    def _wanted(self):
+        """The bytes that complete the frame the decoder is in (so a blocking read returns at its end)."""
+        buffer = self.decoder.buffer
+        if len(buffer) < HEADER_BYTES:
+            return HEADER_BYTES - len(buffer)
+        return HEADER_BYTES + int.from_bytes(buffer[4:6], "little") + CRC_BYTES - len(buffer)
+
+    def _restart(self):
+        """Forget what arrived for the failed attempt: a retry starts from a clean line."""
+        self.transport.reset_input_buffer()
+        self.decoder = FrameDecoder()
+        self.frames.clear()
+
+    def _error_code(self, opcode, answer):
+        """The :class:`Error` of an error answer; a malformed one is a :class:`LinkError`."""
+        try:
+            (code,) = answer.payload
+            return Error(code)
+        except ValueError:
+            raise LinkError(f"the device answered {_name(opcode)} with a malformed error "
+                            f"{answer.payload.hex() or '(empty)'}") from None
+
+
+class FaultyTransport:
+    """A transport that damages what passes through it, both ways: the retries' test bench.
+
+    Each frame written and each chunk read is, with its own probability, hit by a bit flip
+    (``flip``), cut short (``truncate``), sent twice (``duplicate``), preceded by up to 16 random
+    bytes (``garbage``) or lost (``drop``). ``rng`` is a numpy Generator; ``faults`` counts the
+    faults made, by kind.
+    """
+
+    def __init__(self, transport, rng, flip=0.0, truncate=0.0, duplicate=0.0, garbage=0.0, drop=0.0):
+        self.transport, self.rng = transport, rng
+        self.chances = dict(flip=flip, truncate=truncate, duplicate=duplicate, garbage=garbage, drop=drop)
+        self.faults = collections.Counter()
+        self.pending = bytearray()
+
+    def damage(self, data):
+        """``data`` after this transport's faults."""
+        data = bytearray(data)
+        if self._strikes("flip"):
+            data[self.rng.integers(len(data))] ^= 1 << int(self.rng.integers(8))
+        if len(data) > 1 and self._strikes("truncate"):
+            del data[self.rng.integers(1, len(data)):]
+        if self._strikes("duplicate"):
+            data = data * 2
+        if self._strikes("garbage"):
+            data[:0] = self.rng.bytes(int(self.rng.integers(1, 17)))
+        if self._strikes("drop"):
+            data.clear()
+        return bytes(data)
+
+    def _strikes(self, kind):
+        """Whether fault ``kind`` happens this time (counted if it does)."""
+        strikes = self.rng.random() < self.chances[kind]
+        self.faults[kind] += strikes
+        return strikes
+
+    def write(self, data):
+        """Write ``data``, damaged."""
+        self.transport.write(self.damage(data))
+        return len(data)
+
+    def read(self, size=1):
+        """Up to ``size`` bytes of what the inner transport gave, damaged chunk by chunk."""
+        if not self.pending:
+            data = self.transport.read(size)
+            if data:
+                self.pending += self.damage(data)
+        data = bytes(self.pending[:size])
+        del self.pending[:size]
+        return data
+
+    def reset_input_buffer(self):
+        """Drop what is waiting to be read, here and in the inner transport."""
+        self.pending.clear()
+        self.transport.reset_input_buffer()
+
+    def close(self):
+        """Close the inner transport."""
+        self.transport.close()

@@ -1,0 +1,74 @@
+"""The simulated board's design: the accelerator's parameters, its Verilog and gateware version.
+
+The gateware version that INFO reports is the first 8 bytes of the SHA-256 of the design's
+Verilog generated with version 0 (a design cannot contain the hash of itself). Converting the
+full design takes seconds, so the version is remembered on disk, keyed by the hash of the
+gateware's sources and the parameters; the Verilator build itself is cached by
+:func:`neofpga.sim.board.build_board`, keyed by the final Verilog.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import amaranth
+
+from ..hdl.accelerator import Accelerator
+from .board import SimulatedBoard, build_board
+from .runner import _cache_root, verilog_for
+
+__all__ = ["SIMULATED_BOARD", "gateware_version", "design_verilog", "board_executable", "start_simulated_board"]
+
+SIMULATED_BOARD = dict(
+    rows=9, cols=16,              # the boards' array
+    activation_words=2 ** 13,     # 16-bit words a bank: 9 x 16 KiB
+    weight_words=2 ** 15,         # bytes a bank: 16 x 32 KiB, the default model's weights and KV cache
+    constant_words=2 ** 12,       # requantizer records: every column of the default model
+    gelu_tables=16, softmax_length=256, max_payload=4096, timeout_cycles=2 ** 20, clock_hz=100_000_000,
+)
+"""The design ``--device sim`` runs: sized for the default model with its weights resident."""
+
+HDL = Path(__file__).parent.parent / "hdl"
+
+
+def _sources_key(parameters):
+    digest = hashlib.sha256(json.dumps([sorted(parameters.items()), amaranth.__version__]).encode())
+    for source in sorted(HDL.glob("*.py")) + [Path(__file__).parent.parent / "host" / "protocol.py"]:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def gateware_version(parameters=SIMULATED_BOARD):
+    """The version INFO reports for the design with ``parameters`` (cached on disk)."""
+    memo = _cache_root() / "versions" / f"{_sources_key(parameters)}.json"
+    if memo.exists():
+        return json.loads(memo.read_text())["version"]
+    text = verilog_for(Accelerator(**parameters, gateware_version=0))
+    version = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"version": version}))
+    return version
+
+
+def design_verilog(parameters=SIMULATED_BOARD):
+    """The Verilog of the design with ``parameters``, its gateware version filled in."""
+    return verilog_for(Accelerator(**parameters, gateware_version=gateware_version(parameters)))
+
+
+def board_executable(parameters=SIMULATED_BOARD, *, trace=False, log=print):
+    """The simulated board's executable for ``parameters``: built once, then found by the sources' key."""
+    memo = _cache_root() / "versions" / f"{_sources_key(parameters)}-board{'-trace' if trace else ''}.json"
+    if memo.exists():
+        executable = Path(json.loads(memo.read_text())["executable"])
+        if executable.exists():
+            return executable
+    log("generating the accelerator's Verilog ...")
+    executable = build_board(design_verilog(parameters), trace=trace, log=log)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"executable": str(executable)}))
+    return executable
+
+
+def start_simulated_board(parameters=SIMULATED_BOARD, *, port=0, trace=None, log=print):
+    """Build (once) and start the simulated board; a :class:`SimulatedBoard` to connect to."""
+    return SimulatedBoard(board_executable(parameters, trace=trace is not None, log=log), port=port, trace=trace)
