@@ -21,12 +21,17 @@ TB_MATMUL = Path(__file__).with_name("tb_matmul.py")
 
 
 def matmul_cycles(rows, cols, m, k, n):
-    """Cycles from a product's command to its last result row on the sequencer: every tile takes
-    max(K, rows, cols) steps, tiles run back to back, and the last tile's rows come out after the
-    array's skew (cols), the multiplier and four registers (command, operand read, entry, output)."""
+    """Cycles from a product's command to its last result row on the sequencer.
+
+    The first tile takes K steps and every later one max(K, rows, cols) (a tile ends at least that
+    long after the one before: the array pads short ones); tiles run back to back, and the last
+    tile's rows come out after the array's skew (cols), the multiplier, and six registers between
+    the command and the output (command, operand read, array entry, accumulator, holding register,
+    output buffer). tests/test_hdl_matmul.py checks it against the simulation.
+    """
     tiles = math.ceil(m / rows) * math.ceil(n / cols)
     last_tile_rows = (m - 1) % rows + 1
-    return tiles * max(k, rows, cols) + cols + Multiplier.LATENCY + 4 + last_tile_rows
+    return k + (tiles - 1) * max(k, rows, cols) + cols + Multiplier.LATENCY + 6 + last_tile_rows
 
 
 def model_ops(config, m, context):
