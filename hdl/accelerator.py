@@ -6,7 +6,8 @@ It executes the commands of host/protocol.py one at a time, each answered once:
 * WRITE, READ: words of the activation banks, weight banks, requantizer constants (GELU knots
   write only), every argument checked before anything is written;
 * MATMUL: a product on the systolic array whose results go through :class:`ResultPath` into the
-  banks; answered when the last result is written;
+  banks, once its fields and every address it reads or writes are checked; answered when the last
+  result is written;
 * COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors.
 
 A good command frame with the opcode and sequence number of the previous good one is a retry: a
@@ -198,6 +199,12 @@ class Accelerator(wiring.Component):
                 with m.Case(code):
                     m.d.comb += [known.eq(1), record_length.eq(size)]
 
+        # MATMUL's checks: the rows (or columns) left to step over, and the end of each region
+        transposed = matmul.out_transposed != 0
+        out_banks = Mux(matmul.out_space == Space.WEIGHTS, cols, rows)
+        a_end, w_end, out_end = Signal(34), Signal(34), Signal(34)
+        a_left, w_left, out_left = Signal(14), Signal(14), Signal(14)
+
         info = Array(Const(b, 8) for b in self.info)
         payload_byte = Signal(8)
 
@@ -291,23 +298,50 @@ class Accelerator(wiring.Component):
                     with m.If(byte_in_word + 1 != word_bytes):
                         m.d.sync += fetched.eq(0)
 
-            with m.State("CHECK_MATMUL"):
+            with m.State("CHECK_MATMUL"):  # the fields; then CHECK_RANGES, the addresses
                 size_ok = ((matmul.m >= 1) & (matmul.m < 4096) & (matmul.k >= 1) & (matmul.k < 4096)
                            & (matmul.n >= 1) & (matmul.n < 4096))
                 softmax_ok = (matmul.m == 1) & (matmul.n <= self.softmax_length)
-                out_banks = Mux(matmul.out_space == Space.WEIGHTS, cols, rows)
                 with m.If(~size_ok | (matmul.mode > Mode.SOFTMAX)
                           | ((matmul.mode == Mode.SOFTMAX) & ~softmax_ok)
                           | (matmul.out_space > Space.WEIGHTS)
-                          | ((matmul.out_transposed != 0) & (matmul.out_space != Space.WEIGHTS))
-                          | (matmul.out_bank0 >= out_banks) | (matmul.gelu_table >= self.gelu_tables)
-                          | (matmul.a_base >= self.depths[Space.ACTIVATIONS])
-                          | (matmul.w_base >= self.depths[Space.WEIGHTS])
-                          | (matmul.constants >= self.depths[Space.CONSTANTS])):
+                          | (transposed & (matmul.out_space != Space.WEIGHTS))
+                          | (~transposed & (matmul.out_bank0 >= out_banks))
+                          | ((matmul.mode == Mode.GELU) & (matmul.gelu_table >= self.gelu_tables))
+                          | ((matmul.mode != Mode.SOFTMAX)
+                             & (matmul.constants + matmul.n > self.depths[Space.CONSTANTS]))):
                     answer(m, Error.BAD_ARGUMENT)
                 with m.Else():
+                    m.d.sync += [
+                        a_end.eq(matmul.a_base + matmul.k), a_left.eq(matmul.m),
+                        w_end.eq(matmul.w_base + matmul.k), w_left.eq(matmul.n),
+                        out_end.eq(matmul.out_address0 + Mux(transposed, matmul.out_offset + matmul.m, matmul.n)),
+                        out_left.eq(Mux(transposed, matmul.n,
+                                        Mux(matmul.out_banked != 0, matmul.out_bank0 + matmul.m, matmul.m))),
+                    ]
+                    m.next = "CHECK_RANGES"
+
+            # The end (last address + 1) of A, W and the results in their banks, one stride a cycle:
+            # a_end = a_base + k + ((m - 1) // rows) * a_stride, and likewise (host/protocol.py's
+            # layouts). Strides only add, so an end past its bank ends the check at once (and the
+            # ends stay below 2**33).
+            with m.State("CHECK_RANGES"):
+                out_step = Mux(transposed, cols, Mux(matmul.out_banked != 0, out_banks, 1))
+                out_depth = Mux(matmul.out_space == Space.WEIGHTS, self.depths[Space.WEIGHTS],
+                                self.depths[Space.ACTIVATIONS])
+                with m.If((a_end > self.depths[Space.ACTIVATIONS]) | (w_end > self.depths[Space.WEIGHTS])
+                          | (out_end > out_depth)):
+                    answer(m, Error.BAD_ARGUMENT)
+                with m.Elif((a_left <= rows) & (w_left <= cols) & (out_left <= out_step)):
                     m.d.sync += macs.eq(macs + matmul.m * matmul.k * matmul.n)
                     m.next = "MATMUL"
+                with m.Else():
+                    with m.If(a_left > rows):
+                        m.d.sync += [a_left.eq(a_left - rows), a_end.eq(a_end + matmul.a_stride)]
+                    with m.If(w_left > cols):
+                        m.d.sync += [w_left.eq(w_left - cols), w_end.eq(w_end + matmul.w_stride)]
+                    with m.If(out_left > out_step):
+                        m.d.sync += [out_left.eq(out_left - out_step), out_end.eq(out_end + matmul.out_stride)]
 
             with m.State("MATMUL"):
                 command = sequencer.command.payload

@@ -152,7 +152,10 @@ class Mode(enum.IntEnum):
 ACCESS = [("space", 1, False), ("bank", 1, False), ("address", 4, False)]
 READ = ACCESS + [("words", 2, False)]
 MATMUL = [
-    # the product A [m, k] @ W [n, k].T, operands in the sequencer's banked layouts (hdl/matmul.py)
+    # the product A [m, k] @ W [n, k].T, operands in the sequencer's banked layouts (hdl/matmul.py);
+    # m, k and n are 1..4095, and every word read or written must lie in its bank (else BAD_ARGUMENT);
+    # fields the mode or the output layout does not use are ignored. Results are written while
+    # operands are still being read, so a MATMUL whose results overlap its own operands is undefined.
     ("m", 2, False), ("k", 2, False), ("n", 2, False),
     ("a_base", 4, False), ("a_stride", 4, False), ("w_base", 4, False), ("w_stride", 4, False),
     ("mode", 1, False),
@@ -179,6 +182,11 @@ INFO = [
     ("gelu_tables", 1, False), ("max_payload", 2, False), ("softmax_length", 2, False),
     ("clock_hz", 4, False),
 ]
+# COUNTERS: ``cycles`` clock cycles and ``matmul_cycles`` those spent running products; ``macs``
+# m * k * n of every MATMUL applied; ``commands`` the command frames answered without an error
+# (retries answered again included), ``errors`` the error answers of any kind (damaged frames and
+# refused commands). A frame is counted once answered: a COUNTERS answer is the snapshot taken
+# before its own frame is counted; RESET_COUNTERS zeroes them all, then counts itself (commands 1).
 COUNTERS = [("cycles", 8, False), ("matmul_cycles", 8, False), ("macs", 8, False),
             ("commands", 4, False), ("errors", 4, False)]
 CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False),

@@ -15,10 +15,14 @@ Rules the gateware shares:
   frame's is a retry. If that previous one was a WRITE, MATMUL or RESET_COUNTERS and succeeded, it
   is answered again (the same empty answer) without being applied again; any other command
   (READ, INFO, COUNTERS, or one that failed) is simply executed again.
-* Counters: ``commands`` counts good command frames (retries and the COUNTERS command itself
-  included), ``errors`` the error answers, ``macs`` m * k * n of every MATMUL applied; the model
-  has no clock, so ``cycles`` and ``matmul_cycles`` stay 0.
-* A MATMUL reads all its operands before it writes a result, and its sums are 32-bit (wrapping).
+* Counters (host/protocol.py's COUNTERS): ``commands`` counts the command frames answered without
+  an error (retries answered again included), ``errors`` every error answer (to damaged frames and
+  refused commands alike), ``macs`` m * k * n of every MATMUL applied. A frame is counted once it
+  is answered: a COUNTERS answer does not include its own frame, and RESET_COUNTERS counts itself
+  after zeroing (commands 1). The model has no clock, so ``cycles`` and ``matmul_cycles`` stay 0.
+* A MATMUL reads all its operands before it writes a result (one whose results overlap its
+  operands is undefined by host/protocol.py: the gateware streams results while it still reads),
+  and its sums are 32-bit (wrapping).
 """
 
 import numpy as np
@@ -35,6 +39,7 @@ WORD_DTYPES = {Space.ACTIVATIONS: np.dtype("<i2"), Space.WEIGHTS: np.dtype("i1")
                Space.CONSTANTS: record_dtype(CONSTANT), Space.GELU: np.dtype("<i4")}
 assert all(WORD_DTYPES[space].itemsize == size for space, size in WORD_BYTES.items())
 
+MAX_SIZE = 4095  # MATMUL's m, k and n at most (the gateware's 12-bit sizes)
 NOT_REPEATED = {Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS}  # a retry of these is not applied again
 
 
@@ -115,17 +120,18 @@ class AcceleratorModel:
 
     def _answer(self, frame):
         """Execute a good command frame, or answer a retry of an applied one again."""
-        self.counters["commands"] += 1
         if self.previous == (frame.opcode, frame.sequence, True):
-            return encode_frame(frame.opcode | ANSWER, frame.sequence)
-        try:
-            if frame.opcode not in self.handlers:
-                raise CommandError(Error.UNKNOWN_OPCODE)
-            payload = self.handlers[frame.opcode](frame.payload)
-        except CommandError as e:
-            self.previous = (frame.opcode, frame.sequence, False)
-            return self._error(frame.sequence, e.code)
-        self.previous = (frame.opcode, frame.sequence, frame.opcode in NOT_REPEATED)
+            payload = b""
+        else:
+            try:
+                if frame.opcode not in self.handlers:
+                    raise CommandError(Error.UNKNOWN_OPCODE)
+                payload = self.handlers[frame.opcode](frame.payload)
+            except CommandError as e:
+                self.previous = (frame.opcode, frame.sequence, False)
+                return self._error(frame.sequence, e.code)
+            self.previous = (frame.opcode, frame.sequence, frame.opcode in NOT_REPEATED)
+        self.counters["commands"] += 1  # after the command: COUNTERS reports the count before itself
         return encode_frame(frame.opcode | ANSWER, frame.sequence, payload)
 
     # -- commands ------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ class AcceleratorModel:
     def _matmul(self, payload):
         _require(len(payload) == record_size(MATMUL))
         c = unpack_record(MATMUL, payload)
-        _require(c["m"] > 0 and c["k"] > 0 and c["n"] > 0)
+        _require(all(0 < c[size] <= MAX_SIZE for size in "mkn"))
         sums = exact_matmul(self._operand_a(c), self._operand_w(c).astype(np.float32))
         sums = (sums + 2 ** 31) % 2 ** 32 - 2 ** 31  # the accumulators are 32 bits
         self._store(c, self._finish(c, sums))
