@@ -45,6 +45,21 @@ def _load(args):
     return load_source(args.model)
 
 
+def _open_models(devices, source, args):
+    """Open every device, closing those already open if one fails."""
+    from .devices import open_model
+
+    models = []
+    try:
+        for device in devices:
+            models.append(open_model(device, source, args.residency, args.trace))
+    except BaseException:
+        for model in models:
+            model.close()
+        raise
+    return models
+
+
 def cmd_generate(args):
     from .devices import open_model
     from .generation import generate, prompt_ids
@@ -53,7 +68,7 @@ def cmd_generate(args):
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
-    model = open_model(args.device, source)
+    model = open_model(args.device, source, args.residency, args.trace)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -64,6 +79,7 @@ def cmd_generate(args):
     limit = args.max_new_tokens or source.config.max_position_embeddings
     try:
         result = generate(model, source.tokenizer, ids, sampler, limit, source.eos_id, write)
+        stats = model.device_stats() if hasattr(model, "device_stats") else {}
     finally:
         model.close()
     write("\n")
@@ -73,10 +89,14 @@ def cmd_generate(args):
         _print_json({"device": args.device, "prompt": args.prompt, "prompt_ids": result.prompt_ids,
                      "new_ids": result.new_ids, "text": result.text, "stop_reason": result.stop_reason,
                      "prefill_seconds": result.prefill_seconds, "decode_seconds": result.decode_seconds,
-                     "tokens_per_second": result.tokens_per_second})
+                     "tokens_per_second": result.tokens_per_second, **stats})
     else:
         _err(f"[{args.device}: {len(result.new_ids)} tokens in {result.seconds:.2f} s, "
              f"{result.tokens_per_second:.1f} tok/s, stop: {result.stop_reason}]")
+        if stats:
+            _err(f"[{args.device}: {stats['device_cycles']:,} device cycles ({stats['device_matmul_cycles']:,} in "
+                 f"products), link {stats['link_bytes_sent']:,} bytes sent, {stats['link_bytes_received']:,} "
+                 f"received in {stats['link_commands']:,} commands, {stats['link_resends']} resends]")
 
 
 def cmd_score(args):
@@ -85,7 +105,7 @@ def cmd_score(args):
 
     text = _read_text(args.file)
     source = _load(args)
-    model = open_model(args.device, source)
+    model = open_model(args.device, source, args.residency, args.trace)
     try:
         result = score(model, source.tokenizer.encode(text))
     finally:
@@ -121,13 +141,13 @@ def cmd_inspect(args):
 
 def cmd_compare(args):
     from .comparison import compare_devices
-    from .devices import open_model, parse_device_list
+    from .devices import parse_device_list
     from .generation import prompt_ids
 
     devices = parse_device_list(args.devices, at_least=2)
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
-    models = [open_model(d, source) for d in devices]
+    models = _open_models(devices, source, args)
     try:
         report = compare_devices(models, source.tokenizer, ids, args.max_new_tokens, source.eos_id)
     finally:
@@ -192,7 +212,7 @@ def cmd_bench_hardware(args):
 
 def cmd_bench(args):
     from .benchmark import bench_devices
-    from .devices import open_model, parse_device_list
+    from .devices import parse_device_list
     from .generation import prompt_ids
 
     if args.hw:
@@ -204,7 +224,7 @@ def cmd_bench(args):
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if len(ids) + args.tokens > source.config.max_position_embeddings:
         raise UserError(f"prompt plus --tokens exceed the context of {source.config.max_position_embeddings}")
-    models = [open_model(d, source) for d in devices]
+    models = _open_models(devices, source, args)
     try:
         results, ratios = bench_devices(models, source.tokenizer, ids, args.tokens, args.repeats, log=_err)
     finally:
@@ -279,6 +299,24 @@ def cmd_train(args):
     train_default_model(args.out, plan=plan, log=_err)
 
 
+def cmd_sim_server(args):
+    import time
+
+    from ..sim.device import start_simulated_board
+
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be 0..65535, not {args.port}")
+    board = start_simulated_board(port=args.port, trace=args.trace, log=_err)
+    print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
+          f"(Ctrl-C stops it)", flush=True)
+    try:
+        while board.process.poll() is None:
+            time.sleep(0.2)
+        raise UserError(f"the simulated board stopped: {board.close().strip()}")
+    except KeyboardInterrupt:
+        _err(board.close().strip())
+
+
 def build_parser():
     from .devices import DEFAULT_DEVICE, DEVICES
 
@@ -294,9 +332,16 @@ def build_parser():
         p.add_argument("--model", help="a Hugging Face GPT-Neo folder, a hub id or a quantized image "
                        "(default: the shipped story model)")
 
+    def board_options(p):
+        p.add_argument("--residency", choices=["auto", "resident", "stream"], default="auto",
+                       help="board devices: weights uploaded once (resident) or before every use (stream); "
+                       "auto: resident where they fit")
+        p.add_argument("--trace", metavar="FILE", help="--device sim: write an FST waveform of the run")
+
     def device_option(p):
         p.add_argument("--device", default=DEFAULT_DEVICE,
                        help=f"where the model runs: {', '.join(DEVICES)} (default {DEFAULT_DEVICE})")
+        board_options(p)
 
     def format_option(p):
         p.add_argument("--format", choices=["text", "json"], default="text")
@@ -330,11 +375,13 @@ def build_parser():
     model_option(p)
     p.add_argument("--devices", default="cpu,emu", help="comma-separated devices, the first is the baseline")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    board_options(p)
     format_option(p)
 
     p = command("bench", cmd_bench, "tokens per second of back ends in one run, and their ratios")
     model_option(p)
     p.add_argument("--devices", default="cpu,emu", help="comma-separated devices")
+    board_options(p)
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--tokens", type=_positive_int, default=64, help="new tokens per run (default 64)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="runs per device; the median counts")
@@ -357,6 +404,11 @@ def build_parser():
     p.add_argument("--text", metavar="FILE", help="held-out text (default: the default model's validation stories)")
     p.add_argument("--stories", type=_positive_int, default=100, help="validation stories when no --text")
     format_option(p)
+
+    p = command("sim-server", cmd_sim_server, "run the simulated board on a TCP port until interrupted "
+                "(connect with --device sim:HOST:PORT)")
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--trace", metavar="FILE", help="write an FST waveform of everything it runs")
 
     p = command("init-random", cmd_init_random, "write a random-weight GPT-Neo checkpoint folder")
     p.add_argument("--preset", required=True, help="tinystories-33m or tiny")

@@ -4,6 +4,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .board import BOARD_DEVICES, is_board_device
 from .errors import UserError
 from .image import is_image, load_image
 from .reference import FloatDevice, GPTNeo
@@ -15,6 +16,7 @@ DEVICES = {
     "cpu": "float32 numpy reference",
     "hf": "transformers on torch (needs neofpga[hf])",
     "emu": "the integer golden model in numpy (bit-identical to the gateware)",
+    **BOARD_DEVICES,
 }
 DEFAULT_DEVICE = "emu"
 INTEGER_DEVICES = ("emu",)
@@ -81,8 +83,12 @@ def load_source(spec):
     return ModelSource(str(spec), checkpoint=load_checkpoint(spec))
 
 
-def open_model(device, source):
-    """The model for ``device`` on ``source``; an unknown device is a ``UserError``."""
+def open_model(device, source, residency="auto", trace=None):
+    """The model for ``device`` on ``source``; an unknown device is a ``UserError``.
+
+    ``residency`` and ``trace`` concern the board devices (see :mod:`neofpga.host.board`)."""
+    if trace is not None and device != "sim":
+        raise UserError("--trace needs --device sim (the board it starts records the waveform)")
     if device == "cpu":
         weights = source.float_weights()
         return GPTNeo(source.config, weights, FloatDevice(source.config, weights), name="cpu")
@@ -94,6 +100,9 @@ def open_model(device, source):
     if device == "emu":
         from .golden import golden_model
         return golden_model(source.quantized())
+    if is_board_device(device):
+        from .board import open_board_model
+        return open_board_model(device, source.quantized(), residency, trace)
     raise UserError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
 
 
@@ -103,6 +112,6 @@ def parse_device_list(text, at_least=1):
     if len(devices) < at_least:
         raise UserError(f"--devices needs at least {at_least} comma-separated devices, got {text!r}")
     for device in devices:
-        if device not in DEVICES:
+        if device not in DEVICES and not is_board_device(device):
             raise UserError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
     return devices

@@ -45,8 +45,8 @@ class Link:
 
     ``timeout`` is how long the line may stay silent before an answer is given up and the command
     resent (the transport's own read timeout is the granularity); ``retries`` is how many times a
-    command is resent before :class:`LinkError`. ``bytes_sent``, ``bytes_received`` and
-    ``resends`` count the traffic. A new link starts its sequence numbers from 1: open it with a command that is never
+    command is resent before :class:`LinkError`. ``commands``, ``bytes_sent``,
+    ``bytes_received`` and ``resends`` count the traffic. A new link starts its sequence numbers from 1: open it with a command that is never
     skipped as a retry (an INFO, as :class:`~neofpga.host.accelerator.Accelerator` does), so that a
     device still holding the previous session's last command cannot mistake the first one for it.
     """
@@ -56,11 +56,12 @@ class Link:
         self.sequence = 0
         self.decoder = FrameDecoder()
         self.frames = collections.deque()
-        self.bytes_sent = self.bytes_received = self.resends = 0
+        self.bytes_sent = self.bytes_received = self.resends = self.commands = 0
 
     def command(self, opcode, payload=b""):
         """Send one command and return its answer's payload; raises :class:`LinkError`."""
         self.sequence = (self.sequence + 1) % 256
+        self.commands += 1
         frame = encode_frame(opcode, self.sequence, payload)
         problem = None
         for attempt in range(1 + self.retries):

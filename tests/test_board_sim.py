@@ -1,0 +1,88 @@
+"""The gateware on the simulated board, end to end: ``--device sim`` tells the golden model's stories.
+
+The board is the default design (sim/device.py); its first build takes a few minutes and is
+cached.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from neofpga.host.cli import main
+
+PROMPTS = ["Once upon a time", "One day, a little dog", "Long ago, there was"]
+
+
+def run_json(capsys, *argv):
+    code = main([str(a) for a in argv] + ["--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out), err
+
+
+@pytest.mark.parametrize("prompt, sampling, residency, tokens", [
+    (PROMPTS[0], [], "resident", 24),
+    (PROMPTS[1], ["--temperature", "0.9", "--top-k", "40", "--seed", "5"], "resident", 24),
+    (PROMPTS[2], ["--temperature", "1.1", "--seed", "2"], "stream", 4),  # weights re-sent every token
+])
+def test_sim_generates_the_golden_models_tokens(capsys, prompt, sampling, residency, tokens):
+    emu, _ = run_json(capsys, "generate", prompt, "--device", "emu", "--max-new-tokens", tokens, *sampling)
+    sim, err = run_json(capsys, "generate", prompt, "--device", "sim", "--residency", residency,
+                        "--max-new-tokens", tokens, *sampling)
+    assert sim["new_ids"] == emu["new_ids"] and sim["text"] == emu["text"]
+    assert sim["device_cycles"] > sim["device_matmul_cycles"] > 0
+    # the prompt and every new token but the last went through the device; stream mode uploads weights
+    assert sim["link_bytes_sent"] > (200_000 * tokens if residency == "stream" else 1_000)
+    assert sim["link_bytes_received"] > (tokens - 1) * 2 * 1024  # at least the int16 logits of every token
+    assert "emu" not in err
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sim_server_serves_the_board_to_later_commands(capsys):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "neofpga.host.cli", "sim-server", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert re.search(rf"--device sim:127\.0\.0\.1:{port}\b", line), line
+        emu, _ = run_json(capsys, "generate", PROMPTS[1], "--device", "emu", "--max-new-tokens", 12)
+        for _ in range(2):  # the board keeps running between commands; each upload starts afresh
+            sim, _ = run_json(capsys, "generate", PROMPTS[1], "--device", f"sim:127.0.0.1:{port}",
+                              "--max-new-tokens", 12)
+            assert sim["new_ids"] == emu["new_ids"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "sim:localhost"], "bad board device"),
+    (["--device", "serial:"], "bad board device"),
+    (["--device", "sim:127.0.0.1:1"], "cannot open"),
+    (["--device", "serial:/dev/neofpga-no-such-port"], "cannot open"),
+    (["--device", "emu", "--trace", "x.fst"], "--trace needs --device sim"),
+    (["--device", "sim", "--residency", "sometimes"], "invalid choice"),
+])
+def test_bad_board_arguments_are_one_line_errors(argv, message):
+    done = subprocess.run([sys.executable, "-m", "neofpga.host.cli", "generate", "Once", *argv],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.slow
+def test_trace_writes_a_waveform_of_the_run(tmp_path, capsys):
+    trace = tmp_path / "run.fst"
+    sim, _ = run_json(capsys, "generate", "Once", "--device", "sim", "--max-new-tokens", 2, "--trace", trace)
+    assert len(sim["new_ids"]) == 2
+    assert trace.exists() and os.path.getsize(trace) > 10_000
