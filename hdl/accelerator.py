@@ -131,7 +131,8 @@ class Accelerator(wiring.Component):
         space, bank, address = access.space, access.bank, access.address
         word_bytes = Signal(range(13))
         m.d.comb += word_bytes.eq(Array(Const(WORD_BYTES[s], 4) for s in Space)[space[:2]])
-        word = Signal(constant_width)
+        word = Signal(constant_width)  # WRITE's word so far
+        assembled = Signal(constant_width)  # ... with the byte taken this cycle
         byte_in_word = Signal(range(13))
         word_count = Signal(17)
         remaining = Signal(17)
@@ -169,23 +170,24 @@ class Accelerator(wiring.Component):
 
         # the write ports: ResultPath's while a product runs, else WRITE's
         writing = Signal()            # WRITE's word is complete this cycle
+        m.d.comb += [assembled.eq(word), assembled.word_select(byte_in_word, 8).eq(rx.payload_data)]
         write_address = Signal(aw)
         result = results.o.payload
         m.d.comb += results.o.ready.eq(1)
         for r, port in enumerate(a_writes):
             m.d.comb += [port.addr.eq(Mux(writing, write_address, result.address)),
-                         port.data.eq(Mux(writing, word[:16], result.value)),
+                         port.data.eq(Mux(writing, assembled[:16], result.value)),
                          port.en.eq(Mux(writing, (space == Space.ACTIVATIONS) & (bank == r),
                                         results.o.valid & ~result.weights & (result.bank == r)))]
         for c, port in enumerate(w_writes):
             m.d.comb += [port.addr.eq(Mux(writing, write_address, result.address)),
-                         port.data.eq(Mux(writing, word[:8], result.value[:8])),
+                         port.data.eq(Mux(writing, assembled[:8], result.value[:8])),
                          port.en.eq(Mux(writing, (space == Space.WEIGHTS) & (bank == c),
                                         results.o.valid & result.weights & (result.bank == c)))]
-        m.d.comb += [c_write.addr.eq(write_address), c_write.data.eq(word),
+        m.d.comb += [c_write.addr.eq(write_address), c_write.data.eq(assembled),
                      c_write.en.eq(writing & (space == Space.CONSTANTS)),
                      results.gelu_load.payload.address.eq(write_address),
-                     results.gelu_load.payload.value.eq(word[:18]),
+                     results.gelu_load.payload.value.eq(assembled[:18]),
                      results.gelu_load.valid.eq(writing & (space == Space.GELU))]
 
         record_bytes = {Opcode.INFO: 0, Opcode.COUNTERS: 0, Opcode.RESET_COUNTERS: 0,
@@ -283,20 +285,22 @@ class Accelerator(wiring.Component):
                     m.d.sync += read_address.eq(address)
                     answer(m, payload_length=(word_count * word_bytes)[:16])
 
-            with m.State("WRITE"):  # payload bytes into words, each written when complete
-                m.d.comb += writing.eq(fetched & (byte_in_word == word_bytes))
-                with m.If(writing):
-                    m.d.sync += [write_address.eq(write_address + 1), byte_in_word.eq(0), fetched.eq(0)]
-                with m.Elif(byte_index == length):
+            with m.State("WRITE"):  # payload bytes into words, one a cycle, each word written as it completes
+                take = fetched & (byte_index != length)  # rx.payload_data holds the byte at byte_index
+                m.d.comb += [rx.payload_addr.eq(Mux(take, byte_index + 1, byte_index)),
+                             writing.eq(take & (byte_in_word + 1 == word_bytes))]
+                with m.If(byte_index == length):
                     m.d.sync += applied.eq(1)
                     answer(m, payload_length=0)
                 with m.Elif(~fetched):
                     m.d.sync += fetched.eq(1)
                 with m.Else():
-                    m.d.sync += [word.word_select(byte_in_word, 8).eq(rx.payload_data),
-                                 byte_in_word.eq(byte_in_word + 1), byte_index.eq(byte_index + 1)]
-                    with m.If(byte_in_word + 1 != word_bytes):
-                        m.d.sync += fetched.eq(0)
+                    m.d.sync += byte_index.eq(byte_index + 1)
+                    with m.If(writing):
+                        m.d.sync += [write_address.eq(write_address + 1), byte_in_word.eq(0)]
+                    with m.Else():
+                        m.d.sync += [word.word_select(byte_in_word, 8).eq(rx.payload_data),
+                                     byte_in_word.eq(byte_in_word + 1)]
 
             with m.State("CHECK_MATMUL"):  # the fields; then CHECK_RANGES, the addresses
                 size_ok = ((matmul.m >= 1) & (matmul.m < 4096) & (matmul.k >= 1) & (matmul.k < 4096)

@@ -41,6 +41,7 @@ __all__ = ["RESIDENCIES", "BoardOps"]
 
 RESIDENCIES = ("resident", "stream")
 REQUANTIZERS = ("qkv", "pv", "out_proj", "c_fc", "c_proj")  # per layer; then "head"
+MAX_SIZE = 4095  # the largest M, K or N of one MATMUL (host/protocol.py)
 
 
 class BoardOps:
@@ -48,10 +49,11 @@ class BoardOps:
 
     ``residency`` "resident" uploads every matrix, requantizer constant and GELU table once, here;
     "stream" uploads each right before the product that uses it (only the KV caches stay on the
-    device). One sequence at a time (batch 1).
+    device). One sequence at a time (batch 1). ``layers`` (default: all) and ``head`` say what is
+    placed on the device, for running a part of a model too big for it (a test of one block).
     """
 
-    def __init__(self, model, accelerator, residency="resident"):
+    def __init__(self, model, accelerator, residency="resident", layers=None, head=True):
         if residency not in RESIDENCIES:
             raise UserError(f"residency must be one of {', '.join(RESIDENCIES)}, not {residency!r}")
         self.config, self.t, self.accelerator, self.residency = model.config, model.tensors, accelerator, residency
@@ -59,7 +61,8 @@ class BoardOps:
         check_info(self.info, {"numerics_version": NUMERICS_VERSION})
         self.rows, self.cols = self.info["rows"], self.info["cols"]
         c = self.config
-        self.requantizers = [f"h.{i}.{name}" for i in range(c.num_layers) for name in REQUANTIZERS] + ["head"]
+        self.layers = list(range(c.num_layers)) if layers is None else list(layers)
+        self.requantizers = [f"h.{i}.{name}" for i in self.layers for name in REQUANTIZERS] + (["head"] if head else [])
         self._check_units()
         self._plan_weights()
         self._plan_constants()
@@ -78,7 +81,7 @@ class BoardOps:
         if c.max_position_embeddings > info["softmax_length"]:
             raise UserError(f"the model's context of {c.max_position_embeddings} tokens is longer than the "
                             f"device's softmax unit takes ({info['softmax_length']} keys)")
-        tables = c.num_layers if self.residency == "resident" else 1
+        tables = len(self.layers) if self.residency == "resident" else 1
         _check_fit(tables, info["gelu_tables"], f"GELU tables with residency '{self.residency}'", self._hint())
 
     def _plan_weights(self):
@@ -86,11 +89,11 @@ class BoardOps:
         c, cols = self.config, self.cols
         d, t = c.hidden_size, c.max_position_embeddings
         k_words, v_words = math.ceil(t / cols) * d, d // cols * t
-        self.caches = [(layer * (k_words + v_words), layer * (k_words + v_words) + k_words)
-                       for layer in range(c.num_layers)]
+        self.caches = {layer: (i * (k_words + v_words), i * (k_words + v_words) + k_words)
+                       for i, layer in enumerate(self.layers)}
         shapes = {name: self.t[f"{name}.weight"].shape for name in self.requantizers if f"{name}.weight" in self.t}
         sizes = {name: math.ceil(n / cols) * k for name, (n, k) in shapes.items()}
-        self.weight_base = self._bases(sizes, start=c.num_layers * (k_words + v_words))
+        self.weight_base = self._bases(sizes, start=len(self.layers) * (k_words + v_words))
         end = max(self.weight_base[name] + sizes[name] for name in sizes)
         _check_fit(end, self.info["weight_words"],
                    f"words in each of the {cols} weight banks with residency '{self.residency}'", self._hint())
@@ -137,7 +140,7 @@ class BoardOps:
     def _upload_everything(self):
         """Residency "resident": every matrix, constant and GELU table, once (a progress bar on stderr)."""
         uploads = [functools.partial(self._upload, name) for name in self.requantizers]
-        uploads += [functools.partial(self._upload_knots, layer, layer) for layer in range(self.config.num_layers)]
+        uploads += [functools.partial(self._upload_knots, layer, table) for table, layer in enumerate(self.layers)]
         for upload in tqdm(uploads, desc="uploading the model", unit="table", disable=None):
             upload()
 
@@ -170,7 +173,7 @@ class BoardOps:
         if self.residency == "stream":
             self._upload_knots(layer, 0)
             return 0
-        return layer
+        return self.layers.index(layer)
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -190,12 +193,15 @@ class BoardOps:
 
     def _linear(self, name, m, a_base, out_base, **fields):
         """Rows [m, K] banked at ``a_base`` times matrix ``name``, requantized (or as ``fields`` say),
-        banked into ``out_base``."""
+        banked into ``out_base``; N wider than one MATMUL takes goes in parts of whole weight banks."""
         n, k = self.t[f"{name}.weight"].shape
         w_base, constants = self._parameters(name)
-        self.accelerator.matmul(m=m, k=k, n=n, a_base=a_base, a_stride=k, w_base=w_base, w_stride=k,
-                                constants=constants, out_space=Space.ACTIVATIONS, out_banked=1,
-                                out_address0=out_base, out_stride=n, **fields)
+        part = MAX_SIZE // self.cols * self.cols
+        for start in range(0, n, part):
+            self.accelerator.matmul(m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
+                                    w_base=w_base + start // self.cols * k, w_stride=k,
+                                    constants=constants + start, out_space=Space.ACTIVATIONS, out_banked=1,
+                                    out_address0=out_base + start, out_stride=n, **fields)
 
     def _in_chunks(self, op, x, *per_row):
         """``op`` over the rows of x [1, T, D] (and the matching parts of ``per_row`` arrays),
@@ -214,16 +220,23 @@ class BoardOps:
         if batch != 1:
             raise UserError(f"the board runs one sequence at a time, not a batch of {batch}")
 
+    def _placed(self, name):
+        if name not in self.requantizers:
+            raise UserError(f"{name.rstrip('.')} is not placed on the device (BoardOps layers={self.layers})")
+
     def attention(self, layer, x, positions):
         """Attention block on ``x`` [1, T, D] at ``positions`` (consecutive) -> int16 [1, T, D]."""
+        self._placed(f"h.{layer}.qkv")
         return self._in_chunks(functools.partial(self._attention, layer), x, np.asarray(positions))
 
     def mlp(self, layer, x):
         """MLP block on ``x`` [1, T, D]: c_fc with the GELU unit, c_proj -> int16."""
+        self._placed(f"h.{layer}.c_fc")
         return self._in_chunks(functools.partial(self._mlp, layer), x)
 
     def head(self, x):
         """The tied head: int16 logits [1, T, V]."""
+        self._placed("head")
         return self._in_chunks(self._head, x)
 
     def _attention(self, layer, x, positions):

@@ -25,7 +25,6 @@ __all__ = ["build_board", "SimulatedBoard"]
 
 MAIN = Path(__file__).with_name("board_main.cpp")
 EXECUTABLE = "Vboard"
-BUILD_SECONDS = 15  #: about how long a build takes, for the progress line
 
 _SUMMARY = re.compile(r"simulated (\d+) cycles in [\d.]+ s \(([\d.]+) cycles/s\)")
 
@@ -44,7 +43,8 @@ def build_board(verilog_text, *, trace=False, log=print):
     build_dir = _cache_root() / f"board-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
     def make(build_dir):
-        log(f"building the simulated board (first time only, ~{BUILD_SECONDS} s) ...")
+        log("building the simulated board with Verilator (first time only: 15 s for a small design, "
+            "1-3 minutes for the accelerator) ...")
         (build_dir / "top.v").write_text(verilog_text)
         (build_dir / MAIN.name).write_text(main)
         build_log = build_dir / "build.log"

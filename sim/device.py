@@ -21,12 +21,13 @@ __all__ = ["SIMULATED_BOARD", "gateware_version", "design_verilog", "board_execu
 
 SIMULATED_BOARD = dict(
     rows=9, cols=16,              # the boards' array
-    activation_words=2 ** 13,     # 16-bit words a bank: 9 x 16 KiB
-    weight_words=2 ** 15,         # bytes a bank: 16 x 32 KiB, the default model's weights and KV cache
-    constant_words=2 ** 12,       # requantizer records: every column of the default model
-    gelu_tables=16, softmax_length=256, max_payload=4096, timeout_cycles=2 ** 20, clock_hz=100_000_000,
+    activation_words=2 ** 17,     # 16-bit words a bank: 9 x 256 KiB
+    weight_words=2 ** 22,         # bytes a bank: 16 x 4 MiB
+    constant_words=2 ** 16,       # requantizer records
+    gelu_tables=16, softmax_length=2048, max_payload=4096, timeout_cycles=2 ** 20, clock_hz=100_000_000,
 )
-"""The design ``--device sim`` runs: sized for the default model with its weights resident."""
+"""The design ``--device sim`` runs: the boards' array with memories (80 MB in all) for the default
+model with its weights resident and TinyStories-33M's shape streamed, context 2048."""
 
 HDL = Path(__file__).parent.parent / "hdl"
 

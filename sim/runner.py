@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 
 import cocotb
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from cocotb_tools.runner import get_runner
 
 __all__ = ["verilog_for", "build", "run_cocotb", "SimRun", "CocotbFailure"]
@@ -54,9 +54,30 @@ class SimRun:
     waves: Path | None    #: the FST trace, when waves were on
 
 
+@contextlib.contextmanager
+def _memories_without_zero_contents():
+    """Amaranth writes every memory's initial contents into its RTLIL word by word, in Python: for
+    the simulated board's megabytes of banks, all zero, that alone took minutes. Within this
+    context a memory whose contents are all zero gets no initialiser; Verilator starts it at zero.
+    (Amaranth is pinned below 0.6, whose emitter this wraps.)"""
+    emit_memory = rtlil.ModuleEmitter.emit_memory
+
+    def emit_nonzero_memory(self, cell_idx, cell):
+        if any(cell.init):
+            emit_memory(self, cell_idx, cell)
+
+    rtlil.ModuleEmitter.emit_memory = emit_nonzero_memory
+    try:
+        yield
+    finally:
+        rtlil.ModuleEmitter.emit_memory = emit_memory
+
+
 def verilog_for(component, name="top"):
-    """The Verilog text of an Amaranth component, top module `name`, without source locations."""
-    return verilog.convert(component, name=name, emit_src=False)
+    """The Verilog text of an Amaranth component for simulation: top module `name`, no source
+    locations, all-zero memories left to the simulator's zero start."""
+    with _memories_without_zero_contents():
+        return verilog.convert(component, name=name, emit_src=False)
 
 
 @cache

@@ -290,3 +290,24 @@ def test_check_info_names_what_to_rebuild():
         check_info(info, {"numerics_version": NUMERICS_VERSION + 1})
     with pytest.raises(UserError, match="not a neofpga accelerator"):
         check_info({**info, "magic": 0}, {})
+
+
+@pytest.fixture(scope="module")
+def tinystories(tinystories_random):
+    """The tinystories-33m preset (TinyStories-33M's shape, random weights), quantized on a little text."""
+    source = load_source(tinystories_random)
+    return quantize_checkpoint(source.checkpoint, source.tokenizer.encode(calibration_text(1))[:64])
+
+
+def test_a_head_wider_than_one_product_goes_in_parts(tinystories):
+    """TinyStories-33M's head has 50,257 columns: more than one MATMUL's 4,095."""
+    big = dict(DEVICE, rows=9, cols=16, weight_words=2 ** 22, activation_words=2 ** 17, constant_words=2 ** 16,
+               softmax_length=2048, max_payload=4096)
+    device = AcceleratorModel(**big)
+    ops = BoardOps(tinystories, Accelerator(Link(ModelTransport(device), timeout=0)), "stream", layers=[])
+    golden = GoldenOps(tinystories)
+    golden.reset(1)
+    x = np.random.default_rng(0).integers(-2 ** 12, 2 ** 12, (1, 3, 768))
+    assert np.array_equal(ops.head(x), golden.head(x))
+    with pytest.raises(UserError, match="not placed on the device"):
+        ops.attention(0, x, [0, 1, 2])

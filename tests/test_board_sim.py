@@ -86,3 +86,35 @@ def test_trace_writes_a_waveform_of_the_run(tmp_path, capsys):
     sim, _ = run_json(capsys, "generate", "Once", "--device", "sim", "--max-new-tokens", 2, "--trace", trace)
     assert len(sim["new_ids"]) == 2
     assert trace.exists() and os.path.getsize(trace) > 10_000
+
+
+@pytest.mark.slow
+def test_one_tinystories_block_on_the_simulated_board_is_the_golden_models(tinystories_random):
+    """Layer 0 of the tinystories-33m preset (TinyStories-33M's shape) on the gateware: a prefill and
+    decodes past nothing but the first tokens; every integer the device returns is the golden model's."""
+    import numpy as np
+    import serial
+
+    from neofpga.host.accelerator import Accelerator
+    from neofpga.host.board_ops import BoardOps
+    from neofpga.host.devices import load_source
+    from neofpga.host.golden import GoldenOps
+    from neofpga.host.link import Link
+    from neofpga.host.quantize import quantize_checkpoint
+    from neofpga.host.training.corpus import calibration_text
+    from neofpga.sim.device import start_simulated_board
+
+    source = load_source(tinystories_random)
+    model = quantize_checkpoint(source.checkpoint, source.tokenizer.encode(calibration_text(1))[:64])
+    golden = GoldenOps(model)
+    golden.reset(1)
+    rng = np.random.default_rng(1)
+    with start_simulated_board() as board:
+        link = Link(serial.serial_for_url(board.url, timeout=0.01), timeout=30)
+        ops = BoardOps(model, Accelerator(link), "resident", layers=[0], head=False)
+        ops.reset(1)
+        for positions in (range(0, 5), range(5, 6), range(6, 7)):
+            x = rng.integers(-2 ** 13, 2 ** 13, (1, len(positions), 768))
+            assert np.array_equal(ops.attention(0, x, list(positions)), golden.attention(0, x, list(positions)))
+            assert np.array_equal(ops.mlp(0, x), golden.mlp(0, x))
+    assert board.cycles > 0
