@@ -45,6 +45,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <string>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <vector>
@@ -185,6 +186,8 @@ struct Link {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // A board outlives nothing: if the process that started it dies, so does the board.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     int port = 0;
     const char* trace_file = nullptr;
     uint64_t max_cycles = 0;  // 0: no limit

@@ -34,7 +34,9 @@ HDL = Path(__file__).parent.parent / "hdl"
 
 def _sources_key(parameters):
     digest = hashlib.sha256(json.dumps([sorted(parameters.items()), amaranth.__version__]).encode())
-    for source in sorted(HDL.glob("*.py")) + [Path(__file__).parent.parent / "host" / "protocol.py"]:
+    here = Path(__file__).parent
+    for source in [*sorted(HDL.glob("*.py")), here.parent / "host" / "protocol.py", here / "board.py",
+                   here / "board_main.cpp"]:
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 
