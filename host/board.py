@@ -62,11 +62,11 @@ class BoardModel(GPTNeo):
             self.on_close = None
 
 
-def _expected_versions(simulated):
+def _expected_versions(simulated, parameters):
     expected = {"numerics_version": NUMERICS_VERSION}
     if simulated:
         from ..sim.device import gateware_version
-        expected["gateware_version"] = gateware_version()
+        expected["gateware_version"] = gateware_version(parameters)
     return expected
 
 
@@ -74,14 +74,18 @@ def _log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def open_board_model(device, image, residency="auto", trace=None):
-    """The model ``image`` on the board ``device`` names; ``residency`` auto, resident or stream."""
+def open_board_model(device, image, residency="auto", trace=None, uart=False):
+    """The model ``image`` on the board ``device`` names; ``residency`` auto, resident or stream;
+    ``uart``: the simulated board with the UART PHY in the loop."""
     import serial
 
+    from ..sim.device import SIMULATED_BOARD, UART_DIVISOR
+
     board = None
+    parameters = {**SIMULATED_BOARD, "uart_divisor": UART_DIVISOR} if uart else SIMULATED_BOARD
     if device == "sim":
         from ..sim.device import start_simulated_board
-        board = start_simulated_board(trace=trace, log=_log)
+        board = start_simulated_board(parameters, trace=trace, log=_log)
         url, baud, simulated = board.url, DEFAULT_BAUD, True
     elif match := _SIM.match(device):
         url, baud, simulated = f"socket://{match['host']}:{match['port']}", DEFAULT_BAUD, True
@@ -96,7 +100,12 @@ def open_board_model(device, image, residency="auto", trace=None):
             raise UserError(f"{device}: cannot open {url} ({e})") from None
         link = Link(transport, timeout=10.0 if simulated else 1.0)
         accelerator = Accelerator(link)
-        check_info(accelerator.device_info, _expected_versions(simulated))
+        if device != "sim" and simulated:  # a sim-server runs either design
+            with_uart = {**SIMULATED_BOARD, "uart_divisor": UART_DIVISOR}
+            from ..sim.device import gateware_version
+            if accelerator.device_info["gateware_version"] == gateware_version(with_uart):
+                parameters = with_uart
+        check_info(accelerator.device_info, _expected_versions(simulated, parameters))
         if residency == "auto":
             try:
                 ops = BoardOps(image, accelerator, "resident")

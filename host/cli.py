@@ -52,7 +52,7 @@ def _open_models(devices, source, args):
     models = []
     try:
         for device in devices:
-            models.append(open_model(device, source, args.residency, args.trace))
+            models.append(open_model(device, source, args.residency, args.trace, args.uart))
     except BaseException:
         for model in models:
             model.close()
@@ -68,7 +68,7 @@ def cmd_generate(args):
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
-    model = open_model(args.device, source, args.residency, args.trace)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -105,7 +105,7 @@ def cmd_score(args):
 
     text = _read_text(args.file)
     source = _load(args)
-    model = open_model(args.device, source, args.residency, args.trace)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart)
     try:
         result = score(model, source.tokenizer.encode(text))
     finally:
@@ -306,7 +306,10 @@ def cmd_sim_server(args):
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be 0..65535, not {args.port}")
-    board = start_simulated_board(port=args.port, trace=args.trace, log=_err)
+    from ..sim.device import SIMULATED_BOARD, UART_DIVISOR
+
+    parameters = {**SIMULATED_BOARD, "uart_divisor": UART_DIVISOR} if args.uart else SIMULATED_BOARD
+    board = start_simulated_board(parameters, port=args.port, trace=args.trace, log=_err)
     print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
           f"(Ctrl-C stops it)", flush=True)
     try:
@@ -337,6 +340,8 @@ def build_parser():
                        help="board devices: weights uploaded once (resident) or before every use (stream); "
                        "auto: resident where they fit")
         p.add_argument("--trace", metavar="FILE", help="--device sim: write an FST waveform of the run")
+        p.add_argument("--uart", action="store_true", help="--device sim: the simulated board with the UART PHY "
+                       "in the loop (4 clock cycles a bit), as on a real board")
 
     def device_option(p):
         p.add_argument("--device", default=DEFAULT_DEVICE,
@@ -409,6 +414,7 @@ def build_parser():
                 "(connect with --device sim:HOST:PORT)")
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     p.add_argument("--trace", metavar="FILE", help="write an FST waveform of everything it runs")
+    p.add_argument("--uart", action="store_true", help="the UART PHY in the loop (4 clock cycles a bit)")
 
     p = command("init-random", cmd_init_random, "write a random-weight GPT-Neo checkpoint folder")
     p.add_argument("--preset", required=True, help="tinystories-33m or tiny")

@@ -72,12 +72,21 @@ def test_sim_server_serves_the_board_to_later_commands(capsys):
     (["--device", "serial:/dev/neofpga-no-such-port"], "cannot open"),
     (["--device", "emu", "--trace", "x.fst"], "--trace needs --device sim"),
     (["--device", "sim", "--residency", "sometimes"], "invalid choice"),
+    (["--device", "emu", "--uart"], "--uart needs --device sim"),
 ])
 def test_bad_board_arguments_are_one_line_errors(argv, message):
     done = subprocess.run([sys.executable, "-m", "neofpga.host.cli", "generate", "Once", *argv],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.slow
+def test_the_uart_in_the_loop_carries_the_same_story(capsys):
+    """Both PHYs of a real board's link, 8N1 at 4 cycles a bit, between the host and the accelerator."""
+    emu, _ = run_json(capsys, "generate", PROMPTS[0], "--device", "emu", "--max-new-tokens", 4)
+    sim, _ = run_json(capsys, "generate", PROMPTS[0], "--device", "sim", "--uart", "--max-new-tokens", 4)
+    assert sim["new_ids"] == emu["new_ids"] and sim["link_resends"] == 0
 
 
 @pytest.mark.slow
