@@ -153,7 +153,7 @@ def cmd_compare(args):
     finally:
         for model in models:
             model.close()
-    diverged = any(d["first_divergence"] for d in report["devices"].values())
+    diverged = any(d["first_divergence"] or d.get("first_op_difference") for d in report["devices"].values())
     if args.format == "json":
         _print_json({"prompt": args.prompt, "prompt_ids": ids, **report, "diverged": diverged})
     else:
@@ -171,6 +171,14 @@ def cmd_compare(args):
                       f"{first['logit_error']:.3f} there")
             else:
                 print(f"{name}: same {len(report['new_ids'])} tokens")
+            if "first_op_difference" in d:
+                op = d["first_op_difference"]
+                if op is None:
+                    print(f"{name}: every device op gave {report['baseline']}'s integers")
+                else:
+                    where = f" at positions {op['positions'][0]}..{op['positions'][-1]}" if op["positions"] else ""
+                    print(f"{name}: first device op whose integers differ from {report['baseline']}'s: "
+                          f"{op['op']}{where} ({op['values_differing']} values, by up to {op['max_difference']})")
     return 1 if diverged else 0
 
 

@@ -311,3 +311,42 @@ def test_a_head_wider_than_one_product_goes_in_parts(tinystories):
     assert np.array_equal(ops.head(x), golden.head(x))
     with pytest.raises(UserError, match="not placed on the device"):
         ops.attention(0, x, [0, 1, 2])
+
+
+class OffByOne:
+    """Integer ops that add 1 to one value of layer 2's MLP from position ``at`` on."""
+
+    def __init__(self, ops, at):
+        self.ops, self.at, self.position = ops, at, 0
+
+    def reset(self, batch=1):
+        self.position = 0
+        self.ops.reset(batch)
+
+    def attention(self, layer, x, positions):
+        self.position = int(positions[-1])
+        return self.ops.attention(layer, x, positions)
+
+    def mlp(self, layer, x):
+        out = self.ops.mlp(layer, x)
+        if layer == 2 and self.position >= self.at:
+            out = out.copy()
+            out[0, -1, 5] += 1
+        return out
+
+    def head(self, x):
+        return self.ops.head(x)
+
+
+def test_compare_names_the_first_device_op_whose_integers_differ(default):
+    from neofpga.host.comparison import compare_devices
+
+    source = load_source(None)
+    ids = source.tokenizer.encode("Once upon a time")
+    same = compare_devices([golden_model(default), golden_model(default, name="emu2")], source.tokenizer, ids, 6, None)
+    assert same["devices"]["emu2"]["first_op_difference"] is None
+    broken = golden_model(default, name="broken")
+    broken.device.ops = OffByOne(broken.device.ops, at=len(ids) + 2)
+    report = compare_devices([golden_model(default), broken], source.tokenizer, ids, 6, None)
+    op = report["devices"]["broken"]["first_op_difference"]
+    assert op == {"op": "mlp, layer 2", "positions": [len(ids) + 2], "values_differing": 1, "max_difference": 1}
