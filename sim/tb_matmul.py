@@ -86,6 +86,24 @@ def check(a, w, beats):
     assert (got[:, :n] == expected).all(), f"M={m} K={a.shape[1]} N={n}: {got[:, :n]} != {expected}"
 
 
+async def timed_product(dut, commands, a, w):
+    """Run ``a @ w.T`` (operands loaded at 0 with stride K) with the result stream never stalled;
+    check the results and return the cycles from the command to the last result row."""
+    (m, k), n = a.shape, len(w)
+    sender = cocotb.start_soon(commands.send([pack(COMMAND, {"m": m, "k": k, "n": n, "a_base": 0, "a_stride": k,
+                                                             "w_base": 0, "w_stride": k})]))
+    cycles, beats = 0, []
+    while not beats or not beats[-1]["last"]:
+        await ReadOnly()
+        if dut.o__valid.value:
+            beats.append(unpack(RESULT, dut.o__payload.value))
+        await RisingEdge(dut.clk)
+        cycles += 1
+    await sender
+    check(a, w, beats)
+    return cycles
+
+
 @cocotb.test(timeout_time=50, timeout_unit="ms")
 async def products_match_numpy(dut):
     """Random shapes (not multiples of the array, M = 1, K = 1), extremes, stalls, back to back."""
@@ -113,19 +131,8 @@ async def full_tiles_keep_the_array_busy(dut):
     place = (0, k, 0, k)
     load = StreamSource(dut, "load", rng)
     await load.send(layout_writes(a, w, *place))
-    commands = StreamSource(dut, "command", rng)
     dut.o__ready.value = 1
-    sender = cocotb.start_soon(commands.send([pack(COMMAND, {"m": m, "k": k, "n": n, "a_base": 0, "a_stride": k,
-                                                             "w_base": 0, "w_stride": k})]))
-    cycles, beats = 0, []
-    while not beats or not beats[-1]["last"]:
-        await ReadOnly()
-        if dut.o__valid.value:
-            beats.append(unpack(RESULT, dut.o__payload.value))
-        await RisingEdge(dut.clk)
-        cycles += 1
-    await sender
-    check(a, w, beats)
+    cycles = await timed_product(dut, StreamSource(dut, "command", rng), a, w)
     tiles = (m // ROWS) * (n // COLS)
     useful = m * n * k / (ROWS * COLS)
     dut._log.info(f"{ROWS}x{COLS}: {cycles} cycles for {tiles} tiles of K={k}: utilisation {useful / cycles:.3f}")
@@ -148,17 +155,7 @@ async def measure_cycles(dut):
         a, w = product(rng, m, k, n)
         await StreamSource(dut, "load", rng).send(layout_writes(a, w, 0, k, 0, k))
         total_cycles += m * k + n * k
-        sender = cocotb.start_soon(commands.send([pack(COMMAND, {"m": m, "k": k, "n": n, "a_base": 0, "a_stride": k,
-                                                                 "w_base": 0, "w_stride": k})]))
-        cycles, beats = 0, []
-        while not beats or not beats[-1]["last"]:
-            await ReadOnly()
-            if dut.o__valid.value:
-                beats.append(unpack(RESULT, dut.o__payload.value))
-            await RisingEdge(dut.clk)
-            cycles += 1
-        await sender
-        check(a, w, beats)
+        cycles = await timed_product(dut, commands, a, w)
         total_cycles += cycles
         report.append({"m": m, "k": k, "n": n, "cycles": cycles})
     checked_seconds = time.perf_counter() - started
