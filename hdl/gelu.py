@@ -3,7 +3,7 @@
 It computes :func:`neofpga.host.numerics.integer_gelu` bit for bit, one element per cycle.
 """
 
-from amaranth.hdl import *
+from amaranth.hdl import Cat, Module, Mux, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -3,7 +3,7 @@
 It computes :func:`neofpga.host.numerics.requantize` bit for bit, one element per cycle.
 """
 
-from amaranth.hdl import *
+from amaranth.hdl import Cat, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -13,7 +13,7 @@ each pass. Each buffer goes EMPTY -> SCORED (pass 1 done) -> EXPONENTIATED (pass
 reciprocal done) -> READ_OUT (pass 3 has read it) -> EMPTY (its last entry left the read port).
 """
 
-from amaranth.hdl import *
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
