@@ -328,6 +328,22 @@ def cmd_sim_server(args):
         _err(board.close().strip())
 
 
+def cmd_doctor(args):
+    from .doctor import REQUIRED_FOR_SIMULATION, run_checks
+
+    checks = run_checks()
+    if args.format == "json":
+        _print_json([{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks])
+    else:
+        for c in checks:
+            print(f"{'ok ' if c.ok else 'GAP'} {c.name}: {c.detail}" + ("" if c.ok else f"\n    fix: {c.fix}"))
+    missing = [c.name for c in checks if not c.ok and c.name in REQUIRED_FOR_SIMULATION]
+    if missing:
+        _err(f"the simulations cannot run without: {', '.join(missing)}")
+        return 1
+    return 0
+
+
 def build_parser():
     from .devices import DEFAULT_DEVICE, DEVICES
 
@@ -423,6 +439,10 @@ def build_parser():
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     p.add_argument("--trace", metavar="FILE", help="write an FST waveform of everything it runs")
     p.add_argument("--uart", action="store_true", help="the UART PHY in the loop (4 clock cycles a bit)")
+
+    p = command("doctor", cmd_doctor, "check what this machine has of what neofpga needs (compilers, "
+                "Verilator, the FPGA tools, openFPGALoader, serial ports) and say how to fill each gap")
+    format_option(p)
 
     p = command("init-random", cmd_init_random, "write a random-weight GPT-Neo checkpoint folder")
     p.add_argument("--preset", required=True, help="tinystories-33m or tiny")
