@@ -4,12 +4,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .board import BOARD_DEVICES, is_board_device
+from .board import BOARD_DEVICES, is_board_device, open_board_model
 from .errors import UserError
 from .image import is_image, load_image
 from .reference import FloatDevice, GPTNeo
 
-__all__ = ["DEVICES", "DEFAULT_DEVICE", "INTEGER_DEVICES", "DEFAULT_MODEL", "DEFAULT_IMAGE",
+__all__ = ["DEVICES", "DEFAULT_DEVICE", "DEFAULT_MODEL", "DEFAULT_IMAGE",
            "ModelSource", "load_source", "open_model", "parse_device_list"]
 
 DEVICES = {
@@ -19,7 +19,6 @@ DEVICES = {
     **BOARD_DEVICES,
 }
 DEFAULT_DEVICE = "emu"
-INTEGER_DEVICES = ("emu",)
 
 DEFAULT_MODEL = Path(__file__).parent / "default_model"
 DEFAULT_IMAGE = DEFAULT_MODEL.with_name("default_model.neofpga")
@@ -103,7 +102,6 @@ def open_model(device, source, residency="auto", trace=None, uart=False):
         from .golden import golden_model
         return golden_model(source.quantized())
     if is_board_device(device):
-        from .board import open_board_model
         return open_board_model(device, source.quantized(), residency, trace, uart)
     raise UserError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
 
