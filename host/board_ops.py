@@ -5,17 +5,20 @@ The memory plan (every bank of a space uses the same addresses; D hidden size, F
 size, V vocabulary, T context, hd head size)::
 
     WEIGHTS, ``cols`` banks of bytes
-      layer L's K cache at kbase_L = L * (Kw + Vw), Kw = ceil(T / cols) * D:
-        token t, element n (all heads): bank t % cols, kbase_L + (t // cols) * D + n
-      layer L's V cache at vbase_L = kbase_L + Kw, Vw = (D / cols) * T, transposed:
-        token t, element n: bank n % cols, vbase_L + (n // cols) * T + t
+      layer L's caches hold R_L slots: R_L = T for a global layer, the window for a local one (a
+      ring: token t in slot s = t % R_L, once the tokens before t - R_L + 1 are out of its window)
+      K cache at kbase_L (the caches one after the other), Kw = ceil(R_L / cols) * D:
+        slot s, element n (all heads): bank s % cols, kbase_L + (s // cols) * D + n
+      V cache at vbase_L = kbase_L + Kw, Vw = (D / cols) * R_L, transposed:
+        slot s, element n: bank n % cols, vbase_L + (n // cols) * R_L + s
       then the matrices, W [N, K] at base: W[n][k] in bank n % cols at base + (n // cols) * K + k;
         resident: each at its own base; stream: all through one scratch region
     ACTIVATIONS, ``rows`` banks of 16-bit words, for a chunk of c token rows (as many as fit):
       x [c, D] banked (row m: bank m % rows, x_base + (m // rows) * D) at x_base = 0
       hidden [c, max(D, F)] banked: the attention context, the GELU output
-      out [c, max(D, V)] banked: what is read back
+      out [c, D] banked: what is read back
       q [c, D] in bank 0, row m at q_base + m * D; P [T] in bank 0 at p_base
+      one row's logits [V] in bank 1 % rows at logits_base (over the regions above, unused by then)
     CONSTANTS, one CONSTANT record per output column of every requantizer (qkv, pv, out_proj,
       c_fc, c_proj, head); resident: each at its own base; stream: all through records 0..
     GELU, table L for layer L (stream: table 0)
@@ -23,7 +26,9 @@ size, V vocabulary, T context, hd head size)::
 An attention call writes x, computes q (into A), k (into the K cache) and v (into the V cache)
 from slices of the qkv matrix, then per token row and head one SOFTMAX product (q . K -> P, over
 keys 0..position: later ones are masked anyway) and one P @ V product into the context, and
-finally out_proj; its result is read back. Longer inputs run ``chunk`` token rows at a time.
+finally out_proj; its result is read back. Longer inputs run ``chunk`` token rows at a time, except
+in a local layer once its ring is full: a row's k and v then overwrite a slot that the rows before
+it still see, so those rows go one at a time. The head runs one row at a time.
 """
 
 import functools
@@ -63,6 +68,7 @@ class BoardOps:
         c = self.config
         self.layers = list(range(c.num_layers)) if layers is None else list(layers)
         self.requantizers = [f"h.{i}.{name}" for i in self.layers for name in REQUANTIZERS] + (["head"] if head else [])
+        self.words_used = {}  # of each bank's (or the constants') words, by the plan
         self._check_units()
         self._plan_weights()
         self._plan_constants()
@@ -87,14 +93,19 @@ class BoardOps:
     def _plan_weights(self):
         """WEIGHTS addresses: the KV caches (``caches[layer]`` = (kbase, vbase)), then ``weight_base[name]``."""
         c, cols = self.config, self.cols
-        d, t = c.hidden_size, c.max_position_embeddings
-        k_words, v_words = math.ceil(t / cols) * d, d // cols * t
-        self.caches = {layer: (i * (k_words + v_words), i * (k_words + v_words) + k_words)
-                       for i, layer in enumerate(self.layers)}
+        d = c.hidden_size
+        t = c.max_position_embeddings
+        self.slots = {layer: min(c.window_size, t) if c.attention_layers[layer] == "local" else t
+                      for layer in self.layers}
+        self.caches, start = {}, 0
+        for layer in self.layers:
+            k_words, v_words = math.ceil(self.slots[layer] / cols) * d, d // cols * self.slots[layer]
+            self.caches[layer] = (start, start + k_words)
+            start += k_words + v_words
         shapes = {name: self.t[f"{name}.weight"].shape for name in self.requantizers if f"{name}.weight" in self.t}
         sizes = {name: math.ceil(n / cols) * k for name, (n, k) in shapes.items()}
-        self.weight_base = self._bases(sizes, start=len(self.layers) * (k_words + v_words))
-        end = max(self.weight_base[name] + sizes[name] for name in sizes)
+        self.weight_base = self._bases(sizes, start=start)
+        end = self.words_used["weight_words"] = max(self.weight_base[name] + sizes[name] for name in sizes)
         _check_fit(end, self.info["weight_words"],
                    f"words in each of the {cols} weight banks with residency '{self.residency}'", self._hint())
 
@@ -102,7 +113,7 @@ class BoardOps:
         """CONSTANTS addresses: ``constant_base[name]``, the record of the requantizer's column 0."""
         sizes = {name: len(self.t[f"{name}.bias"]) for name in self.requantizers}
         self.constant_base = self._bases(sizes, start=0)
-        end = max(self.constant_base[name] + sizes[name] for name in sizes)
+        end = self.words_used["constant_words"] = max(self.constant_base[name] + sizes[name] for name in sizes)
         _check_fit(end, self.info["constant_words"],
                    f"requantizer constant records with residency '{self.residency}'", self._hint())
 
@@ -121,18 +132,21 @@ class BoardOps:
         """ACTIVATIONS addresses, for ``chunk`` token rows at a time: as many as fit (at most the context)."""
         c, rows = self.config, self.rows
         d, t = c.hidden_size, c.max_position_embeddings
-        hidden, out = max(d, c.intermediate_size), max(d, c.vocab_size)
+        hidden = max(d, c.intermediate_size)
 
         def words(chunk):
-            return math.ceil(chunk / rows) * (d + hidden + out) + chunk * d + t
+            return math.ceil(chunk / rows) * (d + hidden + d) + chunk * d + t
 
-        _check_fit(words(1), self.info["activation_words"], f"words in each of the {rows} activation banks")
+        self.logits_bank, self.logits_base = (1, 0) if rows > 1 else (0, d)
+        needed = max(words(1), self.logits_base + c.vocab_size)
+        _check_fit(needed, self.info["activation_words"], f"words in each of the {rows} activation banks")
         self.chunk = max(m for m in range(1, t + 1) if words(m) <= self.info["activation_words"])
+        self.words_used["activation_words"] = max(words(self.chunk), self.logits_base + c.vocab_size)
         per_bank = math.ceil(self.chunk / rows)
         self.x_base = 0
         self.hidden_base = self.x_base + per_bank * d
         self.out_base = self.hidden_base + per_bank * hidden
-        self.q_base = self.out_base + per_bank * out
+        self.q_base = self.out_base + per_bank * d
         self.p_base = self.q_base + self.chunk * d
 
     # -- parameters ----------------------------------------------------------------------------
@@ -191,26 +205,32 @@ class BoardOps:
             out[bank::self.rows] = np.frombuffer(words, "<i2").reshape(count, n)
         return out
 
-    def _linear(self, name, m, a_base, out_base, **fields):
+    def _linear(self, name, m, a_base, out_base, out_banked=1, out_bank0=0, **fields):
         """Rows [m, K] banked at ``a_base`` times matrix ``name``, requantized (or as ``fields`` say),
-        banked into ``out_base``; N wider than one MATMUL takes goes in parts of whole weight banks."""
+        into ``out_base`` (banked, or all in bank ``out_bank0``); N wider than one MATMUL takes goes
+        in parts of whole weight banks."""
         n, k = self.t[f"{name}.weight"].shape
         w_base, constants = self._parameters(name)
         part = MAX_SIZE // self.cols * self.cols
         for start in range(0, n, part):
             self.accelerator.matmul(m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
                                     w_base=w_base + start // self.cols * k, w_stride=k,
-                                    constants=constants + start, out_space=Space.ACTIVATIONS, out_banked=1,
-                                    out_address0=out_base + start, out_stride=n, **fields)
+                                    constants=constants + start, out_space=Space.ACTIVATIONS,
+                                    out_banked=out_banked, out_bank0=out_bank0, out_address0=out_base + start,
+                                    out_stride=n, **fields)
 
-    def _in_chunks(self, op, x, *per_row):
+    def _in_chunks(self, op, x, *per_row, sizes=None):
         """``op`` over the rows of x [1, T, D] (and the matching parts of ``per_row`` arrays),
-        ``chunk`` rows at a time; the results joined back into [1, T, N]."""
+        ``chunk`` rows at a time (or as many as ``sizes(first row)`` says); the results joined
+        back into [1, T, N]."""
         x = np.asarray(x)
         self.reset(len(x))
         rows = x.reshape(-1, x.shape[-1])
-        parts = [op(rows[s:s + self.chunk], *(a[s:s + self.chunk] for a in per_row))
-                 for s in range(0, len(rows), self.chunk)]
+        parts, start = [], 0
+        while start < len(rows):
+            end = start + (sizes(start) if sizes else self.chunk)
+            parts.append(op(rows[start:end], *(a[start:end] for a in per_row)))
+            start = end
         return np.concatenate(parts).reshape(*x.shape[:-1], -1)
 
     # -- the ops ---------------------------------------------------------------------------------
@@ -227,7 +247,13 @@ class BoardOps:
     def attention(self, layer, x, positions):
         """Attention block on ``x`` [1, T, D] at ``positions`` (consecutive) -> int16 [1, T, D]."""
         self._placed(f"h.{layer}.qkv")
-        return self._in_chunks(functools.partial(self._attention, layer), x, np.asarray(positions))
+        positions = np.asarray(positions).reshape(-1)
+        slots = self.slots[layer]
+
+        def rows_that_fit(row):  # a full ring takes one row at a time
+            return 1 if positions[row] >= slots else min(self.chunk, slots - positions[row])
+
+        return self._in_chunks(functools.partial(self._attention, layer), x, positions, sizes=rows_that_fit)
 
     def mlp(self, layer, x):
         """MLP block on ``x`` [1, T, D]: c_fc with the GELU unit, c_proj -> int16."""
@@ -237,7 +263,7 @@ class BoardOps:
     def head(self, x):
         """The tied head: int16 logits [1, T, V]."""
         self._placed("head")
-        return self._in_chunks(self._head, x)
+        return self._in_chunks(self._head, x, sizes=lambda row: 1)
 
     def _attention(self, layer, x, positions):
         c, p = self.config, f"h.{layer}."
@@ -252,10 +278,11 @@ class BoardOps:
         return self._read_rows(self.out_base, m, d)
 
     def _qkv(self, layer, m, start):
-        """q into A (bank 0, not banked), k into the K cache and v into the V cache at positions ``start``..."""
-        c = self.config
-        d, t = c.hidden_size, c.max_position_embeddings
+        """q into A (bank 0, not banked), k into the K cache and v into the V cache at the slots of
+        positions ``start``... (which do not wrap around the ring)."""
+        d, t = self.config.hidden_size, self.slots[layer]
         kbase, vbase = self.caches[layer]
+        start %= t
         w_base, constants = self._parameters(f"h.{layer}.qkv")
         part = d // self.cols * d  # the words per bank of each of q, k and v in the qkv matrix
         product = dict(m=m, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE)
@@ -271,14 +298,15 @@ class BoardOps:
     def _attend(self, layer, row, position, head, pv):
         """One head of one token row: q . K -> P (SOFTMAX), then P @ V -> its slice of the context."""
         c = self.config
-        d, hd, t = c.hidden_size, c.head_dim, c.max_position_embeddings
+        d, hd, t = c.hidden_size, c.head_dim, self.slots[layer]
         kbase, vbase = self.caches[layer]
-        keys = position + 1  # later keys are masked: they would only add zero probabilities
+        # the slots of the keys the row sees: 0..position until the ring is full, then all of them
+        # (later keys would only add zero probabilities; the order of keys does not change a sum)
+        keys = min(position + 1, t)
         pre, constant, shift = (int(v) for v in self.t[f"h.{layer}.softmax"])
-        window = c.window_size if c.attention_layers[layer] == "local" else 0
         self.accelerator.matmul(m=1, k=hd, n=keys, a_base=self.q_base + row * d + head * hd, a_stride=d,
                                 w_base=kbase + head * hd, w_stride=d, mode=Mode.SOFTMAX, softmax_pre=pre,
-                                softmax_constant=constant, softmax_shift=shift, position=position, window=window,
+                                softmax_constant=constant, softmax_shift=shift, position=keys - 1, window=0,
                                 out_space=Space.ACTIVATIONS, out_address0=self.p_base, out_stride=keys)
         self.accelerator.matmul(m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
                                 w_base=vbase + head * hd // self.cols * t, w_stride=t, mode=Mode.REQUANTIZE,
@@ -296,9 +324,12 @@ class BoardOps:
         return self._read_rows(self.out_base, m, self.config.hidden_size)
 
     def _head(self, x):
+        """One row's logits, into bank ``logits_bank``."""
+        v = self.config.vocab_size
         self._write_rows(self.x_base, x)
-        self._linear("head", len(x), self.x_base, self.out_base)
-        return self._read_rows(self.out_base, len(x), self.config.vocab_size)
+        self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
+        words = self.accelerator.read(Space.ACTIVATIONS, self.logits_bank, self.logits_base, v)
+        return np.frombuffer(words, "<i2").reshape(1, v)
 
 
 def _check_fit(needed, available, what, hint=""):

@@ -350,3 +350,16 @@ def test_compare_names_the_first_device_op_whose_integers_differ(default):
     report = compare_devices([golden_model(default), broken], source.tokenizer, ids, 6, None)
     op = report["devices"]["broken"]["first_op_difference"]
     assert op == {"op": "mlp, layer 2", "positions": [len(ids) + 2], "values_differing": 1, "max_difference": 1}
+
+
+def test_the_default_model_runs_resident_on_the_ulx3s_85f_design(default):
+    """The memories the ULX3S-85F bitstream has hold the default model with its weights resident,
+    and a prefill across the local layers' ring (positions 0..69, window 64) still equals golden."""
+    from neofpga.boards.catalog import accelerator_parameters, board_named
+    parameters = accelerator_parameters(board_named("ulx3s-85f"))
+    device = {name: parameters[name] for name in DEVICE}
+    ops, model, _ = open_board(default, "resident", **device)
+    assert ops.words_used["weight_words"] <= device["weight_words"]
+    lengths = [70, 1, 1]
+    assert_same_results(op_results(ops, default.config, lengths), op_results(GoldenOps(default), default.config, lengths))
+    assert model.counters["errors"] == 0
