@@ -1,0 +1,123 @@
+"""``neofpga build``: a board's bitstream with Yosys, nextpnr-ecp5 and ecppack (YoWASP's by default).
+
+Amaranth writes the design files (``platform.build(..., do_build=False, script_after_read=LUT_RAM)``: the ULX3S platform
+would otherwise insist on openFPGALoader, which only flashing needs); the tools then run here, one
+after the other, with their logs in the build directory and a progress line every 30 seconds.
+A build whose achieved Fmax is below the system clock fails, and its bitstream is not kept.
+"""
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from ..host.errors import UserError
+from .catalog import DEFAULT_BAUD, accelerator_parameters, board_named
+from .ecp5 import parse_report, tool
+from .pll import pll_settings
+from .top import BoardTop, input_mhz
+
+__all__ = ["build_board", "achieved_mhz", "check_timing", "utilisation"]
+
+PROGRESS_SECONDS = 30
+LUT_RAM = 'setattr -set ram_style "distributed" *.sequencer.array.buffer/m:storage'
+"""Yosys, after reading the design: the array's output FIFO (512 bits by 35 rows) goes to LUT RAM
+(about 3k LUTs); in block RAM it would take 15 DP16KD, which the default model's weights need."""
+
+
+def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=DEFAULT_BAUD, seed=1, log=print):
+    """Build ``name``'s bitstream; returns the report: ``bitstream``, ``used``/``available`` cells,
+    ``fmax``, ``clock_mhz``, ``seconds``, ``parameters`` and ``gateware_version``. Raises
+    :class:`UserError` on a failed tool or unmet timing."""
+    from ..sim.device import gateware_version
+
+    board = board_named(name)
+    parameters = accelerator_parameters(board, rows, cols, freq_mhz)
+    parameters["clock_hz"] = round(pll_settings(input_mhz(board), parameters["clock_hz"] / 1e6).output_mhz * 1e6)
+    top = BoardTop(board, parameters, baud, gateware_version(parameters))
+    build_dir = Path(build_dir or Path("build") / name).resolve()
+    stem = name.replace("-", "_")
+    platform = board.platform_class()()
+    log(f"{board.description}: {parameters['rows']}x{parameters['cols']} array at "
+        f"{top.settings.output_mhz:g} MHz, UART {parameters['clock_hz'] / top.divisor:,.0f} baud "
+        f"(asked {baud:,}); gateware version {top.gateware_version:016x}")
+    plan = platform.build(top, name=stem, build_dir=str(build_dir), do_build=False, script_after_read=LUT_RAM)
+    plan.execute_local(str(build_dir), run_script=False)
+
+    seconds = {}
+    _run("synthesis", [tool("yosys"), "-q", "-l", f"{stem}.rpt", f"{stem}.ys"], build_dir, f"{stem}.rpt",
+         seconds, log)
+    _run("place and route", [
+        tool("nextpnr-ecp5"), "--log", f"{stem}.tim", platform._nextpnr_device_options[platform.device],
+        "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
+        "--json", f"{stem}.json", "--lpf", f"{stem}.lpf", "--textcfg", f"{stem}.config",
+        "--report", "report.json", "--timing-allow-fail", "--seed", str(seed)],
+        build_dir, f"{stem}.tim", seconds, log)
+    report = parse_report(build_dir / "report.json")
+    clock_mhz = parameters["clock_hz"] / 1e6
+    achieved = achieved_mhz(report)
+    result = dict(board=name, **report, clock_mhz=clock_mhz, achieved_mhz=achieved, seconds=seconds,
+                  parameters=parameters, gateware_version=top.gateware_version, baud=parameters["clock_hz"] / top.divisor,
+                  build_dir=str(build_dir))
+    log(utilisation(report) + f"; Fmax {achieved:.1f} MHz for a {clock_mhz:g} MHz clock")
+    check_timing(name, achieved, clock_mhz)
+    _run("bitstream", [tool("ecppack"), "--compress", "--input", f"{stem}.config", "--bit", f"{stem}.bit"],
+         build_dir, None, seconds, log)
+    result["bitstream"] = str(build_dir / f"{stem}.bit")
+    log(f"bitstream: {result['bitstream']} ({sum(seconds.values()):.0f} s)")
+    return result
+
+
+def achieved_mhz(report):
+    """The lowest achieved Fmax over the clocks of a parsed report."""
+    return min(entry["achieved_mhz"] for entry in report["fmax"].values())
+
+
+def check_timing(name, achieved, clock_mhz):
+    """A :class:`UserError` unless ``achieved`` MHz is at least the system clock."""
+    if achieved < clock_mhz:
+        raise UserError(f"{name}: timing not met: {achieved:.1f} MHz achieved, {clock_mhz:g} MHz needed "
+                        f"(no bitstream written; try --freq {int(achieved)} or another --seed)")
+
+
+def utilisation(report):
+    """One line of the cells a parsed report uses of the FPGA's."""
+    used, available = report["used"], report["available"]
+    return ", ".join(f"{cell} {used[cell]:,}/{available[cell]:,} ({100 * used[cell] / available[cell]:.0f} %)"
+                     for cell in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD") if cell in used)
+
+
+def _run(stage, command, cwd, log_file, seconds, log):
+    """Run one tool; a line every PROGRESS_SECONDS with the latest line of its log; its last
+    lines in the error if it fails."""
+    log(f"{stage} ...")
+    start = time.perf_counter()
+    done = threading.Event()
+
+    def progress():
+        while not done.wait(PROGRESS_SECONDS):
+            latest = _last_lines(cwd / log_file, 1) if log_file else ""
+            log(f"  {stage}: {time.perf_counter() - start:.0f} s" + (f"  {latest.strip()[:100]}" if latest else ""))
+
+    ticker = threading.Thread(target=progress, daemon=True)
+    ticker.start()
+    try:
+        process = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    finally:
+        done.set()
+    seconds[stage] = time.perf_counter() - start
+    if process.returncode != 0:
+        tail = _last_lines(cwd / log_file, 3) if log_file else ""
+        detail = (tail or process.stderr or process.stdout).strip().splitlines()
+        raise UserError(f"{stage} failed ({Path(command[0]).name} exit {process.returncode}): "
+                        f"{detail[-1] if detail else 'no output'} (logs in {cwd})")
+
+
+def _last_lines(path, count):
+    try:
+        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return ""
+    return "\n".join(lines[-count:])
+
+

@@ -1,0 +1,43 @@
+"""``neofpga flash``: a bitstream into a board's FPGA (SRAM, or its SPI flash) with openFPGALoader."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..host.errors import UserError
+from .catalog import board_named
+
+__all__ = ["default_bitstream", "flash_command", "flash_board"]
+
+INSTALL = ("openFPGALoader is not installed: apt install openfpgaloader (Debian/Ubuntu), brew install "
+           "openfpgaloader (macOS), or see https://trabucayre.github.io/openFPGALoader/; $OPENFPGALOADER names it")
+
+
+def default_bitstream(name):
+    """Where ``neofpga build --board name`` puts the bitstream (in the current directory)."""
+    return Path("build") / name / f"{name.replace('-', '_')}.bit"
+
+
+def flash_command(name, bitstream, persist=False):
+    """openFPGALoader's command line: SRAM (lost at power-off), or the SPI flash with ``persist``."""
+    board = board_named(name)
+    tool = os.environ.get("OPENFPGALOADER") or shutil.which("openFPGALoader")
+    if not tool:
+        raise UserError(INSTALL)
+    return [tool, *board.programmer, "--write-flash" if persist else "--write-sram", str(bitstream)]
+
+
+def flash_board(name, bitstream=None, persist=False):
+    """Program ``name`` with ``bitstream`` (default: the one ``neofpga build`` made); raises
+    :class:`UserError` if the bitstream or openFPGALoader is missing or programming fails."""
+    bitstream = Path(bitstream or default_bitstream(name))
+    if not bitstream.is_file():
+        raise UserError(f"no bitstream at {bitstream}: build it with neofpga build --board {name}")
+    command = flash_command(name, bitstream, persist)
+    process = subprocess.run(command, capture_output=True, text=True)
+    if process.returncode != 0:
+        lines = (process.stderr or process.stdout).strip().splitlines()
+        raise UserError(f"openFPGALoader failed (exit {process.returncode}): {lines[-1] if lines else 'no output'}"
+                        f" (is the board plugged in, and may you use its USB device?)")
+    return process.stdout
