@@ -5,7 +5,9 @@ import statistics
 from .generation import generate
 from .sampling import Sampler
 
-__all__ = ["bench_devices"]
+__all__ = ["bench_devices", "per_decoded_token", "projected_tokens_per_second"]
+
+ROUND_TRIP_SECONDS = 1e-3  # a command's answer waits for the USB serial chip's latency timer (1 ms at least)
 
 
 def bench_devices(models, tokenizer, ids, new_tokens, repeats=3, log=None):
@@ -27,6 +29,10 @@ def bench_devices(models, tokenizer, ids, new_tokens, repeats=3, log=None):
             "tokens_per_second": statistics.median(r.tokens_per_second for r in runs),
             "prefill_seconds": statistics.median(r.prefill_seconds for r in runs),
         }
+        if hasattr(model, "device_stats"):
+            entry["per_decoded_token"] = per = per_decoded_token(model, tokenizer, ids, new_tokens)
+            clock_hz = model.accelerator.device_info["clock_hz"]
+            entry["projected"] = projected_tokens_per_second(per, clock_hz)
         results.append(entry)
         if log:
             log(f"{model.name}: {entry['tokens_per_second']:.1f} tok/s "
@@ -34,3 +40,26 @@ def bench_devices(models, tokenizer, ids, new_tokens, repeats=3, log=None):
     ratios = {f"{a['device']}/{b['device']}": a["tokens_per_second"] / b["tokens_per_second"]
               for i, a in enumerate(results) for b in results[i + 1:]}
     return results, ratios
+
+
+def per_decoded_token(model, tokenizer, ids, new_tokens):
+    """A board model's link commands, bytes each way and device cycles per decoded token: the
+    difference between generating ``new_tokens`` and generating 1, over ``new_tokens - 1``."""
+    def stats(tokens):
+        before = model.device_stats()
+        generate(model, tokenizer, ids, Sampler(), tokens, eos_id=None)
+        after = model.device_stats()
+        return {name: after[name] - before[name] for name in after}
+
+    one, many = stats(1), stats(new_tokens)
+    return {name: (many[name] - one[name]) / (new_tokens - 1) for name in many}
+
+
+def projected_tokens_per_second(per_token, clock_hz, baud=3_000_000, round_trip_seconds=ROUND_TRIP_SECONDS):
+    """Decode speed on a real board from the per-token figures of a simulated one: a round trip per
+    command, 10 bits a byte each way on the UART, and the array's cycles at ``clock_hz``."""
+    seconds = {"round_trips": per_token["link_commands"] * round_trip_seconds,
+               "uart": (per_token["link_bytes_sent"] + per_token["link_bytes_received"]) * 10 / baud,
+               "array": per_token["device_matmul_cycles"] / clock_hz}
+    return {"tokens_per_second": 1 / sum(seconds.values()), "seconds_per_token": seconds, "clock_hz": clock_hz,
+            "baud": baud, "round_trip_seconds": round_trip_seconds}

@@ -18,7 +18,8 @@ from .numerics import NUMERICS_VERSION
 from .quantize import host_weights
 from .reference import GPTNeo
 
-__all__ = ["BOARD_DEVICES", "is_board_device", "BoardModel", "open_board_model"]
+__all__ = ["BOARD_DEVICES", "is_board_device", "BoardModel", "simulated_parameters", "board_versions",
+           "check_board_gateware", "connect_board", "open_board_model"]
 
 BOARD_DEVICES = {
     "sim": "the gateware on a simulated board (Verilator; built on first use)",
@@ -62,31 +63,78 @@ class BoardModel(GPTNeo):
             self.on_close = None
 
 
-def _expected_versions(simulated, parameters):
-    expected = {"numerics_version": NUMERICS_VERSION}
-    if simulated:
-        from ..sim.device import gateware_version
-        expected["gateware_version"] = gateware_version(parameters)
-    return expected
-
-
 def _log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def open_board_model(device, image, residency="auto", trace=None, uart=False):
-    """The model ``image`` on the board ``device`` names; ``residency`` auto, resident or stream;
-    ``uart``: the simulated board with the UART PHY in the loop."""
-    import serial
-
+def simulated_parameters(board=None, uart=False):
+    """The accelerator ``--device sim`` runs: the simulated board's, or board ``board``'s (its
+    memories and clock); ``uart``: with the UART PHY in the loop."""
     from ..sim.device import SIMULATED_BOARD, UART_DIVISOR
 
-    board = None
-    parameters = {**SIMULATED_BOARD, "uart_divisor": UART_DIVISOR} if uart else SIMULATED_BOARD
+    if board is None:
+        parameters = dict(SIMULATED_BOARD)
+    else:
+        from ..boards.catalog import accelerator_parameters, board_named
+        parameters = accelerator_parameters(board_named(board))
+    return {**parameters, "uart_divisor": UART_DIVISOR} if uart else parameters
+
+
+def board_versions(info):
+    """The boards of the catalogue whose design, with INFO's array and clock, has INFO's memories,
+    and the gateware version this neofpga builds for it: (names, version), or None."""
+    from ..boards.catalog import BOARDS, accelerator_parameters
+    from ..sim.device import gateware_version
+
+    names, version = [], None
+    for board in BOARDS.values():
+        if board.does_not_fit:
+            continue
+        parameters = accelerator_parameters(board, info["rows"], info["cols"], info["clock_hz"] / 1e6)
+        if all(parameters[name] == info[name] for name in parameters if name in info):
+            names.append(board.name)
+            version = gateware_version(parameters)
+    return (names, version) if names else None
+
+
+def check_board_gateware(info):
+    """Refuse a real board whose gateware is not what this neofpga builds for its design."""
+    known = board_versions(info)
+    if known is None:
+        raise UserError(f"the board's design ({info['rows']}x{info['cols']} array, {info['weight_words']:,} weight "
+                        f"words) is none that this neofpga builds: rebuild the bitstream (neofpga build) and flash it")
+    names, version = known
+    if info["gateware_version"] != version:
+        raise UserError(f"the board runs gateware {info['gateware_version']:016x}, this neofpga builds "
+                        f"{version:016x} for {' and '.join(names)}: rebuild the bitstream (neofpga build "
+                        f"--board {names[0] if len(names) == 1 else 'BOARD'}) and flash it")
+
+
+def _low_latency(transport):
+    """Ask the USB serial driver to pass short answers on at once (Linux's ftdi_sio then sets its
+    latency timer to 1 ms, from 16): every command waits for an answer."""
+    try:
+        transport.set_low_latency_mode(True)
+    except (AttributeError, NotImplementedError, OSError, ValueError):
+        pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
+
+
+def connect_board(device, trace=None, uart=False, board=None):
+    """The :class:`Accelerator` on board ``device``, its versions checked; returns (accelerator,
+    close) where ``close`` closes the link and stops a simulated board this started.
+
+    ``board``: with ``sim``, simulate that board's accelerator; ``uart``: with ``sim``, the UART in the loop.
+    """
+    import serial
+
+    from ..sim.device import gateware_version
+
+    started = None
     if device == "sim":
         from ..sim.device import start_simulated_board
-        board = start_simulated_board(parameters, trace=trace, log=_log)
-        url, baud, simulated = board.url, DEFAULT_BAUD, True
+        parameters = simulated_parameters(board, uart)
+        started = start_simulated_board(parameters, trace=trace, log=_log)
+        url, baud, simulated = started.url, DEFAULT_BAUD, True
     elif match := _SIM.match(device):
         url, baud, simulated = f"socket://{match['host']}:{match['port']}", DEFAULT_BAUD, True
     elif match := _SERIAL.match(device):
@@ -98,14 +146,44 @@ def open_board_model(device, image, residency="auto", trace=None, uart=False):
             transport = serial.serial_for_url(url, baudrate=baud, timeout=0.01)
         except (serial.SerialException, ValueError) as e:
             raise UserError(f"{device}: cannot open {url} ({e})") from None
+        if not simulated:
+            _low_latency(transport)
         link = Link(transport, timeout=10.0 if simulated else 1.0)
-        accelerator = Accelerator(link)
-        if device != "sim" and simulated:  # a sim-server runs either design
-            with_uart = {**SIMULATED_BOARD, "uart_divisor": UART_DIVISOR}
-            from ..sim.device import gateware_version
-            if accelerator.device_info["gateware_version"] == gateware_version(with_uart):
-                parameters = with_uart
-        check_info(accelerator.device_info, _expected_versions(simulated, parameters))
+
+        def close():
+            link.close()
+            if started is not None:
+                started.close()
+
+        try:
+            accelerator = Accelerator(link)
+            info = accelerator.device_info
+            check_info(info, {"numerics_version": NUMERICS_VERSION})
+            if device == "sim":
+                check_info(info, {"gateware_version": gateware_version(parameters)})
+            elif simulated:  # a sim-server runs any simulated design
+                candidates = [simulated_parameters(name, with_uart) for name in (None, board)
+                              for with_uart in (False, True)]
+                if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
+                    raise UserError("the simulated board runs gateware this neofpga does not build: restart "
+                                    "neofpga sim-server from this neofpga")
+            else:
+                check_board_gateware(info)
+        except BaseException:
+            link.close()
+            raise
+        return accelerator, close
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
+
+
+def open_board_model(device, image, residency="auto", trace=None, uart=False, board=None):
+    """The model ``image`` on the board ``device`` names; ``residency`` auto, resident or stream;
+    ``uart``, ``board``: as :func:`connect_board` takes them."""
+    accelerator, close = connect_board(device, trace, uart, board)
+    try:
         if residency == "auto":
             try:
                 ops = BoardOps(image, accelerator, "resident")
@@ -114,8 +192,7 @@ def open_board_model(device, image, residency="auto", trace=None, uart=False):
         else:
             ops = BoardOps(image, accelerator, residency)
         accelerator.reset_counters()  # the stats count from here
-        return BoardModel(image, ops, link, device, on_close=board.close if board else None)
+        return BoardModel(image, ops, accelerator.link, device, on_close=close)
     except BaseException:
-        if board is not None:
-            board.close()
+        close()
         raise

@@ -52,7 +52,7 @@ def _open_models(devices, source, args):
     models = []
     try:
         for device in devices:
-            models.append(open_model(device, source, args.residency, args.trace, args.uart))
+            models.append(open_model(device, source, args.residency, args.trace, args.uart, args.board))
     except BaseException:
         for model in models:
             model.close()
@@ -68,7 +68,7 @@ def cmd_generate(args):
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
-    model = open_model(args.device, source, args.residency, args.trace, args.uart)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -105,7 +105,7 @@ def cmd_score(args):
 
     text = _read_text(args.file)
     source = _load(args)
-    model = open_model(args.device, source, args.residency, args.trace, args.uart)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board)
     try:
         result = score(model, source.tokenizer.encode(text))
     finally:
@@ -246,6 +246,14 @@ def cmd_bench(args):
         for r in results:
             print(f"  {r['device']:>6}: {r['tokens_per_second']:8.1f} tok/s  (decode {r['decode_tokens_per_second']:.1f} "
                   f"tok/s, prefill {r['prefill_seconds'] * 1e3:.1f} ms)")
+        for r in results:
+            if "projected" in r:
+                t, p = r["per_decoded_token"], r["projected"]
+                print(f"  {r['device']:>6}: per decoded token {t['link_commands']:.0f} commands, "
+                      f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
+                      f"{t['device_matmul_cycles']:,.0f} array cycles; on a board at {p['clock_hz'] / 1e6:g} MHz, "
+                      f"{p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms a round trip: "
+                      f"{p['tokens_per_second']:.1f} tok/s")
         for pair, ratio in ratios.items():
             print(f"  {pair}: {ratio:.2f}x")
 
@@ -314,10 +322,10 @@ def cmd_sim_server(args):
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be 0..65535, not {args.port}")
-    from ..sim.device import SIMULATED_BOARD, UART_DIVISOR
+    from .board import simulated_parameters
 
-    parameters = {**SIMULATED_BOARD, "uart_divisor": UART_DIVISOR} if args.uart else SIMULATED_BOARD
-    board = start_simulated_board(parameters, port=args.port, trace=args.trace, log=_err)
+    board = start_simulated_board(simulated_parameters(args.board, args.uart), port=args.port, trace=args.trace,
+                                  log=_err)
     print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
           f"(Ctrl-C stops it)", flush=True)
     try:
@@ -326,6 +334,54 @@ def cmd_sim_server(args):
         raise UserError(f"the simulated board stopped: {board.close().strip()}")
     except KeyboardInterrupt:
         _err(board.close().strip())
+
+
+def cmd_build(args):
+    from ..boards.build import build_board
+
+    rows, cols = args.array if args.array else (None, None)
+    if args.freq is not None and not 10 <= args.freq <= 400:
+        raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
+    result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
+                         baud=args.baud, seed=args.seed, log=_err)
+    if args.format == "json":
+        _print_json(result)
+    else:
+        print(result["bitstream"])
+    return 0
+
+
+def cmd_flash(args):
+    from ..boards.flash import flash_board
+
+    output = flash_board(args.board, args.bitstream, args.persist)
+    _err(output.strip())
+    return 0
+
+
+def cmd_selftest(args):
+    from .board import DEFAULT_BAUD, connect_board
+    from .selftest import run_selftest
+
+    accelerator, close = connect_board(args.device, uart=args.uart, board=args.board)
+    baud = None
+    if args.device.startswith("serial:"):
+        baud = int(args.device.rpartition("@")[2]) if "@" in args.device else DEFAULT_BAUD
+
+    def log(check):
+        if args.format == "text":
+            print(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.detail}", flush=True)
+
+    try:
+        checks, figures = run_selftest(accelerator, baud=baud, full=args.full, seed=args.seed, log=log)
+    finally:
+        close()
+    failed = [check.name for check in checks if not check.passed]
+    if args.format == "json":
+        _print_json({"passed": not failed, "checks": [vars(check) for check in checks], **figures})
+    elif failed:
+        _err(f"selftest failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def cmd_doctor(args):
@@ -366,6 +422,11 @@ def build_parser():
         p.add_argument("--trace", metavar="FILE", help="--device sim: write an FST waveform of the run")
         p.add_argument("--uart", action="store_true", help="--device sim: the simulated board with the UART PHY "
                        "in the loop (4 clock cycles a bit), as on a real board")
+        sim_board_option(p)
+
+    def sim_board_option(p):
+        p.add_argument("--board", metavar="NAME", help="--device sim: simulate that board's accelerator (its "
+                       "memories and clock) instead of the simulated board's 80 MB one")
 
     def device_option(p):
         p.add_argument("--device", default=DEFAULT_DEVICE,
@@ -439,6 +500,35 @@ def build_parser():
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     p.add_argument("--trace", metavar="FILE", help="write an FST waveform of everything it runs")
     p.add_argument("--uart", action="store_true", help="the UART PHY in the loop (4 clock cycles a bit)")
+    sim_board_option(p)
+
+    from ..boards.catalog import BOARDS, DEFAULT_BAUD
+
+    p = command("build", cmd_build, "build a board's bitstream with Yosys, nextpnr and ecppack (the YoWASP "
+                "tools unless installed): utilisation and Fmax, an error if timing is not met")
+    p.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
+                   help=f"one of {', '.join(BOARDS)}")
+    p.add_argument("--array", type=_array_shape, help="the systolic array, ROWSxCOLS (default: the board's, 9x16)")
+    p.add_argument("--freq", type=float, metavar="MHZ", help="system clock (default: the board's, 100)")
+    p.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD, help=f"UART rate (default {DEFAULT_BAUD})")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
+    p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD)")
+    format_option(p)
+
+    p = command("flash", cmd_flash, "program a board with its bitstream through openFPGALoader")
+    p.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
+                   help=f"one of {', '.join(BOARDS)}")
+    p.add_argument("--bitstream", metavar="FILE", help="default: the one neofpga build made (build/BOARD/)")
+    p.add_argument("--persist", action="store_true", help="write the SPI flash (kept at power-off), not SRAM")
+
+    p = command("selftest", cmd_selftest, "check a board: INFO, memory patterns, a matmul, softmax and GELU "
+                "against the golden model, and the link's throughput (exit 1 on a failure)")
+    p.add_argument("--device", required=True, help="serial:PORT[@BAUD], sim or sim:HOST:PORT")
+    p.add_argument("--uart", action="store_true", help="--device sim: the UART PHY in the loop")
+    sim_board_option(p)
+    p.add_argument("--full", action="store_true", help="write and read every word of every bank")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random data (default 0)")
+    format_option(p)
 
     p = command("doctor", cmd_doctor, "check what this machine has of what neofpga needs (compilers, "
                 "Verilator, the FPGA tools, openFPGALoader, serial ports) and say how to fill each gap")

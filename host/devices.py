@@ -82,14 +82,16 @@ def load_source(spec):
     return ModelSource(str(spec), checkpoint=load_checkpoint(spec))
 
 
-def open_model(device, source, residency="auto", trace=None, uart=False):
+def open_model(device, source, residency="auto", trace=None, uart=False, board=None):
     """The model for ``device`` on ``source``; an unknown device is a ``UserError``.
 
-    ``residency``, ``trace`` and ``uart`` concern the board devices (see :mod:`neofpga.host.board`)."""
+    ``residency``, ``trace``, ``uart`` and ``board`` concern the board devices (see :mod:`neofpga.host.board`)."""
     if trace is not None and device != "sim":
         raise UserError("--trace needs --device sim (the board it starts records the waveform)")
     if uart and device != "sim":
         raise UserError("--uart needs --device sim (it builds the simulated board with the UART in the loop)")
+    if board is not None and device.startswith("serial:"):
+        raise UserError("--board is for simulated boards: a real one says what it is")
     if device == "cpu":
         weights = source.float_weights()
         return GPTNeo(source.config, weights, FloatDevice(source.config, weights), name="cpu")
@@ -102,7 +104,7 @@ def open_model(device, source, residency="auto", trace=None, uart=False):
         from .golden import golden_model
         return golden_model(source.quantized())
     if is_board_device(device):
-        return open_board_model(device, source.quantized(), residency, trace, uart)
+        return open_board_model(device, source.quantized(), residency, trace, uart, board)
     raise UserError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
 
 

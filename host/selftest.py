@@ -1,0 +1,226 @@
+"""``neofpga selftest``: a board's link, memories and units, checked against the reference device.
+
+Every check runs its commands on the board and on :class:`~neofpga.sim.accelerator_model.AcceleratorModel`
+(the golden numerics behind the same protocol), built with the board's INFO, and compares what
+comes back: memory patterns at both ends of every bank, a requantized product with saturating
+operands, a softmax row as long as the unit takes, a GELU product, the counters, and refused
+out-of-range accesses. Then it measures the link: bytes a second each way and a command's round trip.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .accelerator import GELU_KNOTS, Accelerator, record_dtype
+from .link import Link, LinkError
+from .numerics import gelu_knots, multiplier_and_shift, softmax_parameters
+from .protocol import CONSTANT, WORD_BYTES, Mode, Space
+
+__all__ = ["Check", "run_selftest"]
+
+MODEL_FIELDS = ("rows", "cols", "activation_words", "weight_words", "constant_words", "gelu_tables",
+                "max_payload", "softmax_length", "gateware_version", "clock_hz")
+PATTERN_WORDS = 256       # words written and read back at each end of every bank (--full: all of them)
+THROUGHPUT_BYTES = 65536  # written to, then read from, weight bank 0
+ROUND_TRIPS = 20          # INFO commands timed for the latency
+
+
+@dataclass
+class Check:
+    """One check's outcome: ``name``, whether it ``passed``, and what it found (``detail``)."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+class _Mirror:
+    """Commands applied to the board and to the reference alike; reads return both answers."""
+
+    def __init__(self, board):
+        from ..sim.accelerator_model import AcceleratorModel, ModelTransport
+
+        info = board.device_info
+        model = AcceleratorModel(**{name: info[name] for name in MODEL_FIELDS})
+        self.board, self.reference = board, Accelerator(Link(ModelTransport(model), timeout=0))
+
+    def write(self, *args):
+        self.board.write(*args)
+        self.reference.write(*args)
+
+    def matmul(self, **fields):
+        self.board.matmul(**fields)
+        self.reference.matmul(**fields)
+
+    def read(self, *args):
+        return self.board.read(*args), self.reference.read(*args)
+
+
+def _compare(name, pair, what):
+    got, expected = pair
+    if got == expected:
+        return Check(name, True, what)
+    first = next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), min(len(got), len(expected)))
+    return Check(name, False, f"{what}: the board's answer differs from the golden model's from byte {first} on")
+
+
+def _memory_checks(mirror, info, rng, full):
+    """Random words at both ends of every bank of the readable spaces, read back."""
+    spaces = {Space.ACTIVATIONS: (info["rows"], info["activation_words"]),
+              Space.WEIGHTS: (info["cols"], info["weight_words"]),
+              Space.CONSTANTS: (1, info["constant_words"])}
+    for space, (banks, depth) in spaces.items():
+        size = WORD_BYTES[space]
+        count = depth if full else min(depth, PATTERN_WORDS)
+        starts = sorted({0, depth - count})
+        bad = []
+        for bank in range(banks):
+            for start in starts:
+                data = rng.integers(0, 256, count * size, dtype=np.uint8).tobytes()
+                mirror.write(space, bank, start, data)
+                if mirror.board.read(space, bank, start, count) != data:
+                    bad.append(f"bank {bank} at {start}")
+        what = f"{space.name}: {banks} bank(s) x {len(starts)} region(s) of {count:,} words"
+        yield Check(f"memory {space.name.lower()}", not bad, what + (f"; wrong read-back: {', '.join(bad)}" if bad else ""))
+
+
+def _refusals(board, info):
+    """Accesses past the end of a bank are refused with BAD_ARGUMENT, and change nothing."""
+    refused = []
+    for space, depth in ((Space.ACTIVATIONS, info["activation_words"]), (Space.WEIGHTS, info["weight_words"])):
+        try:
+            board.read(space, 0, depth, 1)
+            refused.append(False)
+        except LinkError as e:
+            refused.append("BAD_ARGUMENT" in str(e))
+    return Check("range checks", all(refused), "reads past the last word of a bank are refused")
+
+
+def _constants(rng, count, limits=(-32768, 32767)):
+    records = np.zeros(count, record_dtype(CONSTANT))
+    factors = 10 ** rng.uniform(-6, 0, count)
+    factors[::4] = 1.0  # results equal to sum + bias: a sum off by one shows
+    multiplier, shift = multiplier_and_shift(factors)
+    records["bias"] = rng.integers(-2 ** 12, 2 ** 12, count)
+    records["multiplier"], records["shift"] = multiplier, shift
+    records["low"], records["high"] = limits
+    return records.tobytes()
+
+
+def _operands(rng, mirror, info, m, k, n):
+    """Random rows A [m, k] (int16, each row of its own magnitude up to the full range, with -32768
+    and 32767) banked at 0, W [n, k] (int8, with -128) banked at 0, on both sides."""
+    rows, cols = info["rows"], info["cols"]
+    magnitude = 2 ** rng.integers(1, 16, (m, 1))
+    magnitude[0] = 2  # small sums, which the columns of factor 1 leave unsaturated
+    a = np.clip(rng.integers(-2 ** 15, 2 ** 15, (m, k)) * magnitude // 2 ** 15, -2 ** 15, 2 ** 15 - 1)
+    a[-1, :2] = -2 ** 15, 2 ** 15 - 1
+    w = rng.integers(-128, 128, (n, k))
+    w.flat[0] = -128
+    for bank in range(min(rows, m)):
+        mirror.write(Space.ACTIVATIONS, bank, 0, a[bank::rows].astype("<i2").tobytes())
+    for bank in range(min(cols, n)):
+        mirror.write(Space.WEIGHTS, bank, 0, w[bank::cols].astype("i1").tobytes())
+
+
+def _matmul_check(mirror, info, rng):
+    """A requantized product that spans several tiles, saturating at its limits."""
+    rows, cols = info["rows"], info["cols"]
+    m, k, n = 2 * rows + 1, 67, 3 * cols + 5
+    _operands(rng, mirror, info, m, k, n)
+    mirror.write(Space.CONSTANTS, 0, 0, _constants(rng, n, limits=(-20000, 20000)))
+    out = k * ((m + rows - 1) // rows)
+    mirror.matmul(m=m, k=k, n=n, a_base=0, a_stride=k, w_base=0, w_stride=k, mode=Mode.REQUANTIZE, constants=0,
+                  out_space=Space.ACTIVATIONS, out_banked=1, out_address0=out, out_stride=n)
+    per_bank = ((m + rows - 1) // rows) * n
+    return _compare("matmul", mirror.read(Space.ACTIVATIONS, 0, out, per_bank),
+                    f"[{m}x{k}] @ [{k}x{n}] requantized, saturating at +-20000")
+
+
+def _softmax_check(mirror, info, rng):
+    """One softmax row of every key the unit takes, masked by a position and a window."""
+    keys, k = info["softmax_length"], 16
+    _operands(rng, mirror, info, 1, k, keys)
+    pre, constant, shift = softmax_parameters(1e-6)
+    out = k
+    mirror.matmul(m=1, k=k, n=keys, a_base=0, a_stride=k, w_base=0, w_stride=k, mode=Mode.SOFTMAX,
+                  softmax_pre=pre, softmax_constant=constant, softmax_shift=shift, position=keys - 2,
+                  window=keys // 2, out_space=Space.ACTIVATIONS, out_address0=out, out_stride=keys)
+    return _compare("softmax", mirror.read(Space.ACTIVATIONS, 0, out, keys),
+                    f"a row of {keys:,} keys, window {keys // 2}")
+
+
+def _gelu_check(mirror, info, rng):
+    """A product through the GELU unit with knots in its last table."""
+    table = info["gelu_tables"] - 1
+    knots = gelu_knots(2.0 ** -10, 2.0 ** -11).astype("<i4")
+    mirror.write(Space.GELU, 0, table * GELU_KNOTS, knots.tobytes())
+    m, k, n = info["rows"], 40, 2 * info["cols"]
+    _operands(rng, mirror, info, m, k, n)
+    mirror.write(Space.CONSTANTS, 0, 0, _constants(rng, n))
+    out = k
+    mirror.matmul(m=m, k=k, n=n, a_base=0, a_stride=k, w_base=0, w_stride=k, mode=Mode.GELU, constants=0,
+                  gelu_table=table, gelu_low=-1000, gelu_high=30000, out_space=Space.ACTIVATIONS, out_banked=1,
+                  out_address0=out, out_stride=n)
+    return _compare("gelu", mirror.read(Space.ACTIVATIONS, 0, out, n), f"[{m}x{k}] @ [{k}x{n}] through GELU "
+                    f"table {table}")
+
+
+def _throughput(board, info, baud):
+    """Bytes a second written and read (weight bank 0), and the mean round trip of INFO."""
+    size = min(THROUGHPUT_BYTES, info["weight_words"])
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    start = time.perf_counter()
+    board.write(Space.WEIGHTS, 0, 0, data)
+    written = time.perf_counter() - start
+    start = time.perf_counter()
+    back = board.read(Space.WEIGHTS, 0, 0, size)
+    read = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(ROUND_TRIPS):
+        board.info()
+    latency = (time.perf_counter() - start) / ROUND_TRIPS
+    line = f" (the line carries {baud / 10 / 1e3:,.0f} kB/s each way)" if baud else ""
+    figures = {"write_bytes_per_second": size / written, "read_bytes_per_second": size / read,
+               "round_trip_seconds": latency}
+    detail = (f"write {size / written / 1e3:,.1f} kB/s, read {size / read / 1e3:,.1f} kB/s, "
+              f"round trip {latency * 1e3:.2f} ms{line}")
+    return Check("link", back == data, detail if back == data else "the data read back differs"), figures
+
+
+def run_selftest(board, baud=None, full=False, seed=0, log=None):
+    """All the checks on ``board`` (an :class:`Accelerator`); returns (checks, link figures).
+    ``log(check)`` is called as each check finishes."""
+    info, rng = board.device_info, np.random.default_rng(seed)
+    checks = [Check("info", True, f"{info['rows']}x{info['cols']} array at {info['clock_hz'] / 1e6:g} MHz, "
+                    f"gateware {info['gateware_version']:016x}, numerics {info['numerics_version']}; banks of "
+                    f"{info['activation_words']:,} activation and {info['weight_words']:,} weight words, "
+                    f"{info['constant_words']:,} constants, {info['gelu_tables']} GELU tables, "
+                    f"softmax {info['softmax_length']:,}")]
+
+    def done(check):
+        checks.append(check)
+        if log:
+            log(check)
+
+    if log:
+        log(checks[0])
+    mirror = _Mirror(board)
+    board.reset_counters()
+    for check in _memory_checks(mirror, info, rng, full):
+        done(check)
+    done(_refusals(board, info))
+    board.reset_counters()
+    products = [_matmul_check, _softmax_check, _gelu_check]
+    for product in products:
+        done(product(mirror, info, rng))
+    counters = board.counters()
+    expected_macs = (2 * info["rows"] + 1) * 67 * (3 * info["cols"] + 5) + 16 * info["softmax_length"] \
+        + info["rows"] * 40 * 2 * info["cols"]
+    done(Check("counters", counters["macs"] == expected_macs and counters["errors"] == 0,
+               f"{counters['macs']:,} MACs (expected {expected_macs:,}), {counters['errors']} errors, "
+               f"{counters['matmul_cycles']:,} matmul cycles"))
+    check, figures = _throughput(board, info, baud)
+    done(check)
+    return checks, figures
