@@ -15,7 +15,7 @@ WRITE, MATMUL or RESET_COUNTERS that succeeded is answered again without being a
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..host.numerics import NUMERICS_VERSION
@@ -102,7 +102,13 @@ class Accelerator(wiring.Component):
         w_proxies = [_ReadPort(aw, 8, f"seq_w{c}") for c in range(cols)]
         m.submodules.sequencer = sequencer = MatmulSequencer(rows, cols, a_proxies, w_proxies, aw)
         m.submodules.results = results = ResultPath(rows, cols, aw, self.gelu_tables, self.softmax_length)
-        wiring.connect(m, sequencer.o, results.i)
+        # the array's result beats reach the result path through a small FIFO, which cuts the
+        # ready path from the units back to the array's output buffer (a long route on a big FPGA)
+        m.submodules.beats = beats = fifo.SyncFIFO(width=len(sequencer.o.payload.as_value()), depth=4)
+        m.d.comb += [beats.w_data.eq(sequencer.o.payload), beats.w_en.eq(sequencer.o.valid),
+                     sequencer.o.ready.eq(beats.w_rdy),
+                     results.i.payload.eq(beats.r_data), results.i.valid.eq(beats.r_rdy),
+                     beats.r_en.eq(results.i.ready)]
 
         # -- command state -----------------------------------------------------------------------
         opcode, sequence, length = Signal(8), Signal(8), Signal(16)
@@ -124,6 +130,9 @@ class Accelerator(wiring.Component):
         # counters
         cycles, matmul_cycles, macs = Signal(64), Signal(64), Signal(64)
         commands, errors = Signal(32), Signal(32)
+        multiplicand, product = Signal(36), Signal(36)  # COUNT_MACS
+        multiplier, second_factor = Signal(12), Signal()
+        refused, ranges_done = Signal(), Signal()  # a check's verdict, registered
         counters = Signal(8 * record_size(COUNTERS))
         m.d.sync += cycles.eq(cycles + 1)
 
@@ -135,6 +144,9 @@ class Accelerator(wiring.Component):
         assembled = Signal(constant_width)  # ... with the byte taken this cycle
         byte_in_word = Signal(range(13))
         word_count = Signal(17)
+        byte_count = Signal(21)  # word_count * word_bytes, by shifts and adds: no multiplier on this path
+        m.d.comb += byte_count.eq(Array(sum(word_count << bit for bit in range(4) if WORD_BYTES[s] >> bit & 1)
+                                        for s in Space)[space[:2]])
         remaining = Signal(17)
         depth = Signal(33)
         banks = Signal(9)
@@ -168,27 +180,33 @@ class Accelerator(wiring.Component):
         m.d.comb += read_word.eq(Array([Array(p.data for p in a_reads)[bank], Array(p.data for p in w_reads)[bank],
                                         c_read.data, 0])[space[:2]])
 
-        # the write ports: ResultPath's while a product runs, else WRITE's
+        # The write ports: ResultPath's while a product runs, else WRITE's. Both requests come
+        # from registers (the result path's output; WRITE's completed word, its address and
+        # whether it is complete), so the frame buffer's read and the result path's arithmetic
+        # each have a cycle to themselves before the fan-out to every bank.
         writing = Signal()            # WRITE's word is complete this cycle
         m.d.comb += [assembled.eq(word), assembled.word_select(byte_in_word, 8).eq(rx.payload_data)]
         write_address = Signal(aw)
-        result = results.o.payload
+        stored, stored_word, stored_address = Signal(), Signal(constant_width), Signal(aw)  # WRITE's, registered
+        m.d.sync += [stored.eq(writing), stored_word.eq(assembled), stored_address.eq(write_address)]
+        result, result_valid = Signal.like(results.o.payload), Signal()  # the result path's output, registered
         m.d.comb += results.o.ready.eq(1)
+        m.d.sync += [result.eq(results.o.payload), result_valid.eq(results.o.valid)]
         for r, port in enumerate(a_writes):
-            m.d.comb += [port.addr.eq(Mux(writing, write_address, result.address)),
-                         port.data.eq(Mux(writing, assembled[:16], result.value)),
-                         port.en.eq(Mux(writing, (space == Space.ACTIVATIONS) & (bank == r),
-                                        results.o.valid & ~result.weights & (result.bank == r)))]
+            m.d.comb += [port.addr.eq(Mux(stored, stored_address, result.address)),
+                         port.data.eq(Mux(stored, stored_word[:16], result.value)),
+                         port.en.eq(Mux(stored, (space == Space.ACTIVATIONS) & (bank == r),
+                                        result_valid & ~result.weights & (result.bank == r)))]
         for c, port in enumerate(w_writes):
-            m.d.comb += [port.addr.eq(Mux(writing, write_address, result.address)),
-                         port.data.eq(Mux(writing, assembled[:8], result.value[:8])),
-                         port.en.eq(Mux(writing, (space == Space.WEIGHTS) & (bank == c),
-                                        results.o.valid & result.weights & (result.bank == c)))]
-        m.d.comb += [c_write.addr.eq(write_address), c_write.data.eq(assembled),
-                     c_write.en.eq(writing & (space == Space.CONSTANTS)),
-                     results.gelu_load.payload.address.eq(write_address),
-                     results.gelu_load.payload.value.eq(assembled[:18]),
-                     results.gelu_load.valid.eq(writing & (space == Space.GELU))]
+            m.d.comb += [port.addr.eq(Mux(stored, stored_address, result.address)),
+                         port.data.eq(Mux(stored, stored_word[:8], result.value[:8])),
+                         port.en.eq(Mux(stored, (space == Space.WEIGHTS) & (bank == c),
+                                        result_valid & result.weights & (result.bank == c)))]
+        m.d.comb += [c_write.addr.eq(stored_address), c_write.data.eq(stored_word),
+                     c_write.en.eq(stored & (space == Space.CONSTANTS)),
+                     results.gelu_load.payload.address.eq(stored_address),
+                     results.gelu_load.payload.value.eq(stored_word[:18]),
+                     results.gelu_load.valid.eq(stored & (space == Space.GELU))]
 
         record_bytes = {Opcode.INFO: 0, Opcode.COUNTERS: 0, Opcode.RESET_COUNTERS: 0,
                         Opcode.WRITE: record_size(ACCESS), Opcode.READ: record_size(READ),
@@ -272,18 +290,24 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "CHECK_ACCESS"
 
+            # Each check registers its verdict a cycle before acting on it: the comparisons and
+            # the state machine's next state are then not one combinational path.
             with m.State("CHECK_ACCESS"):
                 readable = (opcode == Opcode.WRITE) | (space != Space.GELU)
-                fits = word_count * word_bytes <= self.max_payload
-                with m.If((space > Space.GELU) | (bank >= banks) | (remaining != 0) | ~readable | ~fits
-                          | (address + word_count > depth)):
+                fits = byte_count <= self.max_payload
+                m.d.sync += refused.eq((space > Space.GELU) | (bank >= banks) | (remaining != 0) | ~readable
+                                       | ~fits | (address + word_count > depth))
+                m.next = "ACCESS_VERDICT"
+
+            with m.State("ACCESS_VERDICT"):
+                with m.If(refused):
                     answer(m, Error.BAD_ARGUMENT)
                 with m.Elif(opcode == Opcode.WRITE):
                     m.d.sync += [write_address.eq(address), byte_in_word.eq(0), fetched.eq(0)]
                     m.next = "WRITE"
                 with m.Else():
                     m.d.sync += read_address.eq(address)
-                    answer(m, payload_length=(word_count * word_bytes)[:16])
+                    answer(m, payload_length=byte_count[:16])
 
             with m.State("WRITE"):  # payload bytes into words, one a cycle, each word written as it completes
                 take = fetched & (byte_index != length)  # rx.payload_data holds the byte at byte_index
@@ -306,14 +330,18 @@ class Accelerator(wiring.Component):
                 size_ok = ((matmul.m >= 1) & (matmul.m < 4096) & (matmul.k >= 1) & (matmul.k < 4096)
                            & (matmul.n >= 1) & (matmul.n < 4096))
                 softmax_ok = (matmul.m == 1) & (matmul.n <= self.softmax_length)
-                with m.If(~size_ok | (matmul.mode > Mode.SOFTMAX)
-                          | ((matmul.mode == Mode.SOFTMAX) & ~softmax_ok)
-                          | (matmul.out_space > Space.WEIGHTS)
-                          | (transposed & (matmul.out_space != Space.WEIGHTS))
-                          | (~transposed & (matmul.out_bank0 >= out_banks))
-                          | ((matmul.mode == Mode.GELU) & (matmul.gelu_table >= self.gelu_tables))
-                          | ((matmul.mode != Mode.SOFTMAX)
-                             & (matmul.constants + matmul.n > self.depths[Space.CONSTANTS]))):
+                m.d.sync += refused.eq(~size_ok | (matmul.mode > Mode.SOFTMAX)
+                                       | ((matmul.mode == Mode.SOFTMAX) & ~softmax_ok)
+                                       | (matmul.out_space > Space.WEIGHTS)
+                                       | (transposed & (matmul.out_space != Space.WEIGHTS))
+                                       | (~transposed & (matmul.out_bank0 >= out_banks))
+                                       | ((matmul.mode == Mode.GELU) & (matmul.gelu_table >= self.gelu_tables))
+                                       | ((matmul.mode != Mode.SOFTMAX)
+                                          & (matmul.constants + matmul.n > self.depths[Space.CONSTANTS])))
+                m.next = "MATMUL_VERDICT"
+
+            with m.State("MATMUL_VERDICT"):
+                with m.If(refused):
                     answer(m, Error.BAD_ARGUMENT)
                 with m.Else():
                     m.d.sync += [
@@ -329,16 +357,23 @@ class Accelerator(wiring.Component):
             # a_end = a_base + k + ((m - 1) // rows) * a_stride, and likewise (host/protocol.py's
             # layouts). Strides only add, so an end past its bank ends the check at once (and the
             # ends stay below 2**33).
+            out_step = Mux(transposed, cols, Mux(matmul.out_banked != 0, out_banks, 1))
             with m.State("CHECK_RANGES"):
-                out_step = Mux(transposed, cols, Mux(matmul.out_banked != 0, out_banks, 1))
                 out_depth = Mux(matmul.out_space == Space.WEIGHTS, self.depths[Space.WEIGHTS],
                                 self.depths[Space.ACTIVATIONS])
-                with m.If((a_end > self.depths[Space.ACTIVATIONS]) | (w_end > self.depths[Space.WEIGHTS])
-                          | (out_end > out_depth)):
+                m.d.sync += [refused.eq((a_end > self.depths[Space.ACTIVATIONS]) | (w_end > self.depths[Space.WEIGHTS])
+                                        | (out_end > out_depth)),
+                             ranges_done.eq((a_left <= rows) & (w_left <= cols) & (out_left <= out_step))]
+                m.next = "RANGES_VERDICT"
+
+            with m.State("RANGES_VERDICT"):
+                m.next = "CHECK_RANGES"
+                with m.If(refused):
                     answer(m, Error.BAD_ARGUMENT)
-                with m.Elif((a_left <= rows) & (w_left <= cols) & (out_left <= out_step)):
-                    m.d.sync += macs.eq(macs + matmul.m * matmul.k * matmul.n)
-                    m.next = "MATMUL"
+                with m.Elif(ranges_done):
+                    m.d.sync += [multiplicand.eq(matmul.m), multiplier.eq(matmul.k), product.eq(0),
+                                 second_factor.eq(0)]
+                    m.next = "COUNT_MACS"
                 with m.Else():
                     with m.If(a_left > rows):
                         m.d.sync += [a_left.eq(a_left - rows), a_end.eq(a_end + matmul.a_stride)]
@@ -346,6 +381,20 @@ class Accelerator(wiring.Component):
                         m.d.sync += [w_left.eq(w_left - cols), w_end.eq(w_end + matmul.w_stride)]
                     with m.If(out_left > out_step):
                         m.d.sync += [out_left.eq(out_left - out_step), out_end.eq(out_end + matmul.out_stride)]
+
+            # macs += m * k * n, shifting and adding a bit of k, then of n, a cycle (at most 26
+            # cycles): a combinational product of three 12-bit fields would limit the clock
+            with m.State("COUNT_MACS"):
+                with m.If(multiplier != 0):
+                    with m.If(multiplier[0]):
+                        m.d.sync += product.eq(product + multiplicand)
+                    m.d.sync += [multiplicand.eq(multiplicand << 1), multiplier.eq(multiplier >> 1)]
+                with m.Elif(~second_factor):
+                    m.d.sync += [multiplicand.eq(product), multiplier.eq(matmul.n), product.eq(0),
+                                 second_factor.eq(1)]
+                with m.Else():
+                    m.d.sync += macs.eq(macs + product)
+                    m.next = "MATMUL"
 
             with m.State("MATMUL"):
                 command = sequencer.command.payload
@@ -359,9 +408,12 @@ class Accelerator(wiring.Component):
 
             with m.State("MATMUL_RESULTS"):
                 m.d.sync += matmul_cycles.eq(matmul_cycles + 1)
-                with m.If(results.o.valid & result.last):
-                    m.d.sync += applied.eq(1)
-                    answer(m, payload_length=0)
+                with m.If(result_valid & result.last):
+                    m.next = "MATMUL_DONE"
+
+            with m.State("MATMUL_DONE"):  # a cycle between the result path and the answer, for timing
+                m.d.sync += applied.eq(1)
+                answer(m, payload_length=0)
 
             with m.State("ANSWER_HEADER"):
                 m.d.comb += [tx.frame.valid.eq(1), tx.frame.payload.opcode.eq(answer_opcode),

@@ -122,10 +122,11 @@ class MatmulSequencer(wiring.Component):
         out_m, out_n = Signal(sw), Signal(sw)
         m.d.comb += [out_m.eq(sizes.r_stream.payload[:sw]), out_n.eq(sizes.r_stream.payload[sw:])]
         out_row_base, out_col_base, out_r = Signal(sw), Signal(sw), Signal(range(rows))
-        row = Signal(sw)
-        m.d.comb += row.eq(out_row_base + out_r)
-        keep, tile_end, last_row_tile_out, last_col_tile_out = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [keep.eq(row < out_m), tile_end.eq(out_r == rows - 1),
+        # the beat's row (out_row_base + out_r) and whether it is kept (row < M), in registers
+        # updated with them: the array's output handshake does not wait for an adder
+        row, keep = Signal(sw), Signal(init=1)
+        tile_end, last_row_tile_out, last_col_tile_out = Signal(), Signal(), Signal()
+        m.d.comb += [tile_end.eq(out_r == rows - 1),
                      last_row_tile_out.eq(out_row_base + rows >= out_m),
                      last_col_tile_out.eq(out_col_base + cols >= out_n)]
         m.d.comb += [
@@ -138,8 +139,14 @@ class MatmulSequencer(wiring.Component):
             sizes.r_stream.ready.eq(array.o.valid & array.o.ready & tile_end & last_row_tile_out
                                     & last_col_tile_out),
         ]
+        next_row = Signal(sw)
+        with m.If(~tile_end):
+            m.d.comb += next_row.eq(row + 1)
+        with m.Elif(~last_row_tile_out):
+            m.d.comb += next_row.eq(out_row_base + rows)
         with m.If(array.o.valid & array.o.ready):
-            m.d.sync += out_r.eq(out_r + 1)
+            m.d.sync += [out_r.eq(out_r + 1), row.eq(next_row),
+                         keep.eq((next_row == 0) | (next_row < out_m))]  # a product's row 0 is always kept
             with m.If(tile_end):
                 m.d.sync += out_r.eq(0)
                 with m.If(~last_row_tile_out):

@@ -15,7 +15,7 @@ from ..host.protocol import CONSTANT, MATMUL, Mode, Space
 from .gelu import GELU, knot_write_layout
 from .matmul import MatmulResult
 from .requantizer import Requantizer
-from .softmax import Softmax
+from .softmax import Softmax, SoftmaxInput
 
 __all__ = ["record_layout", "ResultWrite", "ResultPath"]
 
@@ -73,25 +73,36 @@ class ResultPath(wiring.Component):
         index = Signal(range(cols))
         holding = Signal()
         element = stream.Signature(Element).create()
-        column = Signal(12)
+        column = Signal(12)  # beat.column + index
+        visible = Signal()  # the softmax's causal and window mask of this column (as a key)
         m.d.comb += [
-            column.eq(beat.column + index),
             element.valid.eq(holding),
             element.payload.row.eq(beat.row),
             element.payload.column.eq(column),
             element.payload.sum.eq(beat.sums[index]),
         ]
-        final = Signal()  # this element is its beat's last one kept
-        m.d.comb += [final.eq((index == cols - 1) | (column + 1 >= command.n)),
-                     element.payload.last.eq(beat.last & final),
+        # Whether this element is its beat's last one kept, and its mask, are decided as the
+        # element is loaded, into registers: no adder lies on the ready path back into the array
+        # or in front of the softmax unit.
+        final = Signal()
+        m.d.comb += [element.payload.last.eq(beat.last & final),
                      self.i.ready.eq(~holding | (element.ready & final))]
+
+        def visible_key(key):
+            position, window = command.position, command.window
+            return (key <= position) & ((window == 0) | (position - key < window))
+
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [beat.eq(self.i.payload), holding.eq(1), index.eq(0)]
+            first = self.i.payload.column
+            m.d.sync += [beat.eq(self.i.payload), holding.eq(1), index.eq(0), column.eq(first),
+                         final.eq((cols == 1) | (first + 1 >= command.n)), visible.eq(visible_key(first))]
         with m.Elif(element.valid & element.ready):
             with m.If(final):
                 m.d.sync += holding.eq(0)
             with m.Else():
-                m.d.sync += index.eq(index + 1)
+                m.d.sync += [index.eq(index + 1), column.eq(column + 1),
+                             final.eq((index + 1 == cols - 1) | (column + 2 >= command.n)),
+                             visible.eq(visible_key(column + 1))]
 
         # -- 2a. requantize (and GELU): the constants are read as an element enters stage 2 ------
         m.submodules.requantizer = requantizer = Requantizer()
@@ -138,19 +149,22 @@ class ResultPath(wiring.Component):
 
         # -- 2b. softmax over the row (M = 1), masked causally and by the window ----------------
         m.submodules.softmax = softmax = Softmax(self.softmax_length)
-        position, window = command.position, command.window
-        key = element.payload.column
-        visible = Signal()
-        m.d.comb += visible.eq((key <= position) & ((window == 0) | (position - key < window)))
+        # the scores enter through a register: the column mux and the unit's running maximum
+        # are a cycle apart
+        score = Signal(SoftmaxInput)
+        score_valid = Signal()
+        score_ready = ~score_valid | softmax.i.ready
         m.d.comb += [
             softmax.pre.eq(command.softmax_pre), softmax.constant.eq(command.softmax_constant),
             softmax.shift.eq(command.softmax_shift),
-            softmax.i.valid.eq(element.valid & softmax_mode),
-            softmax.i.payload.score.eq(element.payload.sum),
-            softmax.i.payload.visible.eq(visible),
-            softmax.i.payload.last.eq(element.payload.last),
-            element.ready.eq(Mux(softmax_mode, softmax.i.ready, advance)),
+            softmax.i.valid.eq(score_valid), softmax.i.payload.eq(score),
+            element.ready.eq(Mux(softmax_mode, score_ready, advance)),
         ]
+        with m.If(element.valid & softmax_mode & score_ready):
+            m.d.sync += [score_valid.eq(1), score.score.eq(element.payload.sum), score.visible.eq(visible),
+                         score.last.eq(element.payload.last)]
+        with m.Elif(softmax.i.ready):
+            m.d.sync += score_valid.eq(0)
         probability_column = Signal(12)  # softmax rows leave in column order
 
         # -- 3. the value with its coordinates: join, then the bank and address ------------------
@@ -165,8 +179,11 @@ class ResultPath(wiring.Component):
         with m.Else():
             m.d.comb += [result.eq(value.payload),
                          Cat(row, col, last).eq(coordinates.r_data),
+                         # a value's coordinates entered the FIFO with its element, so they are
+                         # there when it leaves the units: value.ready needs no r_rdy, which keeps
+                         # the units' ready chain (into the array's output FIFO) short
                          result_valid.eq(value.valid & coordinates.r_rdy),
-                         value.ready.eq(result_ready & coordinates.r_rdy),
+                         value.ready.eq(result_ready),
                          coordinates.r_en.eq(result_ready & value.valid)]
         with m.If(result_valid & result_ready):
             m.d.sync += probability_column.eq(Mux(last, 0, probability_column + 1))
@@ -204,22 +221,34 @@ class ResultPath(wiring.Component):
         with m.Else():
             m.d.comb += column_address.eq(block_address + stride)
 
-        write = self.o.payload
-        m.d.comb += [
-            result_ready.eq(self.o.ready),
-            self.o.valid.eq(result_valid),
-            write.weights.eq(to_weights),
-            write.value.eq(result),
-            write.last.eq(last),
-        ]
-        with m.If(command.out_transposed != 0):
-            m.d.comb += [write.bank.eq(col[:block_bits]),
-                         write.address.eq(column_address + command.out_offset + row)]
-        with m.Else():
-            m.d.comb += [write.bank.eq(row_bank), write.address.eq(row_address + col)]
-        with m.If(self.o.valid & self.o.ready):
+        # The layout's bank and addresses are registered with the value, and the final address
+        # added a cycle later: the layout's comparisons and the address adders are not one path.
+        held = Signal(data.StructLayout({
+            "value": signed(16), "row": 12, "col": 12, "last": 1, "row_bank": 8,
+            "row_address": self.address_width, "column_address": self.address_width}))
+        held_valid = Signal()
+        m.d.comb += result_ready.eq(~held_valid | self.o.ready)
+        with m.If(result_valid & result_ready):
+            m.d.sync += [held_valid.eq(1), held.value.eq(result), held.row.eq(row), held.col.eq(col),
+                         held.last.eq(last), held.row_bank.eq(row_bank), held.row_address.eq(row_address),
+                         held.column_address.eq(column_address)]
             m.d.sync += [current_row.eq(row), current_bank.eq(row_bank), current_address.eq(row_address),
                          current_block.eq(block), block_address.eq(column_address)]
             with m.If(last):
                 m.d.sync += [current_row.eq(2 ** 12), current_block.eq(2 ** 12)]
+        with m.Elif(self.o.ready):
+            m.d.sync += held_valid.eq(0)
+
+        write = self.o.payload
+        m.d.comb += [
+            self.o.valid.eq(held_valid),
+            write.weights.eq(to_weights),
+            write.value.eq(held.value),
+            write.last.eq(held.last),
+        ]
+        with m.If(command.out_transposed != 0):
+            m.d.comb += [write.bank.eq(held.col[:block_bits]),
+                         write.address.eq(held.column_address + command.out_offset + held.row)]
+        with m.Else():
+            m.d.comb += [write.bank.eq(held.row_bank), write.address.eq(held.row_address + held.col)]
         return m
