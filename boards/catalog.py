@@ -44,24 +44,29 @@ class Board:
 # requantizer records (3,584 fill 21 DP16KD); a GELU table per layer; a 256-key softmax.
 DEFAULT_MODEL_MEMORIES = dict(activation_words=1024, weight_words=20480, constant_words=3584, gelu_tables=4,
                               softmax_length=256, max_payload=4096)
+# The default model streamed (--residency stream, each matrix sent before its product): per weight
+# bank the KV caches (5,120 bytes) and the largest matrix (the head's 4,096) in 5 DP16KD; the head's
+# 1,024 requantizer records; one GELU table. 4 x 16 MACs: the array and units in 72 MULT18X18D.
+STREAMED_MEMORIES = dict(activation_words=1024, weight_words=10240, constant_words=1024, gelu_tables=1,
+                         softmax_length=256, max_payload=4096)
 ECP5_85 = {"MULT18X18D": 156, "DP16KD": 208}
 ULX3S_LEDS = (("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, None))
-SMALL_ECP5 = ("the default model's weights, KV caches and constants need 190 DP16KD with a 16-column "
-              "array; this FPGA has {}")
+SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix need 80 DP16KD with 16 weight "
+              "banks (72 with 8), and this FPGA has {}")
 
 BOARDS = {board.name: board for board in [
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)", 100.0,
           memories=DEFAULT_MODEL_MEMORIES, reset=("button_fire", 0), leds=ULX3S_LEDS,
           programmer=("-b", "ulx3s"), resources=ECP5_85),
-    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F", 100.0,
-          reset=("button_fire", 0), leds=ULX3S_LEDS, programmer=("-b", "ulx3s"),
-          does_not_fit=SMALL_ECP5.format(108), resources={"MULT18X18D": 72, "DP16KD": 108}),
+    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F (speed 6)", 100.0,
+          rows=4, memories=STREAMED_MEMORIES, reset=("button_fire", 0), leds=ULX3S_LEDS,
+          programmer=("-b", "ulx3s"), resources={"MULT18X18D": 72, "DP16KD": 108}),
     Board("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "Radiona ULX3S with an LFE5U-25F", 100.0,
           reset=("button_fire", 0), leds=ULX3S_LEDS, programmer=("-b", "ulx3s"),
           does_not_fit=SMALL_ECP5.format(56), resources={"MULT18X18D": 28, "DP16KD": 56}),
     Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "Radiona ULX3S with an LFE5U-12F", 100.0,
           reset=("button_fire", 0), leds=ULX3S_LEDS, programmer=("-b", "ulx3s"),
-          does_not_fit=SMALL_ECP5.format(56), resources={"MULT18X18D": 28, "DP16KD": 56}),
+          does_not_fit=SMALL_ECP5.format(32), resources={"MULT18X18D": 28, "DP16KD": 32}),
     Board("ecpix5-85", "ecpix5:ECPIX585Platform", "LambdaConcept ECPIX-5 with an LFE5UM5G-85F (speed 8)", 100.0,
           memories=DEFAULT_MODEL_MEMORIES, reset=("rst", 0),
           leds=(("rgb_led", 0, "g"), ("rgb_led", 1, "g"), ("rgb_led", 2, "g"), ("rgb_led", 3, "g")),

@@ -363,3 +363,15 @@ def test_the_default_model_runs_resident_on_the_ulx3s_85f_design(default):
     lengths = [70, 1, 1]
     assert_same_results(op_results(ops, default.config, lengths), op_results(GoldenOps(default), default.config, lengths))
     assert model.counters["errors"] == 0
+
+
+def test_the_default_model_runs_streamed_on_the_ulx3s_45f_design(default):
+    """The ULX3S-45F's memories hold the default model streamed (and not resident)."""
+    from neofpga.boards.catalog import accelerator_parameters, board_named
+    parameters = accelerator_parameters(board_named("ulx3s-45f"))
+    device = {name: parameters[name] for name in DEVICE}
+    with pytest.raises(UserError, match="try residency 'stream'"):
+        open_board(default, "resident", **device)
+    ops, _, _ = open_board(default, "stream", **device)
+    lengths = [66, 1]
+    assert_same_results(op_results(ops, default.config, lengths), op_results(GoldenOps(default), default.config, lengths))
