@@ -14,8 +14,7 @@ from pathlib import Path
 from ..host.errors import UserError
 from .catalog import DEFAULT_BAUD, accelerator_parameters, board_named
 from .ecp5 import parse_report, tool
-from .pll import pll_settings
-from .top import BoardTop, input_mhz
+from .top import BoardTop
 
 __all__ = ["build_board", "achieved_mhz", "check_timing", "utilisation"]
 
@@ -33,7 +32,6 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
 
     board = board_named(name)
     parameters = accelerator_parameters(board, rows, cols, freq_mhz)
-    parameters["clock_hz"] = round(pll_settings(input_mhz(board), parameters["clock_hz"] / 1e6).output_mhz * 1e6)
     top = BoardTop(board, parameters, baud, gateware_version(parameters))
     build_dir = Path(build_dir or Path("build") / name).resolve()
     stem = name.replace("-", "_")
@@ -51,7 +49,7 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
         tool("nextpnr-ecp5"), "--log", f"{stem}.tim", platform._nextpnr_device_options[platform.device],
         "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
         "--json", f"{stem}.json", "--lpf", f"{stem}.lpf", "--textcfg", f"{stem}.config",
-        "--report", "report.json", "--timing-allow-fail", "--seed", str(seed)],
+        "--report", "report.json", "--timing-allow-fail", "--seed", str(seed), "--router", "router2"],
         build_dir, f"{stem}.tim", seconds, log)
     report = parse_report(build_dir / "report.json")
     clock_mhz = parameters["clock_hz"] / 1e6

@@ -22,7 +22,7 @@ class Board:
     name: str
     platform: str               # "module:Class" in amaranth_boards
     description: str
-    clock_mhz: float            # the system clock the PLL makes (--freq overrides)
+    clock_mhz: float            # the system clock asked of the PLL (--freq overrides)
     rows: int = 9               # the systolic array (--array overrides)
     cols: int = 16
     memories: dict = field(default_factory=dict)   # accelerator words: see accelerator_parameters
@@ -55,10 +55,10 @@ SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix n
               "banks (72 with 8), and this FPGA has {}")
 
 BOARDS = {board.name: board for board in [
-    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)", 100.0,
+    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)", 36.0,
           memories=DEFAULT_MODEL_MEMORIES, reset=("button_fire", 0), leds=ULX3S_LEDS,
           programmer=("-b", "ulx3s"), resources=ECP5_85),
-    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F (speed 6)", 100.0,
+    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F (speed 6)", 36.0,
           rows=4, memories=STREAMED_MEMORIES, reset=("button_fire", 0), leds=ULX3S_LEDS,
           programmer=("-b", "ulx3s"), resources={"MULT18X18D": 72, "DP16KD": 108}),
     Board("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "Radiona ULX3S with an LFE5U-25F", 100.0,
@@ -67,7 +67,7 @@ BOARDS = {board.name: board for board in [
     Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "Radiona ULX3S with an LFE5U-12F", 100.0,
           reset=("button_fire", 0), leds=ULX3S_LEDS, programmer=("-b", "ulx3s"),
           does_not_fit=SMALL_ECP5.format(32), resources={"MULT18X18D": 28, "DP16KD": 32}),
-    Board("ecpix5-85", "ecpix5:ECPIX585Platform", "LambdaConcept ECPIX-5 with an LFE5UM5G-85F (speed 8)", 100.0,
+    Board("ecpix5-85", "ecpix5:ECPIX585Platform", "LambdaConcept ECPIX-5 with an LFE5UM5G-85F (speed 8)", 36.0,
           memories=DEFAULT_MODEL_MEMORIES, reset=("rst", 0),
           leds=(("rgb_led", 0, "g"), ("rgb_led", 1, "g"), ("rgb_led", 2, "g"), ("rgb_led", 3, "g")),
           programmer=("-c", "ft2232"), resources=ECP5_85),
@@ -84,9 +84,13 @@ def board_named(name):
 
 def accelerator_parameters(board, rows=None, cols=None, clock_mhz=None):
     """The :class:`~neofpga.hdl.accelerator.Accelerator` parameters of ``board`` (array and clock
-    as given, else the board's). Frames time out after 50 ms of silence."""
+    as given, else the board's; the clock the PLL makes nearest to it). Frames time out after
+    50 ms of silence."""
     if board.does_not_fit:
         raise UserError(f"{board.name}: the accelerator does not fit: {board.does_not_fit}")
-    clock_hz = round((clock_mhz or board.clock_mhz) * 1e6)
+    from .pll import pll_settings
+    from .top import input_mhz
+
+    clock_hz = round(pll_settings(input_mhz(board), clock_mhz or board.clock_mhz).output_mhz * 1e6)
     return dict(rows=rows or board.rows, cols=cols or board.cols, **board.memories,
                 timeout_cycles=clock_hz // 20, clock_hz=clock_hz)
