@@ -1,9 +1,9 @@
 """``neofpga build``: a board's bitstream with Yosys, nextpnr-ecp5 and ecppack (YoWASP's by default).
 
-Amaranth writes the design files (``platform.build(..., do_build=False, script_after_read=LUT_RAM)``: the ULX3S platform
-would otherwise insist on openFPGALoader, which only flashing needs); the tools then run here, one
-after the other, with their logs in the build directory and a progress line every 30 seconds.
-A build whose achieved Fmax is below the system clock fails, and its bitstream is not kept.
+Amaranth writes the design files (``platform.build(..., do_build=False)``: the ULX3S platform would
+otherwise insist on openFPGALoader, which only flashing needs); the tools then run here, one after
+the other, with their logs in the build directory and a progress line every 30 seconds. A build
+whose achieved Fmax is below the system clock fails, and leaves no bitstream (not even an older one).
 """
 
 import subprocess
@@ -41,6 +41,7 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
         f"(asked {baud:,}); gateware version {top.gateware_version:016x}")
     plan = platform.build(top, name=stem, build_dir=str(build_dir), do_build=False, script_after_read=LUT_RAM)
     plan.execute_local(str(build_dir), run_script=False)
+    (build_dir / f"{stem}.bit").unlink(missing_ok=True)
 
     seconds = {}
     _run("synthesis", [tool("yosys"), "-q", "-l", f"{stem}.rpt", f"{stem}.ys"], build_dir, f"{stem}.rpt",

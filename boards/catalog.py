@@ -55,10 +55,10 @@ SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix n
               "banks (72 with 8), and this FPGA has {}")
 
 BOARDS = {board.name: board for board in [
-    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)", 36.0,
+    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)", 30.0,
           memories=DEFAULT_MODEL_MEMORIES, reset=("button_fire", 0), leds=ULX3S_LEDS,
           programmer=("-b", "ulx3s"), resources=ECP5_85),
-    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F (speed 6)", 36.0,
+    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F (speed 6)", 30.0,
           rows=4, memories=STREAMED_MEMORIES, reset=("button_fire", 0), leds=ULX3S_LEDS,
           programmer=("-b", "ulx3s"), resources={"MULT18X18D": 72, "DP16KD": 108}),
     Board("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "Radiona ULX3S with an LFE5U-25F", 100.0,

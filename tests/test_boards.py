@@ -1,0 +1,170 @@
+"""boards/: the catalogue, the PLL settings, the board top's pins and clocks, build's timing
+verdict and report, flash through openFPGALoader, and the real ULX3S-85F bitstream (slow)."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from neofpga.boards.build import achieved_mhz, check_timing, utilisation
+from neofpga.boards.catalog import BOARDS, accelerator_parameters, board_named
+from neofpga.boards.ecp5 import parse_report
+from neofpga.boards.flash import INSTALL, flash_board, flash_command
+from neofpga.boards.pll import VCO_MHZ, pll_settings
+from neofpga.boards.top import BoardTop
+from neofpga.host.cli import main
+from neofpga.host.errors import UserError
+
+DATA = Path(__file__).parent / "data"
+# nextpnr-ecp5 --report of the ECPIX-5-85 bitstream in its catalogue configuration (docs/BOARDS.md)
+ECPIX5_REPORT = DATA / "ecpix5_85_report.json"
+
+
+@pytest.mark.parametrize("input_mhz, output_mhz", [(25, 100), (100, 100), (25, 125), (25, 50), (12, 48)])
+def test_pll_settings_make_the_frequency_with_the_vco_in_range(input_mhz, output_mhz):
+    settings = pll_settings(input_mhz, output_mhz)
+    assert settings.output_mhz == pytest.approx(output_mhz)
+    assert VCO_MHZ[0] <= settings.vco_mhz <= VCO_MHZ[1]
+    assert settings.output_mhz == input_mhz * settings.clkfb_div / settings.clki_div
+
+
+def test_pll_settings_of_25_to_100_mhz_are_ecppll_s():
+    settings = pll_settings(25, 100)
+    assert (settings.clki_div, settings.clkfb_div, settings.clkop_div) == (1, 4, 6)
+
+
+def test_the_pll_refuses_frequencies_it_cannot_make():
+    with pytest.raises(ValueError, match="ECP5 PLL makes"):
+        pll_settings(25, 500)
+
+
+def test_unknown_and_too_small_boards_are_one_line_errors():
+    with pytest.raises(UserError, match="unknown board 'ulx3s-99f': neofpga builds for ulx3s-85f"):
+        board_named("ulx3s-99f")
+    for name, blocks in (("ulx3s-25f", 56), ("ulx3s-12f", 32)):
+        with pytest.raises(UserError, match=f"{name}: the accelerator does not fit: even streamed, .* has {blocks}$"):
+            accelerator_parameters(board_named(name))
+
+
+def test_board_parameters_follow_the_options():
+    parameters = accelerator_parameters(board_named("ulx3s-85f"), rows=4, cols=8, clock_mhz=50)
+    assert (parameters["rows"], parameters["cols"], parameters["clock_hz"]) == (4, 8, 50_000_000)
+    assert parameters["timeout_cycles"] == 2_500_000  # 50 ms
+    assert parameters["weight_words"] == 20480
+
+
+@pytest.mark.parametrize("name, pins", [("ulx3s-85f", ("M1", "L4", "G2")), ("ecpix5-85", ("R26", "R24", "K23"))])
+def test_the_board_top_puts_the_uart_on_the_usb_chip_and_constrains_the_pll_clock(tmp_path, name, pins):
+    board = board_named(name)
+    parameters = dict(accelerator_parameters(board), activation_words=16, weight_words=16, constant_words=16,
+                      softmax_length=16, rows=2, cols=2)
+    top = BoardTop(board, parameters, 3_000_000, gateware_version=1)
+    assert top.divisor == {"ulx3s-85f": 10, "ecpix5-85": 12}[name]  # 30 or 36 MHz / 3 Mbaud
+    platform = board.platform_class()()
+    plan = platform.build(top, name="top", build_dir=str(tmp_path), do_build=False)
+    files = plan.files
+    lpf, rtlil = files["top.lpf"], files["top.il"]
+    for pin in pins:
+        assert f'SITE "{pin}"' in lpf
+    assert f'FREQUENCY NET "pll_clkop" {float(parameters["clock_hz"])} HZ' in lpf
+    assert "EHXPLLL" in rtlil and "CLKFB_DIV" in rtlil
+
+
+def test_a_captured_report_of_a_board_build_reads_as_the_build_reported_it():
+    report = parse_report(ECPIX5_REPORT)
+    assert report["used"]["MULT18X18D"] == 149 and report["used"]["DP16KD"] == 197
+    assert report["available"]["DP16KD"] == 208 and report["available"]["TRELLIS_COMB"] == 83640
+    assert achieved_mhz(report) == pytest.approx(68.83, abs=0.01)
+    clock_mhz = accelerator_parameters(board_named("ecpix5-85"))["clock_hz"] / 1e6
+    assert list(report["fmax"].values())[0]["constraint_mhz"] == pytest.approx(clock_mhz, rel=1e-4)
+    check_timing("ecpix5-85", achieved_mhz(report), clock_mhz)
+    assert utilisation(report) == ("TRELLIS_COMB 28,541/83,640 (34 %), TRELLIS_FF 24,374/83,640 (29 %), "
+                                   "MULT18X18D 149/156 (96 %), DP16KD 197/208 (95 %)")
+
+
+def test_unmet_timing_is_an_error_that_says_what_to_try():
+    with pytest.raises(UserError, match=r"timing not met: 93\.4 MHz achieved, 100 MHz needed .*--freq 93"):
+        check_timing("ulx3s-85f", 93.4, 100)
+
+
+def fake_openfpgaloader(folder):
+    """An openFPGALoader that writes its arguments to args.json."""
+    script = folder / "openFPGALoader"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {folder}/args.txt\necho done\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_flash_runs_openfpgaloader_for_the_board(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    fake_openfpgaloader(tmp_path)
+    bitstream = tmp_path / "top.bit"
+    bitstream.write_bytes(b"\xff" * 16)
+    flash_board("ulx3s-85f", bitstream)
+    assert (tmp_path / "args.txt").read_text().split() == ["-b", "ulx3s", "--write-sram", str(bitstream)]
+    flash_board("ecpix5-85", bitstream, persist=True)
+    assert (tmp_path / "args.txt").read_text().split() == ["-c", "ft2232", "--write-flash", str(bitstream)]
+
+
+def test_flash_without_openfpgaloader_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match="openFPGALoader is not installed"):
+        flash_command("ulx3s-85f", "top.bit")
+    bitstream = tmp_path / "top.bit"
+    bitstream.write_bytes(b"\xff")
+    assert main(["flash", "--board", "ulx3s-85f", "--bitstream", str(bitstream)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"neofpga flash: error: {INSTALL}\n"
+
+
+def test_flash_without_a_bitstream_says_how_to_build_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["flash", "--board", "ulx3s-85f"]) == 2
+    assert "no bitstream at build/ulx3s-85f/ulx3s_85f.bit: build it with neofpga build --board ulx3s-85f" \
+        in capsys.readouterr().err
+
+
+def test_every_board_names_its_platform_and_resources():
+    for board in BOARDS.values():
+        platform = board.platform_class()
+        assert platform.device.startswith("LFE5U")
+        assert board.resources["DP16KD"] in (32, 56, 108, 208)
+
+
+@pytest.mark.slow
+def test_the_ulx3s_85f_bitstream_builds_and_meets_timing(tmp_path, capsys):
+    """The exact configuration docs/BOARDS.md tells users to flash: neofpga build --board ulx3s-85f."""
+    assert main(["build", "--board", "ulx3s-85f", "--build-dir", str(tmp_path), "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    bitstream = Path(result["bitstream"])
+    assert bitstream.is_file() and bitstream.stat().st_size > 100_000
+    parameters = accelerator_parameters(board_named("ulx3s-85f"))
+    assert result["achieved_mhz"] >= result["clock_mhz"] == parameters["clock_hz"] / 1e6
+    assert result["used"]["MULT18X18D"] >= 144
+    assert result["parameters"] == parameters
+
+
+def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
+    """The CLI around build_board (which the slow test runs for real): options through, output out."""
+    calls = []
+
+    def fake_build(name, **options):
+        calls.append((name, options))
+        return {"bitstream": "build/ulx3s-85f/ulx3s_85f.bit", "achieved_mhz": 40.0}
+
+    monkeypatch.setattr("neofpga.boards.build.build_board", fake_build)
+    assert main(["build", "--board", "ulx3s-85f", "--array", "4x8", "--freq", "50", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == "build/ulx3s-85f/ulx3s_85f.bit\n"
+    assert calls[0] == ("ulx3s-85f", dict(build_dir=None, rows=4, cols=8, freq_mhz=50.0, baud=3_000_000, seed=3,
+                                          log=calls[0][1]["log"]))
+    assert main(["build", "--board", "ulx3s-85f", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["achieved_mhz"] == 40.0
+    assert main(["build", "--board", "ulx3s-85f", "--freq", "1000"]) == 2
+    assert "--freq must be 10..400 MHz" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(["build", "--board", "nonesuch"])
+    assert exit.value.code == 2 and "invalid choice: 'nonesuch'" in capsys.readouterr().err
