@@ -165,8 +165,8 @@ def connect_board(device, trace=None, uart=False, board=None):
                 candidates = [simulated_parameters(name, with_uart) for name in (None, board)
                               for with_uart in (False, True)]
                 if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
-                    raise UserError("the simulated board runs gateware this neofpga does not build: restart "
-                                    "neofpga sim-server from this neofpga")
+                    raise UserError("the simulated board runs gateware this neofpga does not build: pass the "
+                                    "--board it was started with, or restart neofpga sim-server from this neofpga")
             else:
                 check_board_gateware(info)
         except BaseException:
