@@ -66,6 +66,20 @@ def test_a_weight_bank_that_drops_writes_fails_the_memory_check():
     assert failed[0].name == "memory weights" and "bank 7 at 0" in failed[0].detail
 
 
+def test_a_mac_counter_that_miscounts_fails_the_counters_check():
+    model, device = reference_device()
+    matmul = model.handlers[Opcode.MATMUL]
+
+    def miscounted(payload):
+        answer = matmul(payload)
+        model.counters["macs"] += 1
+        return answer
+
+    model.handlers[Opcode.MATMUL] = miscounted
+    results = outcomes(run_selftest(device)[0])
+    assert not results["counters"] and results["matmul"] and results["softmax"] and results["gelu"]
+
+
 @pytest.fixture(scope="module")
 def ulx3s_board():
     """The ULX3S-85F's accelerator on a simulated board (built on first use, about a minute)."""
