@@ -6,6 +6,7 @@ the other, with their logs in the build directory and a progress line every 30 s
 whose achieved Fmax is below the system clock fails, and leaves no bitstream (not even an older one).
 """
 
+import re
 import subprocess
 import threading
 import time
@@ -16,21 +17,36 @@ from .catalog import DEFAULT_BAUD, accelerator_parameters, board_named
 from .ecp5 import parse_report, tool
 from .top import BoardTop
 
-__all__ = ["build_board", "achieved_mhz", "check_timing", "utilisation"]
+__all__ = ["PLACERS", "build_board", "achieved_mhz", "check_timing", "routing_stall", "utilisation"]
 
 PROGRESS_SECONDS = 30
+POLL_SECONDS = 2
+STALL_ITERATIONS = 40
+"""Router2 iterations without a new fewest overused wires after which a build gives up. A route that
+converges here makes a new fewest at least every 20 (the ECPIX-5's: 19 iterations at 1 overused
+wire before 0); one that does not climbs back up (the ULX3S-85F at seed 1: fewest 197 at iteration
+40, then 833 at iteration 69)."""
+ROUTER2_ITERATION = re.compile(r"iter=\d+ wires=\d+ overused=(\d+)")
 LUT_RAM = 'setattr -set ram_style "distributed" *.sequencer.array.buffer/m:storage'
 """Yosys, after reading the design: the array's output FIFO (512 bits by 35 rows) goes to LUT RAM
 (about 3k LUTs); in block RAM it would take 15 DP16KD, which the default model's weights need."""
+PLACERS = ("static", "heap")
+"""nextpnr's placers, the default first. On the ULX3S-85F (its I/O on the left edge of the die) the
+heap placer's placements leave 23,000 overused wires after 20 minutes of routing; the static
+(electrostatic) placer's route. On the ECPIX-5 both route: heap's to a faster clock (68.8 MHz
+against 54.5), static's in less than half the time."""
 
 
-def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=DEFAULT_BAUD, seed=1, log=print):
-    """Build ``name``'s bitstream; returns the report: ``bitstream``, ``used``/``available`` cells,
-    ``fmax``, ``clock_mhz``, ``seconds``, ``parameters`` and ``gateware_version``. Raises
-    :class:`UserError` on a failed tool or unmet timing."""
+def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=DEFAULT_BAUD, seed=None,
+                placer=PLACERS[0], log=print):
+    """Build ``name``'s bitstream (nextpnr ``seed`` defaults to the board's); returns the report:
+    ``bitstream``, ``used``/``available`` cells, ``fmax``, ``clock_mhz``, ``seconds``, ``parameters``
+    and ``gateware_version``. Raises :class:`UserError` on a failed tool, routing that does not
+    converge, or unmet timing."""
     from ..sim.device import gateware_version
 
     board = board_named(name)
+    seed = board.seed if seed is None else seed
     parameters = accelerator_parameters(board, rows, cols, freq_mhz)
     top = BoardTop(board, parameters, baud, gateware_version(parameters))
     build_dir = Path(build_dir or Path("build") / name).resolve()
@@ -38,7 +54,7 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
     platform = board.platform_class()()
     log(f"{board.description}: {parameters['rows']}x{parameters['cols']} array at "
         f"{top.settings.output_mhz:g} MHz, UART {parameters['clock_hz'] / top.divisor:,.0f} baud "
-        f"(asked {baud:,}); gateware version {top.gateware_version:016x}")
+        f"(asked {baud:,}); gateware version {top.gateware_version:016x}; {placer} placer, seed {seed}")
     plan = platform.build(top, name=stem, build_dir=str(build_dir), do_build=False, script_after_read=LUT_RAM)
     plan.execute_local(str(build_dir), run_script=False)
     (build_dir / f"{stem}.bit").unlink(missing_ok=True)
@@ -50,12 +66,14 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
         tool("nextpnr-ecp5"), "--log", f"{stem}.tim", platform._nextpnr_device_options[platform.device],
         "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
         "--json", f"{stem}.json", "--lpf", f"{stem}.lpf", "--textcfg", f"{stem}.config",
-        "--report", "report.json", "--timing-allow-fail", "--seed", str(seed), "--router", "router2"],
-        build_dir, f"{stem}.tim", seconds, log)
+        "--report", "report.json", "--timing-allow-fail", "--seed", str(seed),
+        "--placer", placer, "--router", "router2"],
+        build_dir, f"{stem}.tim", seconds, log, stall=lambda text: routing_stall(text, seed))
     report = parse_report(build_dir / "report.json")
     clock_mhz = parameters["clock_hz"] / 1e6
     achieved = achieved_mhz(report)
-    result = dict(board=name, **report, clock_mhz=clock_mhz, achieved_mhz=achieved, seconds=seconds,
+    result = dict(board=name, **report, clock_mhz=clock_mhz, achieved_mhz=achieved, seconds=seconds, seed=seed,
+                  placer=placer,
                   parameters=parameters, gateware_version=top.gateware_version, baud=parameters["clock_hz"] / top.divisor,
                   build_dir=str(build_dir))
     log(utilisation(report) + f"; Fmax {achieved:.1f} MHz for a {clock_mhz:g} MHz clock")
@@ -86,37 +104,60 @@ def utilisation(report):
                      for cell in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD") if cell in used)
 
 
-def _run(stage, command, cwd, log_file, seconds, log):
-    """Run one tool; a line every PROGRESS_SECONDS with the latest line of its log; its last
-    lines in the error if it fails."""
+def routing_stall(log_text, seed):
+    """A reason to stop nextpnr when its router2 log shows routing that does not converge: no new
+    fewest overused wires in STALL_ITERATIONS iterations. None while it may still converge."""
+    counts = [int(count) for count in ROUTER2_ITERATION.findall(log_text)]
+    if not counts:
+        return None
+    best = counts.index(min(counts))
+    if len(counts) - 1 - best < STALL_ITERATIONS:
+        return None
+    return (f"routing does not converge: {counts[-1]:,} overused wires at iteration {len(counts)}, fewest "
+            f"{counts[best]:,} at iteration {best + 1}; try another --seed (this one was {seed})")
+
+
+def _run(stage, command, cwd, log_file, seconds, log, stall=None):
+    """Run one tool; a line every PROGRESS_SECONDS with the latest line of its log; its last lines
+    in the error if it fails. ``stall(log text)`` may return a reason to stop it early."""
     log(f"{stage} ...")
     start = time.perf_counter()
-    done = threading.Event()
-
-    def progress():
-        while not done.wait(PROGRESS_SECONDS):
-            latest = _last_lines(cwd / log_file, 1) if log_file else ""
-            log(f"  {stage}: {time.perf_counter() - start:.0f} s" + (f"  {latest.strip()[:100]}" if latest else ""))
-
-    ticker = threading.Thread(target=progress, daemon=True)
-    ticker.start()
-    try:
-        process = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    finally:
-        done.set()
+    last_progress = start
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        output = []
+        reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+        reader.start()
+        try:
+            while process.poll() is None:
+                time.sleep(POLL_SECONDS)
+                if stall and (reason := stall(_log_text(cwd / log_file))):
+                    raise UserError(f"{stage}: {reason} (logs in {cwd})")
+                if time.perf_counter() - last_progress >= PROGRESS_SECONDS:
+                    last_progress = time.perf_counter()
+                    latest = _last_lines(cwd / log_file, 1) if log_file else ""
+                    log(f"  {stage}: {last_progress - start:.0f} s" + (f"  {latest.strip()[:100]}" if latest else ""))
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            reader.join()
     seconds[stage] = time.perf_counter() - start
     if process.returncode != 0:
         tail = _last_lines(cwd / log_file, 3) if log_file else ""
-        detail = (tail or process.stderr or process.stdout).strip().splitlines()
+        detail = (tail or "".join(output)).strip().splitlines()
         raise UserError(f"{stage} failed ({Path(command[0]).name} exit {process.returncode}): "
                         f"{detail[-1] if detail else 'no output'} (logs in {cwd})")
 
 
-def _last_lines(path, count):
+def _log_text(path):
     try:
-        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        return Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _last_lines(path, count):
+    lines = [line for line in _log_text(path).splitlines() if line.strip()]
     return "\n".join(lines[-count:])
 
 

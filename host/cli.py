@@ -343,7 +343,7 @@ def cmd_build(args):
     if args.freq is not None and not 10 <= args.freq <= 400:
         raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
     result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
-                         baud=args.baud, seed=args.seed, log=_err)
+                         baud=args.baud, seed=args.seed, placer=args.placer, log=_err)
     if args.format == "json":
         _print_json(result)
     else:
@@ -502,16 +502,19 @@ def build_parser():
     p.add_argument("--uart", action="store_true", help="the UART PHY in the loop (4 clock cycles a bit)")
     sim_board_option(p)
 
+    from ..boards.build import PLACERS
     from ..boards.catalog import BOARDS, DEFAULT_BAUD
 
     p = command("build", cmd_build, "build a board's bitstream with Yosys, nextpnr and ecppack (the YoWASP "
                 "tools unless installed): utilisation and Fmax, an error if timing is not met")
     p.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
                    help=f"one of {', '.join(BOARDS)}")
-    p.add_argument("--array", type=_array_shape, help="the systolic array, ROWSxCOLS (default: the board's, 9x16)")
-    p.add_argument("--freq", type=float, metavar="MHZ", help="system clock (default: the board's, 100)")
+    p.add_argument("--array", type=_array_shape, help="the systolic array, ROWSxCOLS (default: the board's)")
+    p.add_argument("--freq", type=float, metavar="MHZ", help="system clock (default: the board's)")
     p.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD, help=f"UART rate (default {DEFAULT_BAUD})")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
+    p.add_argument("--seed", type=int, help="nextpnr's placement seed (default: the board's)")
+    p.add_argument("--placer", choices=PLACERS, default=PLACERS[0],
+                   help=f"nextpnr's placer (default {PLACERS[0]}: heap's placement of the ULX3S-85F does not route)")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD)")
     format_option(p)
 

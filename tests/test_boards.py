@@ -4,11 +4,13 @@ verdict and report, flash through openFPGALoader, and the real ULX3S-85F bitstre
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
-from neofpga.boards.build import achieved_mhz, check_timing, utilisation
+from neofpga.boards import build
+from neofpga.boards.build import STALL_ITERATIONS, achieved_mhz, check_timing, routing_stall, utilisation
 from neofpga.boards.catalog import BOARDS, accelerator_parameters, board_named
 from neofpga.boards.ecp5 import parse_report
 from neofpga.boards.flash import INSTALL, flash_board, flash_command
@@ -89,6 +91,46 @@ def test_unmet_timing_is_an_error_that_says_what_to_try():
         check_timing("ulx3s-85f", 93.4, 100)
 
 
+def router2_log(name):
+    """A captured router2 log of the ULX3S-85F's design (its iteration lines)."""
+    return (Path(__file__).parent / "data" / f"ulx3s_85f_router2_{name}.log").read_text()
+
+
+def test_a_route_that_converges_is_never_stopped():
+    lines = router2_log("converging").splitlines(keepends=True)
+    assert lines[-1].endswith("overused=0\n")
+    assert all(routing_stall("".join(lines[:end]), 3) is None for end in range(len(lines) + 1))
+
+
+def test_a_route_that_climbs_back_up_is_stopped_with_what_to_try():
+    """Seed 1: fewest 197 overused wires at iteration 40, 983 at iteration 70 (captured); the
+    trend carried on until STALL_ITERATIONS have passed since the fewest."""
+    text = router2_log("diverging")
+    assert routing_stall(text, 1) is None
+    more = "".join(f"iter={iteration} wires=780000 overused={1000 + iteration}\n"
+                   for iteration in range(71, 40 + STALL_ITERATIONS + 1))
+    assert routing_stall(text + more[:more.rindex("iter=")], 1) is None
+    assert routing_stall(text + more, 1) == (
+        f"routing does not converge: {1040 + STALL_ITERATIONS:,} overused wires at iteration "
+        f"{40 + STALL_ITERATIONS}, fewest 197 at iteration 40; try another --seed (this one was 1)")
+
+
+def test_a_stalled_tool_is_stopped_with_a_one_line_error(tmp_path, monkeypatch):
+    """_run stops (kills) a tool whose log shows a stall, rather than waiting for it."""
+    monkeypatch.setattr(build, "POLL_SECONDS", 0.05)
+    script = "import sys, time; open('run.log', 'w').write('stalled\\n'); time.sleep(60)"
+    stall = lambda text: "it stalled" if "stalled" in text else None
+    with pytest.raises(UserError, match=r"^place and route: it stalled \(logs in .*\)$"):
+        build._run("place and route", [sys.executable, "-c", script], tmp_path, "run.log", {}, lambda line: None,
+                   stall=stall)
+
+
+def test_a_failing_tool_is_a_one_line_error_with_its_last_line(tmp_path):
+    script = "import sys; print('ERROR: no such cell'); sys.exit(3)"
+    with pytest.raises(UserError, match=r"^synthesis failed \(python.* exit 3\): ERROR: no such cell"):
+        build._run("synthesis", [sys.executable, "-c", script], tmp_path, None, {}, lambda line: None)
+
+
 def fake_openfpgaloader(folder):
     """An openFPGALoader that writes its arguments to args.json."""
     script = folder / "openFPGALoader"
@@ -161,10 +203,10 @@ def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
         return {"bitstream": "build/ulx3s-85f/ulx3s_85f.bit", "achieved_mhz": 40.0}
 
     monkeypatch.setattr("neofpga.boards.build.build_board", fake_build)
-    assert main(["build", "--board", "ulx3s-85f", "--array", "4x8", "--freq", "50", "--seed", "3"]) == 0
+    assert main(["build", "--board", "ulx3s-85f", "--array", "4x8", "--freq", "50", "--seed", "3", "--placer", "heap"]) == 0
     assert capsys.readouterr().out == "build/ulx3s-85f/ulx3s_85f.bit\n"
     assert calls[0] == ("ulx3s-85f", dict(build_dir=None, rows=4, cols=8, freq_mhz=50.0, baud=3_000_000, seed=3,
-                                          log=calls[0][1]["log"]))
+                                          placer="heap", log=calls[0][1]["log"]))
     assert main(["build", "--board", "ulx3s-85f", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["achieved_mhz"] == 40.0
     assert main(["build", "--board", "ulx3s-85f", "--freq", "1000"]) == 2
