@@ -19,9 +19,7 @@ from neofpga.boards.top import BoardTop
 from neofpga.host.cli import main
 from neofpga.host.errors import UserError
 
-DATA = Path(__file__).parent / "data"
-# nextpnr-ecp5 --report of the ECPIX-5-85 bitstream in its catalogue configuration (docs/BOARDS.md)
-ECPIX5_REPORT = DATA / "ecpix5_85_report.json"
+DATA = Path(__file__).parent / "data"  # captured from board builds: nextpnr's reports and router2 logs
 
 
 @pytest.mark.parametrize("input_mhz, output_mhz", [(25, 100), (100, 100), (25, 125), (25, 50), (12, 48)])
@@ -74,15 +72,19 @@ def test_the_board_top_puts_the_uart_on_the_usb_chip_and_constrains_the_pll_cloc
     assert "EHXPLLL" in rtlil and "CLKFB_DIV" in rtlil
 
 
-def test_a_captured_report_of_a_board_build_reads_as_the_build_reported_it():
-    report = parse_report(ECPIX5_REPORT)
+@pytest.mark.parametrize("name, fmax, luts, ffs", [
+    ("ecpix5-85", 68.83, "28,541", "24,374"),   # neofpga build --board ecpix5-85 --placer heap
+    ("ulx3s-85f", 46.97, "28,558", "24,373"),   # neofpga build --board ulx3s-85f
+])
+def test_a_captured_report_of_a_board_build_reads_as_the_build_reported_it(name, fmax, luts, ffs):
+    report = parse_report(DATA / f"{name.replace('-', '_')}_report.json")
     assert report["used"]["MULT18X18D"] == 149 and report["used"]["DP16KD"] == 197
     assert report["available"]["DP16KD"] == 208 and report["available"]["TRELLIS_COMB"] == 83640
-    assert achieved_mhz(report) == pytest.approx(68.83, abs=0.01)
-    clock_mhz = accelerator_parameters(board_named("ecpix5-85"))["clock_hz"] / 1e6
+    assert achieved_mhz(report) == pytest.approx(fmax, abs=0.01)
+    clock_mhz = accelerator_parameters(board_named(name))["clock_hz"] / 1e6
     assert list(report["fmax"].values())[0]["constraint_mhz"] == pytest.approx(clock_mhz, rel=1e-4)
-    check_timing("ecpix5-85", achieved_mhz(report), clock_mhz)
-    assert utilisation(report) == ("TRELLIS_COMB 28,541/83,640 (34 %), TRELLIS_FF 24,374/83,640 (29 %), "
+    check_timing(name, achieved_mhz(report), clock_mhz)
+    assert utilisation(report) == (f"TRELLIS_COMB {luts}/83,640 (34 %), TRELLIS_FF {ffs}/83,640 (29 %), "
                                    "MULT18X18D 149/156 (96 %), DP16KD 197/208 (95 %)")
 
 
@@ -93,7 +95,7 @@ def test_unmet_timing_is_an_error_that_says_what_to_try():
 
 def router2_log(name):
     """A captured router2 log of the ULX3S-85F's design (its iteration lines)."""
-    return (Path(__file__).parent / "data" / f"ulx3s_85f_router2_{name}.log").read_text()
+    return (DATA / f"ulx3s_85f_router2_{name}.log").read_text()
 
 
 def test_a_route_that_converges_is_never_stopped():
@@ -177,11 +179,8 @@ def test_every_board_names_its_platform_and_resources():
         assert board.resources["DP16KD"] in (32, 56, 108, 208)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("ecpix5-85", marks=pytest.mark.slow),
-    # its routing had not converged after 40 minutes in this session (docs/BOARDS.md)
-    pytest.param("ulx3s-85f", marks=pytest.mark.unbounded),
-])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ulx3s-85f", "ecpix5-85"])
 def test_the_bitstream_builds_and_meets_timing(tmp_path, capsys, name):
     """The exact configuration docs/BOARDS.md tells users to flash: neofpga build --board NAME."""
     assert main(["build", "--board", name, "--build-dir", str(tmp_path), "--format", "json"]) == 0
