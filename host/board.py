@@ -86,15 +86,15 @@ def board_versions(info):
     from ..boards.catalog import BOARDS, accelerator_parameters
     from ..sim.device import gateware_version
 
-    names, version = [], None
+    names, matched = [], None  # boards whose parameters match INFO's have the same parameters
     for board in BOARDS.values():
         if board.does_not_fit:
             continue
         parameters = accelerator_parameters(board, info["rows"], info["cols"], info["clock_hz"] / 1e6)
         if all(parameters[name] == info[name] for name in parameters if name in info):
             names.append(board.name)
-            version = gateware_version(parameters)
-    return (names, version) if names else None
+            matched = parameters
+    return (names, gateware_version(matched)) if names else None
 
 
 def check_board_gateware(info):
