@@ -53,8 +53,8 @@ STREAMED_MEMORIES = dict(activation_words=1024, weight_words=10240, constant_wor
 ECP5_85 = {"MULT18X18D": 156, "DP16KD": 208}
 ULX3S_LEDS = (("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, None))
 # Routing the ULX3S-85F's design converges from some placements and not others (its I/O sits on the
-# die's left edge; docs/BOARDS.md): seeds 1 and 2 of the static placer diverge, seed 3 routes
-# (the pinned YoWASP tools of pyproject.toml).
+# die's left edge; docs/BOARDS.md): with the static placer and the pinned YoWASP tools of
+# pyproject.toml, seeds 1 and 2 diverge, seeds 3 and 4 route.
 ULX3S_85F_SEED = 3
 SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix need 80 DP16KD with 16 weight "
               "banks (72 with 8), and this FPGA has {}")
