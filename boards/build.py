@@ -56,7 +56,7 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
         f"{top.settings.output_mhz:g} MHz, UART {parameters['clock_hz'] / top.divisor:,.0f} baud "
         f"(asked {baud:,}); gateware version {top.gateware_version:016x}; {placer} placer, seed {seed}")
     plan = platform.build(top, name=stem, build_dir=str(build_dir), do_build=False, script_after_read=LUT_RAM)
-    plan.execute_local(str(build_dir), run_script=False)
+    plan.extract(str(build_dir))
     (build_dir / f"{stem}.bit").unlink(missing_ok=True)
 
     seconds = {}
