@@ -1,5 +1,5 @@
 """boards/: the catalogue, the PLL settings, the board top's pins and clocks, build's timing
-verdict and report, flash through openFPGALoader, and the real ULX3S-85F bitstream (slow)."""
+verdict, stall rule and report, flash through openFPGALoader, and the real bitstreams (slow)."""
 
 import json
 import os
@@ -120,7 +120,7 @@ def test_a_route_that_climbs_back_up_is_stopped_with_what_to_try():
 def test_a_stalled_tool_is_stopped_with_a_one_line_error(tmp_path, monkeypatch):
     """_run stops (kills) a tool whose log shows a stall, rather than waiting for it."""
     monkeypatch.setattr(build, "POLL_SECONDS", 0.05)
-    script = "import sys, time; open('run.log', 'w').write('stalled\\n'); time.sleep(60)"
+    script = "import time; open('run.log', 'w').write('stalled\\n'); time.sleep(60)"
     stall = lambda text: "it stalled" if "stalled" in text else None
     with pytest.raises(UserError, match=r"^place and route: it stalled \(logs in .*\)$"):
         build._run("place and route", [sys.executable, "-c", script], tmp_path, "run.log", {}, lambda line: None,
@@ -134,7 +134,7 @@ def test_a_failing_tool_is_a_one_line_error_with_its_last_line(tmp_path):
 
 
 def fake_openfpgaloader(folder):
-    """An openFPGALoader that writes its arguments to args.json."""
+    """An openFPGALoader that writes its arguments to args.txt."""
     script = folder / "openFPGALoader"
     script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {folder}/args.txt\necho done\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
