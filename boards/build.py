@@ -12,8 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..host.errors import UserError
-from .catalog import DEFAULT_BAUD, accelerator_parameters, board_named
+from ..contract.design import DEFAULT_BAUD
+from ..contract.errors import UserError
+from ..contract.gateware_version import gateware_version
+from .catalog import accelerator_parameters, board_named
 from .ecp5 import parse_report, tool
 from .top import BoardTop
 
@@ -43,8 +45,8 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
     ``bitstream``, ``used``/``available`` cells, ``fmax``, ``clock_mhz``, ``seconds``, ``parameters``
     and ``gateware_version``. Raises :class:`UserError` on a failed tool, routing that does not
     converge, or unmet timing."""
-    from ..sim.device import gateware_version
-
+    if placer not in PLACERS:
+        raise UserError(f"unknown placer {placer!r}: use {' or '.join(PLACERS)}")
     board = board_named(name)
     seed = board.seed if seed is None else seed
     parameters = accelerator_parameters(board, rows, cols, freq_mhz)

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..host.errors import UserError
+from ..contract.errors import UserError
 from .catalog import board_named
 
 __all__ = ["default_bitstream", "flash_command", "flash_board"]

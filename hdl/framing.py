@@ -1,6 +1,6 @@
 """The link's framing in gateware: bytes to checked frames, and answers to bytes.
 
-The frame format is host/protocol.py's, imported from there::
+The frame format is contract/protocol.py's, imported from there::
 
     SYNC | opcode | sequence | length (LE) | payload | CRC-32 (LE, zlib's, over opcode..payload)
 
@@ -12,7 +12,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..host.protocol import CRC_BYTES, HEADER_BYTES, SYNC, Error
+from ..contract.protocol import CRC_BYTES, HEADER_BYTES, SYNC, Error
 
 __all__ = ["FrameHeader", "ReceivedFrame", "FrameReceiver", "FrameTransmitter"]
 
@@ -23,7 +23,7 @@ FrameHeader = data.StructLayout({"opcode": 8, "sequence": 8, "length": 16})
 
 ReceivedFrame = data.StructLayout({"opcode": 8, "sequence": 8, "length": 16, "error": 8})
 """A frame as received: the header fields (those not received before an error are 0) and ``error``,
-0 for a good frame or an :class:`~neofpga.host.protocol.Error` code."""
+0 for a good frame or an :class:`~neofpga.contract.protocol.Error` code."""
 
 assert FrameHeader.size == 8 * FIELD_BYTES, "FrameHeader does not match the protocol's header"
 assert len(SYNC) == 2 and SYNC[0] != SYNC[1], "the SYNC hunt is written for two distinct bytes"
@@ -53,7 +53,7 @@ class FrameReceiver(wiring.Component):
     lost and the consumer can read the payload at leisure; taking the descriptor releases both.
     After any error the hunt goes on from the next byte to arrive: the bytes of a too-long frame
     and whatever follows a bad frame by its (possibly corrupted) length are searched for SYNC.
-    Unlike the host's :class:`~neofpga.host.protocol.FrameDecoder`, which rescans from the byte
+    Unlike the host's :class:`~neofpga.contract.protocol.FrameDecoder`, which rescans from the byte
     after a bad frame's SYNC, the gateware cannot rewind, so a good frame that starts inside the
     span of a bad one is lost (a timeout or the next SYNC after that span recovers).
 

@@ -1,23 +1,21 @@
 """The GELU unit: gelu_new by linear interpolation between per-layer knots (docs/NUMERICS.md).
 
-It computes :func:`neofpga.host.numerics.integer_gelu` bit for bit, one element per cycle.
+It computes :func:`neofpga.host.kernels.integer_gelu` bit for bit, one element per cycle.
 """
 
 from amaranth.hdl import Cat, Module, Mux, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..contract.numerics import GELU_KNOT_BITS, GELU_KNOTS
 from .pipeline import StallingPipeline
 
-__all__ = ["KNOTS", "KNOT_BITS", "knot_write_layout", "GELU"]
-
-KNOTS = 257     #: knots per table: 256 segments of 256 input codes each, and the end of the last
-KNOT_BITS = 18  #: width of a knot value
+__all__ = ["knot_write_layout", "GELU"]
 
 
 def knot_write_layout(table_count):
     """The payload of :class:`GELU`'s ``load``: knot ``address`` (``257 table + j``) gets ``value``."""
-    return data.StructLayout({"address": range(KNOTS * table_count), "value": signed(KNOT_BITS)})
+    return data.StructLayout({"address": range(GELU_KNOTS * table_count), "value": signed(GELU_KNOT_BITS)})
 
 
 class GELU(wiring.Component):
@@ -89,10 +87,10 @@ class GELU(wiring.Component):
         if not self.tables:
             raise ValueError("the GELU unit needs at least one knot table")
         for index, table in enumerate(self.tables):
-            if len(table) != KNOTS:
-                raise ValueError(f"knot table {index} has {len(table)} knots, not {KNOTS}")
-            if not all(-2 ** (KNOT_BITS - 1) <= knot < 2 ** (KNOT_BITS - 1) for knot in table):
-                raise ValueError(f"knot table {index} has values beyond {KNOT_BITS} signed bits")
+            if len(table) != GELU_KNOTS:
+                raise ValueError(f"knot table {index} has {len(table)} knots, not {GELU_KNOTS}")
+            if not all(-2 ** (GELU_KNOT_BITS - 1) <= knot < 2 ** (GELU_KNOT_BITS - 1) for knot in table):
+                raise ValueError(f"knot table {index} has values beyond {GELU_KNOT_BITS} signed bits")
         super().__init__({
             "i": In(stream.Signature(signed(16))),
             "o": Out(stream.Signature(signed(16))),
@@ -107,9 +105,9 @@ class GELU(wiring.Component):
 
         knots = [knot for table in self.tables for knot in table]
         m.submodules.even_knots = even_knots = memory.Memory(
-            shape=signed(KNOT_BITS), depth=(len(knots) + 1) // 2, init=knots[0::2])
+            shape=signed(GELU_KNOT_BITS), depth=(len(knots) + 1) // 2, init=knots[0::2])
         m.submodules.odd_knots = odd_knots = memory.Memory(
-            shape=signed(KNOT_BITS), depth=len(knots) // 2, init=knots[1::2])
+            shape=signed(GELU_KNOT_BITS), depth=len(knots) // 2, init=knots[1::2])
 
         # knot writes: the address's parity picks the memory
         address, value = self.load.payload.address, self.load.payload.value

@@ -18,12 +18,13 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..contract.protocol import MATMUL_SIZE_BITS
 from .systolic import SystolicArray
 
 __all__ = ["MatmulCommand", "MatmulResult", "MatmulSequencer"]
 
 
-def MatmulCommand(address_width, size_width=12):
+def MatmulCommand(address_width, size_width=MATMUL_SIZE_BITS):
     """One product: its sizes and where its operands are."""
     return data.StructLayout({
         "m": unsigned(size_width), "k": unsigned(size_width), "n": unsigned(size_width),
@@ -32,7 +33,7 @@ def MatmulCommand(address_width, size_width=12):
     })
 
 
-def MatmulResult(cols, size_width=12):
+def MatmulResult(cols, size_width=MATMUL_SIZE_BITS):
     """One output row of a tile: its row index, first column, the sums, and the command's end."""
     return data.StructLayout({"row": unsigned(size_width), "column": unsigned(size_width),
                               "sums": data.ArrayLayout(signed(32), cols), "last": 1})
@@ -45,7 +46,7 @@ class MatmulSequencer(wiring.Component):
     operand banks, owned by the caller; the sequencer drives their addresses and enables.
     """
 
-    def __init__(self, rows, cols, a_ports, w_ports, address_width, size_width=12):
+    def __init__(self, rows, cols, a_ports, w_ports, address_width, size_width=MATMUL_SIZE_BITS):
         assert len(a_ports) == rows and len(w_ports) == cols
         self.rows, self.cols = rows, cols
         self.a_ports, self.w_ports = a_ports, w_ports

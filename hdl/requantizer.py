@@ -1,6 +1,6 @@
 """The requantizer: an int32 accumulator to the next layer's integer format (docs/NUMERICS.md).
 
-It computes :func:`neofpga.host.numerics.requantize` bit for bit, one element per cycle.
+It computes :func:`neofpga.host.kernels.requantize` bit for bit, one element per cycle.
 """
 
 from amaranth.hdl import Cat, Module, Mux, signed, unsigned

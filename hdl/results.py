@@ -1,7 +1,7 @@
 """The result path: the matmul sequencer's row beats to memory writes, through the requantizer,
 the GELU unit or the softmax unit.
 
-Every MATMUL of the link protocol (host/protocol.py) ends here: the sequencer's sums leave one
+Every MATMUL of the link protocol (contract/protocol.py) ends here: the sequencer's sums leave one
 element a cycle, each is requantized with its column's constants (and passed through GELU), or
 each row goes through the softmax unit, and the values become writes into the activation or
 weight banks in the layout the command names.
@@ -11,7 +11,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..host.protocol import CONSTANT, MATMUL, Mode, Space
+from ..contract.numerics import GELU_KNOTS
+from ..contract.protocol import CONSTANT, MATMUL, Mode, Space
 from .gelu import GELU, knot_write_layout
 from .matmul import MatmulResult
 from .requantizer import Requantizer
@@ -41,7 +42,7 @@ class ResultPath(wiring.Component):
 
     The column's CONSTANT record is read from the caller's constants memory through
     ``constant_address`` / ``constant_enable`` / ``constant_data`` (one cycle of latency). Output
-    layouts and modes are exactly those of host/protocol.py's MATMUL record. Every stream may
+    layouts and modes are exactly those of contract/protocol.py's MATMUL record. Every stream may
     stall; nothing is dropped or duplicated.
 
     GELU knot tables are written through ``gelu_load`` (the GELU unit's ``load``).
@@ -52,7 +53,7 @@ class ResultPath(wiring.Component):
         self.rows, self.cols = rows, cols
         self.address_width = address_width
         self.gelu_tables, self.softmax_length = gelu_tables, softmax_length
-        self._gelu = GELU([[0] * 257] * gelu_tables)
+        self._gelu = GELU([[0] * GELU_KNOTS] * gelu_tables)
         super().__init__({
             "command": In(record_layout(MATMUL)),
             "i": In(stream.Signature(MatmulResult(cols))),

@@ -18,7 +18,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from ..host.numerics import CONSTANT_BITS, DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, PROB_BITS
+from ..contract.numerics import CONSTANT_BITS, DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, PROB_BITS
 
 __all__ = ["SoftmaxInput", "SoftmaxOutput", "Reciprocal", "Softmax"]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .devices import open_model
+from .backends import open_model
 from .scoring import log_softmax, windows
 
 __all__ = ["measure_accuracy", "render_accuracy"]

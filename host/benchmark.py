@@ -2,15 +2,16 @@
 
 import statistics
 
+from ..contract.design import DEFAULT_BAUD
 from .generation import generate
 from .sampling import Sampler
 
-__all__ = ["bench_devices", "per_decoded_token", "projected_tokens_per_second"]
+__all__ = ["bench_backends", "per_decoded_token", "projected_tokens_per_second", "render_bench"]
 
 ROUND_TRIP_SECONDS = 1e-3  # a command's answer waits for the USB serial chip's latency timer (1 ms at least)
 
 
-def bench_devices(models, tokenizer, ids, new_tokens, repeats=3, log=None):
+def bench_backends(models, tokenizer, ids, new_tokens, repeats=3, log=None):
     """Greedy generation of exactly ``new_tokens`` (eos ignored) on each model; the median of ``repeats``.
 
     Returns one dict per model with decode and overall tok/s and the prefill time, and the speed
@@ -31,7 +32,7 @@ def bench_devices(models, tokenizer, ids, new_tokens, repeats=3, log=None):
         }
         if hasattr(model, "device_stats"):
             entry["per_decoded_token"] = per = per_decoded_token(model, tokenizer, ids, new_tokens)
-            clock_hz = model.accelerator.device_info["clock_hz"]
+            clock_hz = model.driver.device_info["clock_hz"]
             entry["projected"] = projected_tokens_per_second(per, clock_hz)
         results.append(entry)
         if log:
@@ -55,7 +56,7 @@ def per_decoded_token(model, tokenizer, ids, new_tokens):
     return {name: (many[name] - one[name]) / (new_tokens - 1) for name in many}
 
 
-def projected_tokens_per_second(per_token, clock_hz, baud=3_000_000, round_trip_seconds=ROUND_TRIP_SECONDS):
+def projected_tokens_per_second(per_token, clock_hz, baud=DEFAULT_BAUD, round_trip_seconds=ROUND_TRIP_SECONDS):
     """Decode speed on a real board from the per-token figures of a simulated one: a round trip per
     command, 10 bits a byte each way on the UART, and the array's cycles at ``clock_hz``."""
     seconds = {"round_trips": per_token["link_commands"] * round_trip_seconds,
@@ -63,3 +64,23 @@ def projected_tokens_per_second(per_token, clock_hz, baud=3_000_000, round_trip_
                "array": per_token["device_matmul_cycles"] / clock_hz}
     return {"tokens_per_second": 1 / sum(seconds.values()), "seconds_per_token": seconds, "clock_hz": clock_hz,
             "baud": baud, "round_trip_seconds": round_trip_seconds}
+
+
+def render_bench(report):
+    """``bench``'s text for ``{"model", "prompt_tokens", "new_tokens", "repeats", "devices", "ratios"}``."""
+    lines = [f"model: {report['model']}, prompt {report['prompt_tokens']} tokens, {report['new_tokens']} new "
+             f"tokens, median of {report['repeats']}"]
+    for r in report["devices"]:
+        lines.append(f"  {r['device']:>6}: {r['tokens_per_second']:8.1f} tok/s  (decode "
+                     f"{r['decode_tokens_per_second']:.1f} tok/s, prefill {r['prefill_seconds'] * 1e3:.1f} ms)")
+    for r in report["devices"]:
+        if "projected" in r:
+            t, p = r["per_decoded_token"], r["projected"]
+            lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.0f} commands, "
+                         f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
+                         f"{t['device_matmul_cycles']:,.0f} array cycles; on a board at {p['clock_hz'] / 1e6:g} MHz, "
+                         f"{p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms a round trip: "
+                         f"{p['tokens_per_second']:.1f} tok/s")
+    for pair, ratio in report["ratios"].items():
+        lines.append(f"  {pair}: {ratio:.2f}x")
+    return "\n".join(lines)

@@ -37,20 +37,19 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from .accelerator import GELU_KNOTS, check_info, record_dtype
-from .errors import UserError
-from .numerics import NUMERICS_VERSION
-from .protocol import CONSTANT, Mode, Space
+from ..contract.errors import UserError
+from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
+from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, Mode, Space
+from .driver import check_info, record_dtype
 
 __all__ = ["RESIDENCIES", "BoardOps"]
 
 RESIDENCIES = ("resident", "stream")
 REQUANTIZERS = ("qkv", "pv", "out_proj", "c_fc", "c_proj")  # per layer; then "head"
-MAX_SIZE = 4095  # the largest M, K or N of one MATMUL (host/protocol.py)
 
 
 class BoardOps:
-    """The attention block, the MLP block and the head on an :class:`~neofpga.host.accelerator.Accelerator`.
+    """The attention block, the MLP block and the head on an :class:`~neofpga.host.driver.AcceleratorDriver`.
 
     ``residency`` "resident" uploads every matrix, requantizer constant and GELU table once, here;
     "stream" uploads each right before the product that uses it (only the KV caches stay on the
@@ -58,11 +57,11 @@ class BoardOps:
     placed on the device, for running a part of a model too big for it (a test of one block).
     """
 
-    def __init__(self, model, accelerator, residency="resident", layers=None, head=True):
+    def __init__(self, model, driver, residency="resident", layers=None, head=True):
         if residency not in RESIDENCIES:
             raise UserError(f"residency must be one of {', '.join(RESIDENCIES)}, not {residency!r}")
-        self.config, self.t, self.accelerator, self.residency = model.config, model.tensors, accelerator, residency
-        self.info = accelerator.device_info
+        self.config, self.t, self.driver, self.residency = model.config, model.tensors, driver, residency
+        self.info = driver.device_info
         check_info(self.info, {"numerics_version": NUMERICS_VERSION})
         self.rows, self.cols = self.info["rows"], self.info["cols"]
         c = self.config
@@ -163,18 +162,18 @@ class BoardOps:
         weight = self.t.get(f"{name}.weight")
         if weight is not None:
             for bank in range(self.cols):
-                self.accelerator.write(Space.WEIGHTS, bank, self.weight_base[name], weight[bank::self.cols].tobytes())
+                self.driver.write(Space.WEIGHTS, bank, self.weight_base[name], weight[bank::self.cols].tobytes())
         bias, limits = self.t[f"{name}.bias"], self.t[f"{name}.limits"]
         records = np.zeros(len(bias), record_dtype(CONSTANT))
         records["bias"], records["multiplier"], records["shift"] = bias, self.t[f"{name}.multiplier"], \
             self.t[f"{name}.shift"]
         records["low"], records["high"] = np.broadcast_to(limits, (len(bias), 2)).T
-        self.accelerator.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
+        self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
 
     def _upload_knots(self, layer, table):
         """Layer ``layer``'s GELU knots into GELU table ``table``."""
         knots = self.t[f"h.{layer}.gelu.knots"].astype("<i4")
-        self.accelerator.write(Space.GELU, 0, GELU_KNOTS * table, knots.tobytes())
+        self.driver.write(Space.GELU, 0, GELU_KNOTS * table, knots.tobytes())
 
     def _parameters(self, name):
         """(weight base, constant base) of requantizer ``name``; streamed in first with residency "stream"."""
@@ -194,14 +193,14 @@ class BoardOps:
     def _write_rows(self, base, x):
         """Rows x [m, K] into ACTIVATIONS, banked from ``base``."""
         for bank in range(min(self.rows, len(x))):
-            self.accelerator.write(Space.ACTIVATIONS, bank, base, x[bank::self.rows].astype("<i2").tobytes())
+            self.driver.write(Space.ACTIVATIONS, bank, base, x[bank::self.rows].astype("<i2").tobytes())
 
     def _read_rows(self, base, m, n):
         """Rows [m, n] (int16) banked from ``base`` in ACTIVATIONS."""
         out = np.empty((m, n), np.int16)
         for bank in range(min(self.rows, m)):
             count = len(range(bank, m, self.rows))
-            words = self.accelerator.read(Space.ACTIVATIONS, bank, base, count * n)
+            words = self.driver.read(Space.ACTIVATIONS, bank, base, count * n)
             out[bank::self.rows] = np.frombuffer(words, "<i2").reshape(count, n)
         return out
 
@@ -211,9 +210,9 @@ class BoardOps:
         in parts of whole weight banks."""
         n, k = self.t[f"{name}.weight"].shape
         w_base, constants = self._parameters(name)
-        part = MAX_SIZE // self.cols * self.cols
+        part = MATMUL_MAX_SIZE // self.cols * self.cols
         for start in range(0, n, part):
-            self.accelerator.matmul(m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
+            self.driver.matmul(m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
                                     w_base=w_base + start // self.cols * k, w_stride=k,
                                     constants=constants + start, out_space=Space.ACTIVATIONS,
                                     out_banked=out_banked, out_bank0=out_bank0, out_address0=out_base + start,
@@ -286,12 +285,12 @@ class BoardOps:
         w_base, constants = self._parameters(f"h.{layer}.qkv")
         part = d // self.cols * d  # the words per bank of each of q, k and v in the qkv matrix
         product = dict(m=m, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE)
-        self.accelerator.matmul(**product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
+        self.driver.matmul(**product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
                                 out_address0=self.q_base, out_stride=d)
-        self.accelerator.matmul(**product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
+        self.driver.matmul(**product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
                                 out_banked=1, out_bank0=start % self.cols,
                                 out_address0=kbase + start // self.cols * d, out_stride=d)
-        self.accelerator.matmul(**product, w_base=w_base + 2 * part, constants=constants + 2 * d,
+        self.driver.matmul(**product, w_base=w_base + 2 * part, constants=constants + 2 * d,
                                 out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=t,
                                 out_offset=start)
 
@@ -304,11 +303,11 @@ class BoardOps:
         # (later keys would only add zero probabilities; the order of keys does not change a sum)
         keys = min(position + 1, t)
         pre, constant, shift = (int(v) for v in self.t[f"h.{layer}.softmax"])
-        self.accelerator.matmul(m=1, k=hd, n=keys, a_base=self.q_base + row * d + head * hd, a_stride=d,
+        self.driver.matmul(m=1, k=hd, n=keys, a_base=self.q_base + row * d + head * hd, a_stride=d,
                                 w_base=kbase + head * hd, w_stride=d, mode=Mode.SOFTMAX, softmax_pre=pre,
                                 softmax_constant=constant, softmax_shift=shift, position=keys - 1, window=0,
                                 out_space=Space.ACTIVATIONS, out_address0=self.p_base, out_stride=keys)
-        self.accelerator.matmul(m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
+        self.driver.matmul(m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
                                 w_base=vbase + head * hd // self.cols * t, w_stride=t, mode=Mode.REQUANTIZE,
                                 constants=pv + head * hd, out_space=Space.ACTIVATIONS, out_banked=1,
                                 out_bank0=row % self.rows,
@@ -328,7 +327,7 @@ class BoardOps:
         v = self.config.vocab_size
         self._write_rows(self.x_base, x)
         self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
-        words = self.accelerator.read(Space.ACTIVATIONS, self.logits_bank, self.logits_base, v)
+        words = self.driver.read(Space.ACTIVATIONS, self.logits_bank, self.logits_base, v)
         return np.frombuffer(words, "<i2").reshape(1, v)
 
 

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..contract.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +25,26 @@ def _positive_int(text):
     return value
 
 
+def _backend(text):
+    """argparse type of ``--device``: parsed once, here."""
+    from .backends import parse_backend
+    try:
+        return parse_backend(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _backends(at_least):
+    """argparse type of ``--devices``: a list of back ends, at least ``at_least``."""
+    def parse(text):
+        from .backends import parse_backends
+        try:
+            return parse_backends(text, at_least)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
 def _err(text="", end="\n"):
     print(text, end=end, file=sys.stderr, flush=True)
 
@@ -41,13 +61,13 @@ def _read_text(path):
 
 
 def _load(args):
-    from .devices import load_source
+    from .backends import load_source
     return load_source(args.model)
 
 
 def _open_models(devices, source, args):
     """Open every device, closing those already open if one fails."""
-    from .devices import open_model
+    from .backends import open_model
 
     models = []
     try:
@@ -61,8 +81,8 @@ def _open_models(devices, source, args):
 
 
 def cmd_generate(args):
-    from .devices import open_model
-    from .generation import generate, prompt_ids
+    from .backends import open_model
+    from .generation import generate, prompt_ids, render_summary
     from .sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
@@ -86,22 +106,17 @@ def cmd_generate(args):
     if result.stop_reason == "context":
         _err(f"note: stopped at the model's context limit of {source.config.max_position_embeddings} tokens")
     if args.format == "json":
-        _print_json({"device": args.device, "prompt": args.prompt, "prompt_ids": result.prompt_ids,
+        _print_json({"device": str(args.device), "prompt": args.prompt, "prompt_ids": result.prompt_ids,
                      "new_ids": result.new_ids, "text": result.text, "stop_reason": result.stop_reason,
                      "prefill_seconds": result.prefill_seconds, "decode_seconds": result.decode_seconds,
                      "tokens_per_second": result.tokens_per_second, **stats})
     else:
-        _err(f"[{args.device}: {len(result.new_ids)} tokens in {result.seconds:.2f} s, "
-             f"{result.tokens_per_second:.1f} tok/s, stop: {result.stop_reason}]")
-        if stats:
-            _err(f"[{args.device}: {stats['device_cycles']:,} device cycles ({stats['device_matmul_cycles']:,} in "
-                 f"products), link {stats['link_bytes_sent']:,} bytes sent, {stats['link_bytes_received']:,} "
-                 f"received in {stats['link_commands']:,} commands, {stats['link_resends']} resends]")
+        _err(render_summary(args.device, result, stats))
 
 
 def cmd_score(args):
-    from .devices import open_model
-    from .scoring import score
+    from .backends import open_model
+    from .scoring import render_score, score
 
     text = _read_text(args.file)
     source = _load(args)
@@ -111,11 +126,10 @@ def cmd_score(args):
     finally:
         model.close()
     if args.format == "json":
-        _print_json({"device": args.device, "n_tokens": result.n_tokens, "mean_nll": result.mean_nll,
+        _print_json({"device": str(args.device), "n_tokens": result.n_tokens, "mean_nll": result.mean_nll,
                      "perplexity": result.perplexity, "argmax_ids": result.argmax_ids})
     else:
-        print(f"{args.device}: {result.n_tokens} tokens, mean NLL {result.mean_nll:.4f}, "
-              f"perplexity {result.perplexity:.3f}")
+        print(render_score(args.device, result))
 
 
 def cmd_inspect(args):
@@ -140,16 +154,14 @@ def cmd_inspect(args):
 
 
 def cmd_compare(args):
-    from .comparison import compare_devices
-    from .devices import parse_device_list
+    from .comparison import compare_backends, render_comparison
     from .generation import prompt_ids
 
-    devices = parse_device_list(args.devices, at_least=2)
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
-    models = _open_models(devices, source, args)
+    models = _open_models(args.devices, source, args)
     try:
-        report = compare_devices(models, source.tokenizer, ids, args.max_new_tokens, source.eos_id)
+        report = compare_backends(models, source.tokenizer, ids, args.max_new_tokens, source.eos_id)
     finally:
         for model in models:
             model.close()
@@ -157,28 +169,7 @@ def cmd_compare(args):
     if args.format == "json":
         _print_json({"prompt": args.prompt, "prompt_ids": ids, **report, "diverged": diverged})
     else:
-        print(f"{report['baseline']}: {args.prompt}{report['text']}")
-        for name, d in report["devices"].items():
-            diffs = d["max_logit_diff_per_step"]
-            print(f"{name}: max |logit difference| from {report['baseline']} over {len(diffs)} steps: "
-                  f"{max(diffs):.2e} (mean {sum(diffs) / len(diffs):.2e})")
-            first = d["first_divergence"]
-            if first:
-                print(f"{name}: first diverges at new token {first['step']} (position {first['position']}): "
-                      f"{report['baseline']} chose {first['expected']} {first['expected_text']!r}, "
-                      f"{name} chose {first['got']} {first['got_text']!r}; in {report['baseline']}'s logits "
-                      f"the two were {first['baseline_margin']:.3f} apart, and {name}'s logits differ by up to "
-                      f"{first['logit_error']:.3f} there")
-            else:
-                print(f"{name}: same {len(report['new_ids'])} tokens")
-            if "first_op_difference" in d:
-                op = d["first_op_difference"]
-                if op is None:
-                    print(f"{name}: every device op gave {report['baseline']}'s integers")
-                else:
-                    where = f" at positions {op['positions'][0]}..{op['positions'][-1]}" if op["positions"] else ""
-                    print(f"{name}: first device op whose integers differ from {report['baseline']}'s: "
-                          f"{op['op']}{where} ({op['values_differing']} values, by up to {op['max_difference']})")
+        print(render_comparison(report, args.prompt))
     return 1 if diverged else 0
 
 
@@ -193,69 +184,38 @@ def _array_shape(text):
 
 
 def cmd_bench_hardware(args):
-    from ..sim.bench import hardware_report
+    from .hardware_bench import hardware_report, render_hardware_report
 
     report = hardware_report(*args.array, synthesis=not args.no_synthesis, log=_err)
     if args.format == "json":
         _print_json(report)
-        return
-    a = report["array"]
-    print(f"systolic array {a['rows']}x{a['cols']}: {a['macs_per_cycle']} MACs a cycle")
-    print("matmul products in Verilator (cycles from command to last result; formula in brackets):")
-    for p in report["matmul_runs"]:
-        print(f"  M={p['m']:<4} K={p['k']:<5} N={p['n']:<5} {p['cycles']:>7} cycles ({p['formula_cycles']}), "
-              f"utilisation {p['utilisation'] * 100:5.1f} %")
-    print(f"  formula within {report['formula_max_error_cycles']} cycles of every run")
-    s = report["simulator"]
-    print(f"simulator: {s['free_running_cycles_per_second']:,.0f} cycles/s free-running, "
-          f"{s['cycles_per_second_with_a_python_check_every_cycle']:,.0f} with a Python check every cycle")
-    for name, phases in report["models"].items():
-        for phase, e in phases.items():
-            print(f"{name}, {phase}: {e['matmul_cycles']:,} matmul cycles for {e['macs']:,} MACs, "
-                  f"utilisation {e['utilisation'] * 100:.1f} %")
-    for name, r in report.get("ecp5_85f", {}).items():
-        print(f"ECP5-85F {name}: {r['luts']} LUT4, {r['ffs']} FF, {r['mult18x18d']} MULT18X18D, "
-              f"{r['dp16kd']} DP16KD, Fmax {r['fmax_mhz']:.1f} MHz")
+    else:
+        print(render_hardware_report(report))
 
 
 def cmd_bench(args):
-    from .benchmark import bench_devices
-    from .devices import parse_device_list
+    from .benchmark import bench_backends, render_bench
     from .generation import prompt_ids
 
     if args.hw:
         return cmd_bench_hardware(args)
     if args.tokens < 2:
         raise UserError("--tokens must be at least 2")
-    devices = parse_device_list(args.devices)
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if len(ids) + args.tokens > source.config.max_position_embeddings:
         raise UserError(f"prompt plus --tokens exceed the context of {source.config.max_position_embeddings}")
-    models = _open_models(devices, source, args)
+    models = _open_models(args.devices, source, args)
     try:
-        results, ratios = bench_devices(models, source.tokenizer, ids, args.tokens, args.repeats, log=_err)
+        results, ratios = bench_backends(models, source.tokenizer, ids, args.tokens, args.repeats, log=_err)
     finally:
         for model in models:
             model.close()
     if args.format == "json":
         _print_json({"model": source.name, "devices": results, "ratios": ratios})
     else:
-        print(f"model: {source.name}, prompt {len(ids)} tokens, {args.tokens} new tokens, "
-              f"median of {args.repeats}")
-        for r in results:
-            print(f"  {r['device']:>6}: {r['tokens_per_second']:8.1f} tok/s  (decode {r['decode_tokens_per_second']:.1f} "
-                  f"tok/s, prefill {r['prefill_seconds'] * 1e3:.1f} ms)")
-        for r in results:
-            if "projected" in r:
-                t, p = r["per_decoded_token"], r["projected"]
-                print(f"  {r['device']:>6}: per decoded token {t['link_commands']:.0f} commands, "
-                      f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
-                      f"{t['device_matmul_cycles']:,.0f} array cycles; on a board at {p['clock_hz'] / 1e6:g} MHz, "
-                      f"{p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms a round trip: "
-                      f"{p['tokens_per_second']:.1f} tok/s")
-        for pair, ratio in ratios.items():
-            print(f"  {pair}: {ratio:.2f}x")
+        print(render_bench({"model": source.name, "prompt_tokens": len(ids), "new_tokens": args.tokens,
+                            "repeats": args.repeats, "devices": results, "ratios": ratios}))
 
 
 def cmd_quantize(args):
@@ -318,12 +278,11 @@ def cmd_train(args):
 def cmd_sim_server(args):
     import time
 
-    from ..sim.device import start_simulated_board
+    from ..contract.design import simulated_parameters
+    from ..sim.simulated_board import start_simulated_board
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be 0..65535, not {args.port}")
-    from .board import simulated_parameters
-
     board = start_simulated_board(simulated_parameters(args.board, args.uart), port=args.port, trace=args.trace,
                                   log=_err)
     print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
@@ -337,13 +296,13 @@ def cmd_sim_server(args):
 
 
 def cmd_build(args):
-    from ..boards.build import build_board
+    from ..boards.build import PLACERS, build_board
 
     rows, cols = args.array if args.array else (None, None)
     if args.freq is not None and not 10 <= args.freq <= 400:
         raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
     result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
-                         baud=args.baud, seed=args.seed, placer=args.placer, log=_err)
+                         baud=args.baud, seed=args.seed, placer=args.placer or PLACERS[0], log=_err)
     if args.format == "json":
         _print_json(result)
     else:
@@ -360,20 +319,18 @@ def cmd_flash(args):
 
 
 def cmd_selftest(args):
-    from .board import DEFAULT_BAUD, connect_board
+    from .board_backend import connect_board
     from .selftest import run_selftest
 
-    accelerator, close = connect_board(args.device, uart=args.uart, board=args.board)
-    baud = None
-    if args.device.startswith("serial:"):
-        baud = int(args.device.rpartition("@")[2]) if "@" in args.device else DEFAULT_BAUD
+    driver, close = connect_board(args.device, uart=args.uart, board=args.board)
+    baud = args.device.baud if args.device.kind == "serial" else None
 
     def log(check):
         if args.format == "text":
             print(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.detail}", flush=True)
 
     try:
-        checks, figures = run_selftest(accelerator, baud=baud, full=args.full, seed=args.seed, log=log)
+        checks, figures = run_selftest(driver, baud=baud, full=args.full, seed=args.seed, log=log)
     finally:
         close()
     failed = [check.name for check in checks if not check.passed]
@@ -385,14 +342,13 @@ def cmd_selftest(args):
 
 
 def cmd_doctor(args):
-    from .doctor import REQUIRED_FOR_SIMULATION, run_checks
+    from .doctor import REQUIRED_FOR_SIMULATION, render_checks, run_checks
 
     checks = run_checks()
     if args.format == "json":
         _print_json([{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks])
     else:
-        for c in checks:
-            print(f"{'ok ' if c.ok else 'GAP'} {c.name}: {c.detail}" + ("" if c.ok else f"\n    fix: {c.fix}"))
+        print(render_checks(checks))
     missing = [c.name for c in checks if not c.ok and c.name in REQUIRED_FOR_SIMULATION]
     if missing:
         _err(f"the simulations cannot run without: {', '.join(missing)}")
@@ -401,7 +357,8 @@ def cmd_doctor(args):
 
 
 def build_parser():
-    from .devices import DEFAULT_DEVICE, DEVICES
+    from ..contract.design import ARRAY_COLS, ARRAY_ROWS, BOARD_DESIGNS, DEFAULT_BAUD
+    from .backends import BACKENDS, DEFAULT_BACKEND
 
     parser = _Parser(prog="neofpga", description="GPT-Neo on an FPGA, checked against a CPU reference.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -429,8 +386,8 @@ def build_parser():
                        "memories and clock) instead of the simulated board's 80 MB one")
 
     def device_option(p):
-        p.add_argument("--device", default=DEFAULT_DEVICE,
-                       help=f"where the model runs: {', '.join(DEVICES)} (default {DEFAULT_DEVICE})")
+        p.add_argument("--device", type=_backend, default=_backend(DEFAULT_BACKEND),
+                       help=f"the back end the model runs on: {', '.join(BACKENDS)} (default {DEFAULT_BACKEND})")
         board_options(p)
 
     def format_option(p):
@@ -463,21 +420,23 @@ def build_parser():
                 "diverging token (exit 1 if they diverge)")
     p.add_argument("prompt", metavar="PROMPT")
     model_option(p)
-    p.add_argument("--devices", default="cpu,emu", help="comma-separated devices, the first is the baseline")
+    p.add_argument("--devices", type=_backends(2), default="cpu,emu",
+                   help="comma-separated back ends, the first is the baseline")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
     board_options(p)
     format_option(p)
 
     p = command("bench", cmd_bench, "tokens per second of back ends in one run, and their ratios")
     model_option(p)
-    p.add_argument("--devices", default="cpu,emu", help="comma-separated devices")
+    p.add_argument("--devices", type=_backends(1), default="cpu,emu", help="comma-separated back ends")
     board_options(p)
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--tokens", type=_positive_int, default=64, help="new tokens per run (default 64)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="runs per device; the median counts")
     p.add_argument("--hw", action="store_true", help="measure the gateware instead: cycles and utilisation in "
                    "Verilator, resources and Fmax on an ECP5-85F (place and route takes many minutes)")
-    p.add_argument("--array", type=_array_shape, default=(9, 16), help="with --hw: the array, ROWSxCOLS (default 9x16, the boards')")
+    p.add_argument("--array", type=_array_shape, default=(ARRAY_ROWS, ARRAY_COLS),
+                   help=f"with --hw: the array, ROWSxCOLS (default {ARRAY_ROWS}x{ARRAY_COLS}, the boards')")
     p.add_argument("--no-synthesis", action="store_true", help="with --hw: simulation figures only")
     format_option(p)
 
@@ -502,31 +461,28 @@ def build_parser():
     p.add_argument("--uart", action="store_true", help="the UART PHY in the loop (4 clock cycles a bit)")
     sim_board_option(p)
 
-    from ..boards.build import PLACERS
-    from ..boards.catalog import BOARDS, DEFAULT_BAUD
-
     p = command("build", cmd_build, "build a board's bitstream with Yosys, nextpnr and ecppack (the YoWASP "
                 "tools unless installed): utilisation and Fmax, an error if timing is not met")
-    p.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
-                   help=f"one of {', '.join(BOARDS)}")
+    p.add_argument("--board", required=True, choices=list(BOARD_DESIGNS), metavar="BOARD",
+                   help=f"one of {', '.join(BOARD_DESIGNS)}")
     p.add_argument("--array", type=_array_shape, help="the systolic array, ROWSxCOLS (default: the board's)")
     p.add_argument("--freq", type=float, metavar="MHZ", help="system clock (default: the board's)")
     p.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD, help=f"UART rate (default {DEFAULT_BAUD})")
     p.add_argument("--seed", type=int, help="nextpnr's placement seed (default: the board's)")
-    p.add_argument("--placer", choices=PLACERS, default=PLACERS[0],
-                   help=f"nextpnr's placer (default {PLACERS[0]}: heap's placement of the ULX3S-85F does not route)")
+    p.add_argument("--placer", help="nextpnr's placer: static (the default: heap's placement of the ULX3S-85F "
+                   "does not route) or heap")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD)")
     format_option(p)
 
     p = command("flash", cmd_flash, "program a board with its bitstream through openFPGALoader")
-    p.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
-                   help=f"one of {', '.join(BOARDS)}")
+    p.add_argument("--board", required=True, choices=list(BOARD_DESIGNS), metavar="BOARD",
+                   help=f"one of {', '.join(BOARD_DESIGNS)}")
     p.add_argument("--bitstream", metavar="FILE", help="default: the one neofpga build made (build/BOARD/)")
     p.add_argument("--persist", action="store_true", help="write the SPI flash (kept at power-off), not SRAM")
 
     p = command("selftest", cmd_selftest, "check a board: INFO, memory patterns, a matmul, softmax and GELU "
                 "against the golden model, and the link's throughput (exit 1 on a failure)")
-    p.add_argument("--device", required=True, help="serial:PORT[@BAUD], sim or sim:HOST:PORT")
+    p.add_argument("--device", type=_backend, required=True, help="serial:PORT[@BAUD], sim or sim:HOST:PORT")
     p.add_argument("--uart", action="store_true", help="--device sim: the UART PHY in the loop")
     sim_board_option(p)
     p.add_argument("--full", action="store_true", help="write and read every word of every bank")

@@ -12,11 +12,11 @@ import numpy as np
 from .generation import generate
 from .sampling import Sampler
 
-__all__ = ["compare_devices", "RecordingOps"]
+__all__ = ["compare_backends", "RecordingOps", "render_comparison"]
 
 
 class RecordingOps:
-    """Wraps a device's integer ops, keeping every call's name and result."""
+    """Wraps integer device ops, keeping every call's name and result."""
 
     def __init__(self, ops):
         self.ops, self.calls = ops, []
@@ -39,12 +39,12 @@ class RecordingOps:
 
 
 def _record(model):
-    """Start recording the integer ops of ``model``'s device, if it has any; the recorder or None."""
-    device = getattr(model, "device", None)
-    if device is None or not hasattr(device, "ops"):
+    """Start recording the integer ops of ``model``'s device ops, if it has any; the recorder or None."""
+    ops = getattr(model, "ops", None)
+    if ops is None or not hasattr(ops, "integer_ops"):
         return None
-    device.ops = RecordingOps(device.ops)
-    return device.ops
+    ops.integer_ops = RecordingOps(ops.integer_ops)
+    return ops.integer_ops
 
 
 def _first_op_difference(expected, got):
@@ -59,7 +59,7 @@ def _first_op_difference(expected, got):
     return None
 
 
-def compare_devices(models, tokenizer, ids, new_tokens, eos_id):
+def compare_backends(models, tokenizer, ids, new_tokens, eos_id):
     """Return ``{"steps": [...], "devices": {name: {...}}}`` for models[0] against the rest."""
     recorders = [_record(model) for model in models]
     baseline = generate(models[0], tokenizer, ids, Sampler(), new_tokens, eos_id, keep_logits=True)
@@ -87,3 +87,32 @@ def compare_devices(models, tokenizer, ids, new_tokens, eos_id):
         if recorders[0] is not None and recorder is not None:
             report["devices"][model.name]["first_op_difference"] = _first_op_difference(recorders[0], recorder)
     return report
+
+
+def render_comparison(report, prompt):
+    """``compare``'s text: the baseline's continuation, then each back end's logit error, first
+    diverging token and first differing device op."""
+    base = report["baseline"]
+    lines = [f"{base}: {prompt}{report['text']}"]
+    for name, d in report["devices"].items():
+        diffs = d["max_logit_diff_per_step"]
+        lines.append(f"{name}: max |logit difference| from {base} over {len(diffs)} steps: "
+                     f"{max(diffs):.2e} (mean {sum(diffs) / len(diffs):.2e})")
+        first = d["first_divergence"]
+        if first:
+            lines.append(f"{name}: first diverges at new token {first['step']} (position {first['position']}): "
+                         f"{base} chose {first['expected']} {first['expected_text']!r}, "
+                         f"{name} chose {first['got']} {first['got_text']!r}; in {base}'s logits "
+                         f"the two were {first['baseline_margin']:.3f} apart, and {name}'s logits differ by up to "
+                         f"{first['logit_error']:.3f} there")
+        else:
+            lines.append(f"{name}: same {len(report['new_ids'])} tokens")
+        if "first_op_difference" in d:
+            op = d["first_op_difference"]
+            if op is None:
+                lines.append(f"{name}: every device op gave {base}'s integers")
+            else:
+                where = f" at positions {op['positions'][0]}..{op['positions'][-1]}" if op["positions"] else ""
+                lines.append(f"{name}: first device op whose integers differ from {base}'s: "
+                             f"{op['op']}{where} ({op['values_differing']} values, by up to {op['max_difference']})")
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["Check", "run_checks", "REQUIRED_FOR_SIMULATION"]
+__all__ = ["Check", "run_checks", "REQUIRED_FOR_SIMULATION", "render_checks"]
 
 REQUIRED_FOR_SIMULATION = ("python", "c++", "make", "perl", "verilator")
 
@@ -77,3 +77,9 @@ def run_checks():
     hf = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
     checks.append(Check("torch + transformers", hf, "the hf back end and training", "pip install 'neofpga[hf]'"))
     return checks
+
+
+def render_checks(checks):
+    """``doctor``'s text: a line a check, each gap with its fix."""
+    return "\n".join(f"{'ok ' if c.ok else 'GAP'} {c.name}: {c.detail}" + ("" if c.ok else f"\n    fix: {c.fix}")
+                     for c in checks)

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
+from ..contract.errors import UserError
 
-__all__ = ["GenerationResult", "TextStream", "generate", "prompt_ids"]
+__all__ = ["GenerationResult", "TextStream", "generate", "prompt_ids", "render_summary"]
 
 
 @dataclass
@@ -95,3 +95,14 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
     decode = time.perf_counter() - start - prefill
     text = stream.flush()
     return GenerationResult(list(ids), new_ids, text, stop, prefill, decode, kept)
+
+
+def render_summary(backend, result, stats):
+    """The lines ``generate`` ends with: tokens and tok/s, and a board's cycles and link traffic."""
+    lines = [f"[{backend}: {len(result.new_ids)} tokens in {result.seconds:.2f} s, "
+             f"{result.tokens_per_second:.1f} tok/s, stop: {result.stop_reason}]"]
+    if stats:
+        lines.append(f"[{backend}: {stats['device_cycles']:,} device cycles ({stats['device_matmul_cycles']:,} in "
+                     f"products), link {stats['link_bytes_sent']:,} bytes sent, {stats['link_bytes_received']:,} "
+                     f"received in {stats['link_commands']:,} commands, {stats['link_resends']} resends]")
+    return "\n".join(lines)

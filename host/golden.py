@@ -1,7 +1,7 @@
 """The integer golden model: the ``emu`` back end and the specification the gateware must match.
 
 :class:`GoldenOps` computes the device side (attention block, MLP block, head) on integers,
-exactly as docs/NUMERICS.md states and the gateware computes it. :class:`QuantizedDevice` is the
+exactly as docs/NUMERICS.md states and the gateware computes it. :class:`QuantizedOps` is the
 host's half of every integer back end (``emu``, ``sim``, a board): it quantizes the LayerNorm
 outputs it sends and dequantizes the int16 results it gets back. Back ends differ only in the
 ``ops`` object behind it.
@@ -9,15 +9,15 @@ outputs it sends and dequantizes the int16 results it gets back. Back ends diffe
 
 import numpy as np
 
-from .numerics import exact_matmul, integer_gelu, integer_softmax, quantize, requantize
+from .kernels import exact_matmul, integer_gelu, integer_softmax, quantize, requantize
 from .quantize import host_weights
 from .reference import GPTNeo, attention_mask
 
-__all__ = ["GoldenOps", "QuantizedDevice", "golden_model"]
+__all__ = ["GoldenOps", "QuantizedOps", "golden_model"]
 
 
 class GoldenOps:
-    """The device-side ops in integer numpy, with an int8 KV cache; 16-bit activations in, int16 out."""
+    """The device ops in integer numpy, with an int8 KV cache; 16-bit activations in, int16 out."""
 
     def __init__(self, model):
         self.config = model.config
@@ -81,36 +81,38 @@ class GoldenOps:
         return self.linear("head", x)
 
 
-class QuantizedDevice:
-    """The host's half of an integer device: float LayerNorm outputs in, float block outputs back.
+class QuantizedOps:
+    """The device ops of an integer back end, seen from the float graph: float LayerNorm outputs
+    in, float block outputs back.
 
-    It quantizes what it sends (16-bit, round half to even, saturating) and scales what ``ops``
+    It quantizes what it sends (16-bit, round half to even, saturating) and scales what
+    ``integer_ops`` (:class:`GoldenOps`, or a board's :class:`~neofpga.host.board_ops.BoardOps`)
     returns (int16) by the calibrated output scales.
     """
 
-    def __init__(self, model, ops):
-        self.model, self.ops = model, ops
+    def __init__(self, model, integer_ops):
+        self.model, self.integer_ops = model, integer_ops
         self.s = model.scales
 
     def reset(self, batch=1):
-        self.ops.reset(batch)
+        self.integer_ops.reset(batch)
 
     def _send(self, name, x):
         limits = self.model.tensors[f"{name}.limits"]
         return quantize(x, self.s[name], limits)
 
     def attention(self, layer, x, positions):
-        out = self.ops.attention(layer, self._send(f"h.{layer}.attn_in", x), positions)
+        out = self.integer_ops.attention(layer, self._send(f"h.{layer}.attn_in", x), positions)
         return out.astype(np.float32) * self.s[f"h.{layer}.attn_out"]
 
     def mlp(self, layer, x):
-        out = self.ops.mlp(layer, self._send(f"h.{layer}.mlp_in", x))
+        out = self.integer_ops.mlp(layer, self._send(f"h.{layer}.mlp_in", x))
         return out.astype(np.float32) * self.s[f"h.{layer}.mlp_out"]
 
     def head(self, x):
-        return self.ops.head(self._send("head_in", x)).astype(np.float32) * self.s["logits"]
+        return self.integer_ops.head(self._send("head_in", x)).astype(np.float32) * self.s["logits"]
 
 
 def golden_model(model, name="emu"):
-    """The ``emu`` back end: the shared graph with the golden integer ops on the device side."""
-    return GPTNeo(model.config, host_weights(model), QuantizedDevice(model, GoldenOps(model)), name=name)
+    """The ``emu`` back end: the shared graph with the golden model computing the device ops."""
+    return GPTNeo(model.config, host_weights(model), QuantizedOps(model, GoldenOps(model)), name=name)

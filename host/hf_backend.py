@@ -6,7 +6,7 @@ transformers' own KV cache. torch is imported only here, and only when this back
 
 import numpy as np
 
-from .errors import UserError
+from ..contract.errors import UserError
 
 __all__ = ["HFModel"]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..contract.errors import UserError
+from ..contract.numerics import NUMERICS_VERSION
 from .model.config import GPTNeoConfig
 from .model.tokenizer import TextTokenizer
-from .numerics import NUMERICS_VERSION
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "QuantizedModel", "save_image", "load_image", "is_image"]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .numerics import NUMERICS_VERSION
+from ..contract.numerics import NUMERICS_VERSION
 
 __all__ = ["image_text", "image_json"]
 

@@ -9,10 +9,10 @@ parameters and the GELU knots follow from those scales (docs/NUMERICS.md).
 
 import numpy as np
 
+from ..contract.numerics import INT8, INT16, PROB_BITS, activation_limits
 from .image import QuantizedModel
-from .numerics import (INT8, INT16, PROB_BITS, activation_limits, gelu_knots, multiplier_and_shift,
-                       softmax_parameters)
-from .reference import FloatDevice, GPTNeo, gelu_new
+from .kernels import gelu_knots, multiplier_and_shift, softmax_parameters
+from .reference import FloatOps, GPTNeo, gelu_new
 
 __all__ = ["SITES", "calibrate", "quantize_checkpoint", "dequantized_weights", "host_weights"]
 
@@ -29,15 +29,15 @@ def calibrate(config, weights, token_ids):
     The ids run through the model in consecutive windows of the full context. Returns
     ``{(site, layer): max_abs}`` (layer None for head_in and logits).
     """
-    device = FloatDevice(config, weights)
+    ops = FloatOps(config, weights)
     maxima = {}
 
     def observe(site, layer, array):
         key = (site, layer)
         maxima[key] = max(maxima.get(key, 0.0), float(np.abs(array).max()))
 
-    device.observe = observe
-    model = GPTNeo(config, weights, device)
+    ops.observe = observe
+    model = GPTNeo(config, weights, ops)
     context = config.max_position_embeddings
     for start in range(0, len(token_ids), context):
         window = np.asarray(token_ids[start:start + context])

@@ -2,9 +2,9 @@
 
 The model splits the way the accelerator does. :class:`GPTNeo` is the graph and the host's share
 of it (embeddings, pre-LayerNorm, residual adds, final LayerNorm), written once for every back end.
-A *device* computes the rest: the attention block with its KV cache, the MLP block and the tied
-head. :class:`FloatDevice` is that device in float32, the reference; the integer golden model and
-the gateware are other devices behind the same four methods.
+The *device ops* are the rest: the attention block with its KV cache, the MLP block and the tied
+head, which the device computes. :class:`FloatOps` computes them in float32, the reference; the
+golden model and the boards are other device ops behind the same four methods.
 
 GPT-Neo differs from GPT-2 in ways that matter here: attention scores are NOT scaled by
 1/sqrt(head_dim); layers alternate global and local (sliding-window) attention; q/k/v have no
@@ -13,7 +13,7 @@ bias; the activation is gelu_new (the tanh form); the head is tied to the token 
 
 import numpy as np
 
-__all__ = ["layer_norm", "gelu_new", "softmax", "attention_mask", "FloatDevice", "GPTNeo"]
+__all__ = ["layer_norm", "gelu_new", "softmax", "attention_mask", "FloatOps", "GPTNeo"]
 
 MASKED = np.finfo(np.float32).min  # what transformers writes into masked attention scores
 
@@ -51,8 +51,8 @@ def attention_mask(kind, query_positions, key_length, window_size):
     return visible
 
 
-class FloatDevice:
-    """The device-side ops in float32 numpy, with a KV cache (the reference device)."""
+class FloatOps:
+    """The device ops in float32 numpy, with a KV cache: the reference."""
 
     def __init__(self, config, weights):
         self.config = config
@@ -117,17 +117,17 @@ class FloatDevice:
 
 
 class GPTNeo:
-    """The GPT-Neo graph with the host's share computed here and the rest on ``device``.
+    """The GPT-Neo graph with the host's share computed here and the device ops by ``ops``.
 
-    ``forward`` appends tokens to the sequences held in the device's KV cache and returns their
+    ``forward`` appends tokens to the sequences held in the ops' KV cache and returns their
     logits; ``reset`` starts new sequences. Every back end but ``hf`` is one of these.
     """
 
-    def __init__(self, config, weights, device, name="cpu"):
+    def __init__(self, config, weights, ops, name="cpu"):
         self.name = name
         self.config = config
         self.w = weights  # the host's share: wte and wpe rows, LayerNorm gains and biases
-        self.device = device
+        self.ops = ops
         self.length = 0
         self.observe = None  # observe("residual", layer, x) after every block: per-layer accuracy
         self.reset()
@@ -135,7 +135,7 @@ class GPTNeo:
     def reset(self, batch=1):
         """Start ``batch`` new, empty sequences."""
         self.length = 0
-        self.device.reset(batch)
+        self.ops.reset(batch)
 
     def forward(self, ids, last_only=False):
         """Logits [B, T, vocab] for token ids [B, T] that follow what the cache holds.
@@ -150,9 +150,9 @@ class GPTNeo:
         x = w["transformer.wte.weight"][ids] + w["transformer.wpe.weight"][positions]
         for layer in range(c.num_layers):
             h = f"transformer.h.{layer}."
-            x = x + self.device.attention(
+            x = x + self.ops.attention(
                 layer, layer_norm(x, w[h + "ln_1.weight"], w[h + "ln_1.bias"], c.layer_norm_epsilon), positions)
-            x = x + self.device.mlp(
+            x = x + self.ops.mlp(
                 layer, layer_norm(x, w[h + "ln_2.weight"], w[h + "ln_2.bias"], c.layer_norm_epsilon))
             if self.observe is not None:
                 self.observe("residual", layer, x)
@@ -160,7 +160,7 @@ class GPTNeo:
             x = x[:, -1:]
         x = layer_norm(x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], c.layer_norm_epsilon)
         self.length += ids.shape[1]
-        return self.device.head(x)
+        return self.ops.head(x)
 
     def close(self):
-        """Release the device (nothing to release for an in-process device)."""
+        """Release the device (nothing to release for in-process ops)."""

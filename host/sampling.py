@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UserError
+from ..contract.errors import UserError
 
 __all__ = ["Sampler"]
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UserError
+from ..contract.errors import UserError
 
-__all__ = ["ScoreResult", "score", "windows"]
+__all__ = ["ScoreResult", "score", "windows", "render_score"]
 
 
 @dataclass
@@ -62,3 +62,9 @@ def score(model, ids, progress=None):
             progress(end - first)
     nll = np.concatenate(nll)
     return ScoreResult(len(nll), float(nll.mean()), np.concatenate(argmax).tolist(), nll)
+
+
+def render_score(backend, result):
+    """``score``'s line."""
+    return (f"{backend}: {result.n_tokens} tokens, mean NLL {result.mean_nll:.4f}, "
+            f"perplexity {result.perplexity:.3f}")

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accelerator import GELU_KNOTS, Accelerator, record_dtype
+from ..contract.numerics import GELU_KNOTS
+from ..contract.protocol import CONSTANT, WORD_BYTES, Mode, Space
+from .driver import AcceleratorDriver, record_dtype
+from .kernels import gelu_knots, multiplier_and_shift, softmax_parameters
 from .link import Link, LinkError
-from .numerics import gelu_knots, multiplier_and_shift, softmax_parameters
-from .protocol import CONSTANT, WORD_BYTES, Mode, Space
 
 __all__ = ["Check", "run_selftest"]
 
@@ -39,11 +40,11 @@ class _Mirror:
     """Commands applied to the board and to the reference alike; reads return both answers."""
 
     def __init__(self, board):
-        from ..sim.accelerator_model import AcceleratorModel, ModelTransport
+        from .accelerator_model import AcceleratorModel, ModelTransport
 
         info = board.device_info
         model = AcceleratorModel(**{name: info[name] for name in MODEL_FIELDS})
-        self.board, self.reference = board, Accelerator(Link(ModelTransport(model), timeout=0))
+        self.board, self.reference = board, AcceleratorDriver(Link(ModelTransport(model), timeout=0))
 
     def write(self, *args):
         self.board.write(*args)
@@ -194,7 +195,7 @@ def _throughput(board, info, baud):
 
 
 def run_selftest(board, baud=None, full=False, seed=0, log=None):
-    """All the checks on ``board`` (an :class:`Accelerator`); returns (checks, link figures).
+    """All the checks on ``board`` (an :class:`AcceleratorDriver`); returns (checks, link figures).
     ``log(check)`` is called as each check finishes."""
     info, rng = board.device_info, np.random.default_rng(seed)
     checks = [Check("info", True, f"{info['rows']}x{info['cols']} array at {info['clock_hz'] / 1e6:g} MHz, "

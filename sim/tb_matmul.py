@@ -9,9 +9,8 @@ import random
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-
 from neofpga.hdl.matmul import MatmulCommand, MatmulResult
-from neofpga.sim.harness import BankWrite
+from neofpga.sim.matmul_harness import BankWrite
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
 
 ROWS, COLS, AW = int(os.environ["ROWS"]), int(os.environ["COLS"]), int(os.environ["ADDRESS_WIDTH"])

@@ -1,15 +1,14 @@
-"""sim/accelerator_model.py: the device's command semantics on small hand-worked cases."""
+"""host/accelerator_model.py: the device's command semantics on small hand-worked cases."""
 
 import numpy as np
 import pytest
-
-from neofpga.host.accelerator import Accelerator, record_dtype
+from neofpga.contract.numerics import NUMERICS_VERSION
+from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ,
+                                       SYNC, Error, Frame, FrameDecoder, Mode, Opcode, Space, encode_frame,
+                                       pack_record, unpack_record)
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
+from neofpga.host.driver import AcceleratorDriver, record_dtype
 from neofpga.host.link import Link
-from neofpga.host.numerics import NUMERICS_VERSION
-from neofpga.host.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ, SYNC,
-                                   Error, Frame, FrameDecoder, Mode, Opcode, Space, encode_frame, pack_record,
-                                   unpack_record)
-from neofpga.sim.accelerator_model import AcceleratorModel, ModelTransport
 
 ACT, WGT, CON, GELU = Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU
 
@@ -48,9 +47,9 @@ def matmul_record(**fields):
 
 @pytest.fixture
 def loaded():
-    """The small device with A, W and the identity requantizers written through the host's Accelerator."""
+    """The small device with A, W and the identity requantizers written through the host's AcceleratorDriver."""
     model = small_device()
-    accelerator = Accelerator(Link(ModelTransport(model), timeout=0))
+    accelerator = AcceleratorDriver(Link(ModelTransport(model), timeout=0))
     for row in range(3):  # banked: row m in bank m % 2 at (m // 2) * 2
         accelerator.write(ACT, row % 2, row // 2 * 2, A[row].astype("<i2").tobytes())
         accelerator.write(WGT, row % 2, row // 2 * 2, W[row].astype("i1").tobytes())

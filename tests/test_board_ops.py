@@ -8,21 +8,21 @@ import threading
 import numpy as np
 import pytest
 import serial
-
-from neofpga.host.accelerator import Accelerator, check_info, record_dtype
+from faulty_transport import FaultyTransport
+from neofpga.contract.errors import UserError
+from neofpga.contract.numerics import NUMERICS_VERSION
+from neofpga.contract.protocol import CONSTANT, Opcode, Space
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
+from neofpga.host.backends import load_source
 from neofpga.host.board_ops import BoardOps
-from neofpga.host.devices import load_source
-from neofpga.host.errors import UserError
+from neofpga.host.driver import AcceleratorDriver, check_info, record_dtype
 from neofpga.host.generation import generate
-from neofpga.host.golden import GoldenOps, QuantizedDevice, golden_model
-from neofpga.host.link import FaultyTransport, Link, LinkError
-from neofpga.host.numerics import NUMERICS_VERSION
-from neofpga.host.protocol import CONSTANT, Opcode, Space
+from neofpga.host.golden import GoldenOps, QuantizedOps, golden_model
+from neofpga.host.link import Link, LinkError
 from neofpga.host.quantize import host_weights, quantize_checkpoint
 from neofpga.host.reference import GPTNeo
 from neofpga.host.sampling import Sampler
 from neofpga.host.training.corpus import calibration_text
-from neofpga.sim.accelerator_model import AcceleratorModel, ModelTransport
 
 DEVICE = dict(rows=4, cols=8, activation_words=8192, weight_words=65536, constant_words=8192, gelu_tables=4,
               max_payload=1024, softmax_length=256)
@@ -50,7 +50,7 @@ def open_board(model, residency="resident", faults=None, retries=8, **device):
     if faults is not None:
         transport = FaultyTransport(transport, **faults)
     link = Link(transport, timeout=0, retries=retries)
-    return BoardOps(model, Accelerator(link), residency), device, link
+    return BoardOps(model, AcceleratorDriver(link), residency), device, link
 
 
 def op_results(ops, config, lengths, seed=0):
@@ -99,7 +99,7 @@ def test_board_ops_equal_golden_ops_on_the_default_model(default, residency):
 def board_model(model, **device):
     """The golden_model graph with BoardOps on the device side."""
     ops, _, _ = open_board(model, **device)
-    return GPTNeo(model.config, host_weights(model), QuantizedDevice(model, ops), name="board")
+    return GPTNeo(model.config, host_weights(model), QuantizedOps(model, ops), name="board")
 
 
 def test_the_board_generates_what_the_golden_model_generates(default):
@@ -156,7 +156,7 @@ def test_heavy_damage_gives_the_same_results_or_a_link_error(tiny):
 
 
 def serve(server, device):
-    """Answer one TCP client with the device model, as sim/board.py serves the simulated board."""
+    """Answer one TCP client with the device model, as sim/board_process.py serves the simulated board."""
     connection, _ = server.accept()
     connection.settimeout(0.02)
     with connection:
@@ -178,7 +178,7 @@ def test_the_link_runs_over_a_pyserial_socket(tiny):
         thread.start()
         port = server.getsockname()[1]
         link = Link(serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.05), timeout=0.5)
-        ops = BoardOps(tiny, Accelerator(link))
+        ops = BoardOps(tiny, AcceleratorDriver(link))
         x = np.random.default_rng(2).integers(-2 ** 14, 2 ** 14, (1, 3, tiny.config.hidden_size))
         assert np.array_equal(ops.head(x), GoldenOps(tiny).head(x))
         link.close()
@@ -206,7 +206,7 @@ class LoseAnswer:
 def test_a_command_whose_answer_was_lost_is_not_applied_twice(opcode):
     device = AcceleratorModel(**DEVICE)
     link = Link(LoseAnswer(ModelTransport(device), opcode), timeout=0)
-    accelerator = Accelerator(link)
+    accelerator = AcceleratorDriver(link)
     # [1, 2] @ [[1, 1], [0, 1]].T = [3, 2], written over its own input
     accelerator.write(Space.ACTIVATIONS, 0, 0, np.array([1, 2], "<i2").tobytes())
     accelerator.write(Space.WEIGHTS, 0, 0, np.array([1, 1], "i1").tobytes())
@@ -222,7 +222,7 @@ def test_a_command_whose_answer_was_lost_is_not_applied_twice(opcode):
 def test_device_errors_are_one_line_link_errors():
     device = AcceleratorModel(**DEVICE)
     link = Link(ModelTransport(device), timeout=0)
-    accelerator = Accelerator(link)
+    accelerator = AcceleratorDriver(link)
     failures = [(lambda: link.command(0x42), "refused opcode 0x42: UNKNOWN_OPCODE"),
                 (lambda: accelerator.read(Space.WEIGHTS, 0, DEVICE["weight_words"], 1), "refused READ: BAD_ARGUMENT"),
                 (lambda: accelerator.write(Space.ACTIVATIONS, 4, 0, bytes(2)), "refused WRITE: BAD_ARGUMENT"),
@@ -248,14 +248,14 @@ def test_a_silent_device_is_a_link_error_after_the_retries():
 
     link = Link(Silent(), timeout=0, retries=3)
     with pytest.raises(LinkError, match="INFO failed after 4 tries: no answer"):
-        Accelerator(link)
+        AcceleratorDriver(link)
     assert link.resends == 3
 
 
 def test_transfers_are_split_into_frames_that_fit():
     device = AcceleratorModel(**dict(DEVICE, max_payload=100))
     link = Link(ModelTransport(device), timeout=0)
-    accelerator = Accelerator(link)
+    accelerator = AcceleratorDriver(link)
     data = np.arange(-500, 500, dtype="<i2").tobytes()
     accelerator.write(Space.ACTIVATIONS, 1, 10, data)
     assert accelerator.read(Space.ACTIVATIONS, 1, 10, 1000) == data
@@ -304,7 +304,7 @@ def test_a_head_wider_than_one_product_goes_in_parts(tinystories):
     big = dict(DEVICE, rows=9, cols=16, weight_words=2 ** 22, activation_words=2 ** 17, constant_words=2 ** 16,
                softmax_length=2048, max_payload=4096)
     device = AcceleratorModel(**big)
-    ops = BoardOps(tinystories, Accelerator(Link(ModelTransport(device), timeout=0)), "stream", layers=[])
+    ops = BoardOps(tinystories, AcceleratorDriver(Link(ModelTransport(device), timeout=0)), "stream", layers=[])
     golden = GoldenOps(tinystories)
     golden.reset(1)
     x = np.random.default_rng(0).integers(-2 ** 12, 2 ** 12, (1, 3, 768))
@@ -339,15 +339,15 @@ class OffByOne:
 
 
 def test_compare_names_the_first_device_op_whose_integers_differ(default):
-    from neofpga.host.comparison import compare_devices
+    from neofpga.host.comparison import compare_backends
 
     source = load_source(None)
     ids = source.tokenizer.encode("Once upon a time")
-    same = compare_devices([golden_model(default), golden_model(default, name="emu2")], source.tokenizer, ids, 6, None)
+    same = compare_backends([golden_model(default), golden_model(default, name="emu2")], source.tokenizer, ids, 6, None)
     assert same["devices"]["emu2"]["first_op_difference"] is None
     broken = golden_model(default, name="broken")
-    broken.device.ops = OffByOne(broken.device.ops, at=len(ids) + 2)
-    report = compare_devices([golden_model(default), broken], source.tokenizer, ids, 6, None)
+    broken.ops.integer_ops = OffByOne(broken.ops.integer_ops, at=len(ids) + 2)
+    report = compare_backends([golden_model(default), broken], source.tokenizer, ids, 6, None)
     op = report["devices"]["broken"]["first_op_difference"]
     assert op == {"op": "mlp, layer 2", "positions": [len(ids) + 2], "values_differing": 1, "max_difference": 1}
 

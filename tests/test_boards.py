@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from neofpga.boards import build
 from neofpga.boards.build import STALL_ITERATIONS, achieved_mhz, check_timing, routing_stall, utilisation
 from neofpga.boards.catalog import BOARDS, accelerator_parameters, board_named
@@ -16,8 +15,8 @@ from neofpga.boards.ecp5 import parse_report
 from neofpga.boards.flash import INSTALL, flash_board, flash_command
 from neofpga.boards.pll import VCO_MHZ, pll_settings
 from neofpga.boards.top import BoardTop
+from neofpga.contract.errors import UserError
 from neofpga.host.cli import main
-from neofpga.host.errors import UserError
 
 DATA = Path(__file__).parent / "data"  # captured from board builds: nextpnr's reports and router2 logs
 

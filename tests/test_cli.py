@@ -102,9 +102,9 @@ def test_compare_agrees_and_reports_divergence(capsys, checkpoints, tmp_path):
 def test_compare_exit_code_1_when_devices_diverge(capsys, checkpoints, monkeypatch):
     import neofpga.host.reference as reference
 
-    original = reference.FloatDevice.head
+    original = reference.FloatOps.head
     # a broken head on the second cpu device: its greedy choice differs at every step
-    monkeypatch.setattr(reference.FloatDevice, "head", lambda self, x: -original(self, x))
+    monkeypatch.setattr(reference.FloatOps, "head", lambda self, x: -original(self, x))
     code, out, _ = run(capsys, "compare", PROMPT, "--model", checkpoints["one-local"], "--devices", "hf,cpu")
     assert code == 1 and "first diverges at new token 0" in out
 

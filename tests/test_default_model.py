@@ -5,8 +5,7 @@ import math
 
 import numpy as np
 import pytest
-
-from neofpga.host.devices import DEFAULT_IMAGE, DEFAULT_MODEL, load_source, open_model
+from neofpga.host.backends import DEFAULT_IMAGE, DEFAULT_MODEL, load_source, open_model
 from neofpga.host.generation import generate
 from neofpga.host.image import load_image, save_image
 from neofpga.host.quantize import quantize_checkpoint

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from neofpga.host.devices import load_source, open_model
-from neofpga.host.errors import UserError
+from neofpga.contract.errors import UserError
+from neofpga.host.backends import load_source, open_model
 from neofpga.host.generation import TextStream, generate, prompt_ids
 from neofpga.host.model.random_init import byte_level_tokenizer
 from neofpga.host.model.tokenizer import TextTokenizer

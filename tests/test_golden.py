@@ -4,12 +4,12 @@ import struct
 
 import numpy as np
 import pytest
-
-from neofpga.host.devices import load_source, open_model
-from neofpga.host.errors import UserError
+from neofpga.contract.errors import UserError
+from neofpga.contract.numerics import INT16
+from neofpga.host.backends import load_source, open_model
 from neofpga.host.golden import GoldenOps
 from neofpga.host.image import FORMAT_VERSION, MAGIC, load_image, save_image
-from neofpga.host.numerics import INT16, gelu_knots, quantize, requantize
+from neofpga.host.kernels import gelu_knots, quantize, requantize
 from neofpga.host.quantize import dequantized_weights, quantize_checkpoint
 from neofpga.host.training.corpus import calibration_text, held_out_text
 

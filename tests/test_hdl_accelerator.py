@@ -1,6 +1,6 @@
-"""hdl/accelerator.py on the simulated board against sim/accelerator_model.py, frame for frame.
+"""hdl/accelerator.py on the simulated board against host/accelerator_model.py, frame for frame.
 
-A small accelerator (3 x 4 array) is built once for the module (sim/device.py's cache: the first
+A small accelerator (3 x 4 array) is built once for the module (sim/simulated_board.py's cache: the first
 build takes about half a minute). Random command sequences go to the board as raw frames and to
 an :class:`AcceleratorModel` with the same parameters: every answer must be the same bytes (the
 counters' cycle fields aside: the model has no clock), and so must all of memory at the end.
@@ -14,17 +14,19 @@ import time
 import numpy as np
 import pytest
 import serial
-
-from neofpga.host.accelerator import GELU_KNOTS, record_dtype
-from neofpga.host.devices import load_source
-from neofpga.host.link import FaultyTransport, Link
-from neofpga.host.numerics import softmax_parameters
-from neofpga.host.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, CRC_BYTES, ERROR, HEADER_BYTES, INFO, MATMUL,
-                                   READ, SYNC, WORD_BYTES, Error, FrameDecoder, Mode, Opcode, Space, encode_frame,
-                                   pack_record, record_size, unpack_record)
-from neofpga.sim.accelerator_model import AcceleratorModel, ModelTransport
-from neofpga.sim.board import SimulatedBoard
-from neofpga.sim.device import board_executable, gateware_version
+from faulty_transport import FaultyTransport
+from neofpga.contract.gateware_version import gateware_version
+from neofpga.contract.numerics import GELU_KNOTS, NUMERICS_VERSION
+from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, CRC_BYTES, ERROR, HEADER_BYTES, INFO,
+                                       MATMUL, MATMUL_MAX_SIZE, READ, SYNC, WORD_BYTES, Error, FrameDecoder, Mode,
+                                       Opcode, Space, encode_frame, pack_record, record_size, unpack_record)
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
+from neofpga.host.backends import load_source
+from neofpga.host.driver import record_dtype
+from neofpga.host.kernels import softmax_parameters
+from neofpga.host.link import Link
+from neofpga.sim.board_process import SimulatedBoard
+from neofpga.sim.simulated_board import board_executable
 
 SMALL = dict(rows=3, cols=4, activation_words=2 ** 11, weight_words=2 ** 12, constant_words=2 ** 10, gelu_tables=4,
              softmax_length=64, max_payload=512, timeout_cycles=20_000)
@@ -265,7 +267,7 @@ def read_command(rng):
 
 
 def matmul_ends(c):
-    """The end (last address + 1) of A, W and the results in their banks (host/protocol.py's layouts)."""
+    """The end (last address + 1) of A, W and the results in their banks (contract/protocol.py's layouts)."""
     m, k, n = c["m"], c["k"], c["n"]
     a_end = c["a_base"] + (m - 1) // ROWS * c["a_stride"] + k
     w_end = c["w_base"] + (n - 1) // COLS * c["w_stride"] + k
@@ -605,3 +607,32 @@ def test_the_link_through_damage_leaves_the_memory_of_a_clean_run(design, board,
     counters = unpack_record(COUNTERS, pair.rtl.exchange(encode_frame(Opcode.COUNTERS, 99)).payload)
     assert counters["macs"] == clean.counters["macs"] > 0  # no MATMUL applied twice, none lost
     pair.close()
+
+
+# -- 5. the contract's limits ------------------------------------------------------------------
+
+def test_the_gateware_keeps_the_contracts_limits(design, board, knot_tables):
+    """The limits the contract states, at and one past each: the largest MATMUL, the GELU space's
+    knots a table, INFO's numerics version; the board answers as the model, which takes them from
+    the contract too, and the contract's own figures are checked here as well."""
+    rng = np.random.default_rng(0)
+    pair = Pair(board.url, small_model(design))
+    info = unpack_record(INFO, pair.command(Opcode.INFO).payload)
+    assert info["numerics_version"] == NUMERICS_VERSION
+    load_memories(pair, rng, knot_tables)
+    # m at the limit runs (rows written over one another: out_stride 0); one past it is refused
+    product = dict(m=MATMUL_MAX_SIZE, k=1, n=1, a_stride=1, w_stride=1, mode=Mode.REQUANTIZE,
+                   out_space=ACT, out_address0=DEPTHS[ACT] - 1)
+    assert pair.command(Opcode.MATMUL, pack_record(MATMUL, **product)).opcode == Opcode.MATMUL | ANSWER
+    for field in ("m", "k", "n"):
+        refused = pair.command(Opcode.MATMUL, pack_record(MATMUL, **dict(product, **{field: MATMUL_MAX_SIZE + 1})))
+        assert refused.payload == bytes([Error.BAD_ARGUMENT]), field
+    # the GELU space holds GELU_KNOTS knots a table, and no more
+    last = GELU_KNOTS * SMALL["gelu_tables"] - 1
+    for address, good in ((last, True), (last + 1, False)):
+        answer = pair.command(Opcode.WRITE, pack_record(ACCESS, space=GELU, address=address) + bytes(4))
+        assert (answer.opcode == Opcode.WRITE | ANSWER) == good
+    memory = read_all(pair)
+    pair.close()
+    for (space, bank), data in memory.items():
+        assert data == pair.model.memory[space][bank].tobytes()

@@ -1,4 +1,4 @@
-"""hdl/framing.py in Verilator (the testbench is sim/tb_framing.py): the receiver against its
+"""hdl/framing.py in Verilator (the testbench is tb_framing.py): the receiver against its
 reference model, the transmitter against protocol.encode_frame, and the two in loopback.
 
 Both components sit in one design, :class:`FramingBench`, so that every test shares one build.
@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from neofpga.hdl.framing import FrameHeader, FrameReceiver, FrameTransmitter, ReceivedFrame
 from neofpga.sim.runner import run_cocotb, verilog_for
 
-TB = Path(__file__).parents[1] / "sim" / "tb_framing.py"
+TB = Path(__file__).with_name("tb_framing.py")
 MAX_PAYLOAD, TIMEOUT = 64, 50
 
 

@@ -1,4 +1,4 @@
-"""hdl/gelu.py in Verilator against numerics.integer_gelu (the testbench is sim/tb_gelu.py).
+"""hdl/gelu.py in Verilator against kernels.integer_gelu (the testbench is tb_gelu.py).
 
 Two builds, each with its own knot tables: the shipped model's four layers, and three tables
 like TinyStories-33M's (output limit 2730), one of them 18-bit extremes."""
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from neofpga.hdl.gelu import GELU, KNOT_BITS, KNOTS
-from neofpga.host.numerics import activation_limits, gelu_knots
+from neofpga.contract.numerics import GELU_KNOT_BITS, GELU_KNOTS, activation_limits
+from neofpga.hdl.gelu import GELU
+from neofpga.host.kernels import gelu_knots
 from neofpga.host.reference import gelu_new
 from neofpga.sim.runner import run_cocotb
 
-TB = Path(__file__).parent.parent / "sim" / "tb_gelu.py"
+TB = Path(__file__).with_name("tb_gelu.py")
 
 # (s_fc, s_gelu) of the shipped model's four layers (host/default_model.neofpga)
 SHIPPED_SCALES = [(8.535385e-05, 8.523464e-05), (1.475811e-04, 1.475811e-04),
@@ -29,7 +29,7 @@ def gelu_table(in_scale, limit):
 
 def extreme_table(seed):
     rng = random.Random(seed)
-    return [rng.randint(-2 ** (KNOT_BITS - 1), 2 ** (KNOT_BITS - 1) - 1) for _ in range(KNOTS)]
+    return [rng.randint(-2 ** (GELU_KNOT_BITS - 1), 2 ** (GELU_KNOT_BITS - 1) - 1) for _ in range(GELU_KNOTS)]
 
 
 CONFIGS = {

@@ -1,14 +1,13 @@
 """The matmul sequencer and its array in Verilator against numpy: shapes that are not multiples
 of the array, M from 1 up, stalls, back-to-back commands."""
 
-from pathlib import Path
 
 import pytest
-
-from neofpga.sim.harness import MatmulHarness
+from neofpga.sim.matmul_bench import TB_MATMUL
+from neofpga.sim.matmul_harness import MatmulHarness
 from neofpga.sim.runner import run_cocotb
 
-TB = Path(__file__).parent.parent / "sim" / "tb_matmul.py"
+TB = TB_MATMUL  # the product's own testbench: neofpga bench --hw runs it too
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 5), (4, 3), (9, 16)])  # 9 x 16 is the boards' array
@@ -19,8 +18,8 @@ def test_matmul_sequencer(rows, cols, tmp_path):
 
 
 def test_the_bench_cycle_formula_matches_the_simulation():
-    """sim/bench.py extrapolates model cycles with matmul_cycles: it must be exact."""
-    from neofpga.sim.bench import matmul_cycles, measure_matmul
+    """neofpga bench --hw extrapolates model cycles with matmul_cycles: it must be exact."""
+    from neofpga.sim.matmul_bench import matmul_cycles, measure_matmul
 
     shapes = [[1, 8, 7], [4, 8, 3], [5, 2, 7], [9, 17, 4], [12, 40, 9]]
     measured = measure_matmul(4, 3, shapes)

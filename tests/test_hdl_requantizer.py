@@ -1,4 +1,4 @@
-"""hdl/requantizer.py in Verilator against numerics.requantize (the testbench is sim/tb_requantizer.py).
+"""hdl/requantizer.py in Verilator against kernels.requantize (the testbench is tb_requantizer.py).
 
 The requantizer has no parameters, so every run shares one build."""
 
@@ -9,7 +9,7 @@ import pytest
 from neofpga.hdl.requantizer import Requantizer
 from neofpga.sim.runner import run_cocotb
 
-TB = Path(__file__).parent.parent / "sim" / "tb_requantizer.py"
+TB = Path(__file__).with_name("tb_requantizer.py")
 
 
 def run(tmp_path, testcase, seed, valid_probability=1.0, ready_probability=1.0, random_count=0):

@@ -1,4 +1,4 @@
-"""hdl/softmax.py: the softmax unit against numerics.integer_softmax (cocotb on Verilator), its reciprocal unit
+"""hdl/softmax.py: the softmax unit against kernels.integer_softmax (cocotb on Verilator), its reciprocal unit
 exhaustively at the edges (Amaranth's simulator)."""
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from neofpga.hdl.softmax import Reciprocal, Softmax
 from neofpga.sim.runner import run_cocotb
 
-TB = Path(__file__).parents[1] / "sim" / "tb_softmax.py"
+TB = Path(__file__).with_name("tb_softmax.py")
 
 
 @pytest.mark.parametrize("max_length", [16, 256])

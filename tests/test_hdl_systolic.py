@@ -7,7 +7,7 @@ import pytest
 from neofpga.hdl.systolic import SystolicArray
 from neofpga.sim.runner import run_cocotb
 
-TB = Path(__file__).parent.parent / "sim" / "tb_systolic.py"
+TB = Path(__file__).with_name("tb_systolic.py")
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 4), (3, 5), (9, 16)])  # 9 x 16 is the boards' array

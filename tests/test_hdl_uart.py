@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""hdl/uart.py in Verilator (the testbench is sim/tb_uart.py).
+"""hdl/uart.py in Verilator (the testbench is tb_uart.py).
 
 Every testbench runs on a :class:`UARTHarness`, one build per divisor: 8, and 13 for an odd one.
 The first line silences Amaranth's warning about the components that
@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from neofpga.hdl.uart import UART, UARTReceiver, UARTTransmitter
 from neofpga.sim.runner import run_cocotb
 
-TB = Path(__file__).parent.parent / "sim" / "tb_uart.py"
+TB = Path(__file__).with_name("tb_uart.py")
 DIVISORS = [8, 13]
 TESTCASES = ["transmitter_frames", "receiver_baud_mismatch", "receiver_rejects_glitches",
              "receiver_framing_errors", "receiver_overrun", "loopback"]

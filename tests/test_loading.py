@@ -7,8 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from neofpga.host.errors import UserError
+from neofpga.contract.errors import UserError
 from neofpga.host.model import GPTNeoConfig, load_checkpoint
 from neofpga.host.model.checkpoint import parameter_shapes, read_weight_files, resolve_model_folder
 from neofpga.host.model.config import expand_attention_types

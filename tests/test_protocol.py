@@ -1,11 +1,10 @@
-"""host/protocol.py: the frame format and the host's decoder."""
+"""contract/protocol.py: the frame format and the host's decoder."""
 
 import random
 import zlib
 
 import pytest
-
-from neofpga.host.protocol import CRC_BYTES, HEADER_BYTES, SYNC, Frame, FrameDecoder, encode_frame
+from neofpga.contract.protocol import CRC_BYTES, HEADER_BYTES, SYNC, Frame, FrameDecoder, encode_frame
 
 
 def test_frame_layout_is_sync_header_payload_crc():

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import CONFIGS, sample_ids
-from neofpga.host.devices import load_source, open_model
+from neofpga.host.backends import load_source, open_model
 from neofpga.host.generation import generate
 from neofpga.host.reference import attention_mask
 from neofpga.host.sampling import Sampler

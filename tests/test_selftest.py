@@ -5,17 +5,18 @@ import json
 
 import numpy as np
 import pytest
-
 from neofpga.boards.catalog import accelerator_parameters, board_named
-from neofpga.host.accelerator import Accelerator
-from neofpga.host.board import check_board_gateware, simulated_parameters
+from neofpga.contract.design import SIMULATED_BOARD, simulated_parameters
+from neofpga.contract.errors import UserError
+from neofpga.contract.gateware_version import gateware_version
+from neofpga.contract.protocol import Opcode, Space
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
+from neofpga.host.board_backend import check_board_gateware
 from neofpga.host.cli import main
-from neofpga.host.errors import UserError
+from neofpga.host.driver import AcceleratorDriver
 from neofpga.host.link import Link
-from neofpga.host.protocol import Opcode, Space
 from neofpga.host.selftest import run_selftest
-from neofpga.sim.accelerator_model import AcceleratorModel, ModelTransport
-from neofpga.sim.device import SIMULATED_BOARD, gateware_version, start_simulated_board
+from neofpga.sim.simulated_board import start_simulated_board
 
 ULX3S = accelerator_parameters(board_named("ulx3s-85f"))
 MODEL_PARAMETERS = ("rows", "cols", "activation_words", "weight_words", "constant_words", "gelu_tables",
@@ -24,7 +25,7 @@ MODEL_PARAMETERS = ("rows", "cols", "activation_words", "weight_words", "constan
 
 def reference_device():
     model = AcceleratorModel(**{name: ULX3S[name] for name in MODEL_PARAMETERS})
-    return model, Accelerator(Link(ModelTransport(model), timeout=0))
+    return model, AcceleratorDriver(Link(ModelTransport(model), timeout=0))
 
 
 def outcomes(checks):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import safetensors
 
-from ..errors import UserError
+from ...contract.errors import UserError
 from .config import GPTNeoConfig
 from .tensors import array_from_bytes
 from .tokenizer import TextTokenizer, load_tokenizer

@@ -1,10 +1,10 @@
 """GPT-Neo's config.json as a typed, validated dataclass."""
 
 import json
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ...contract.errors import UserError
 
 __all__ = ["GPTNeoConfig", "expand_attention_types"]
 

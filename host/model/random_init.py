@@ -7,7 +7,7 @@ import numpy as np
 from safetensors.numpy import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from ..errors import UserError
+from ...contract.errors import UserError
 from .checkpoint import parameter_shapes
 from .config import GPTNeoConfig
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..errors import UserError
+from ...contract.errors import UserError
 
 __all__ = ["array_from_bytes"]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from ..errors import UserError
+from ...contract.errors import UserError
 
 __all__ = ["TextTokenizer", "load_tokenizer"]
 

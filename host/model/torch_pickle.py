@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import UserError
+from ...contract.errors import UserError
 from .tensors import array_from_bytes
 
 __all__ = ["load_torch_state_dict"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ...contract.errors import UserError
 from .corpus import split_corpus
 
 __all__ = ["ModelShape", "TrainingPlan", "train_tokenizer", "pack_sequences", "train_default_model"]

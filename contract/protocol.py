@@ -14,6 +14,13 @@ Commands (:class:`Opcode`) carry little-endian records whose fields are listed o
 (:data:`ACCESS`, :data:`MATMUL`, :data:`INFO`, :data:`COUNTERS`, :data:`CONSTANT`): the host packs
 them with :func:`pack_record`, the gateware derives its struct layouts from the same lists.
 
+**The retry rule.** A good command frame whose opcode and sequence number equal those of the
+previous good command frame is a retry. If that previous command was one of :data:`APPLIED_ONCE`
+and succeeded, the retry is answered again (the same empty answer) without being applied again;
+any other command (READ, INFO, COUNTERS, or one that failed) is simply executed again. A damaged
+frame leaves the rule's memory alone. The host resends the very same frame when an answer does
+not come, so a device that applied a command and lost only the answer never applies it twice.
+
 This module is plain Python (no Amaranth, no numpy): ``hdl/`` builds its decoder and encoder from
 these constants, ``host/`` encodes commands and decodes answers with :func:`encode_frame` and
 :class:`FrameDecoder`, and the tests use both as the reference.
@@ -24,7 +31,8 @@ import zlib
 
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
            "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
-           "CONSTANT", "WORD_BYTES", "INFO_MAGIC", "record_size", "pack_record", "unpack_record"]
+           "CONSTANT", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
+           "record_size", "pack_record", "unpack_record"]
 
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
@@ -129,16 +137,24 @@ class Opcode(enum.IntEnum):
     RESET_COUNTERS = 0x06  # -> nothing
 
 
+APPLIED_ONCE = frozenset({Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS})
+"""The commands that change the device: a retry of one that succeeded is answered, not applied again."""
+
+
 class Space(enum.IntEnum):
     """The device's memories, as WRITE and READ address them (``bank``, then ``address`` in words)."""
     ACTIVATIONS = 0  # ``rows`` banks of 16-bit words: matmul operand A, results, probabilities
     WEIGHTS = 1      # ``cols`` banks of bytes: matmul operand W, the K and V caches
     CONSTANTS = 2    # one bank of CONSTANT records, one per output column: the requantizer's
-    GELU = 3         # one bank of int32 knots, 257 per table (write only)
+    GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
 
 
 WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 12, Space.GELU: 4}
 """Bytes per word of each space, little-endian."""
+
+MATMUL_SIZE_BITS = 12
+MATMUL_MAX_SIZE = 2 ** MATMUL_SIZE_BITS - 1
+"""The largest M, K or N of one MATMUL: the gateware's sizes are MATMUL_SIZE_BITS wide."""
 
 
 class Mode(enum.IntEnum):
@@ -153,7 +169,8 @@ ACCESS = [("space", 1, False), ("bank", 1, False), ("address", 4, False)]
 READ = ACCESS + [("words", 2, False)]
 MATMUL = [
     # the product A [m, k] @ W [n, k].T, operands in the sequencer's banked layouts (hdl/matmul.py);
-    # m, k and n are 1..4095, and every word read or written must lie in its bank (else BAD_ARGUMENT);
+    # m, k and n are 1..MATMUL_MAX_SIZE, and every word read or written must lie in its bank (else
+    # BAD_ARGUMENT);
     # fields the mode or the output layout does not use are ignored. Results are written while
     # operands are still being read, so a MATMUL whose results overlap its own operands is undefined.
     ("m", 2, False), ("k", 2, False), ("n", 2, False),

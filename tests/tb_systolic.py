@@ -10,7 +10,6 @@ import cocotb
 import numpy as np
 from amaranth.hdl import signed
 from amaranth.lib import data
-
 from neofpga.hdl.systolic import ArrayStep
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
 

@@ -1,4 +1,4 @@
-"""cocotb testbench of hdl/requantizer.py: every output against numerics.requantize, in order.
+"""cocotb testbench of hdl/requantizer.py: every output against kernels.requantize, in order.
 
 Environment (run_cocotb's extra_env): SEED, VALID_PROBABILITY and READY_PROBABILITY (the random
 stalls of the input and output streams), RANDOM_COUNT (random elements after the edge cases),
@@ -10,9 +10,9 @@ import random
 
 import cocotb
 import numpy as np
-
+from neofpga.contract.numerics import INT8, INT16
 from neofpga.hdl.requantizer import RequantizerInput
-from neofpga.host.numerics import INT8, INT16, requantize
+from neofpga.host.kernels import requantize
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, stream_unstalled
 
 INT32 = (-2 ** 31, 2 ** 31 - 1)

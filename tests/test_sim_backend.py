@@ -1,6 +1,6 @@
 """The gateware on the simulated board, end to end: ``--device sim`` tells the golden model's stories.
 
-The board is the default design (sim/device.py); its first build takes a few minutes and is
+The board is the simulated board's design (contract/design.py); its first build takes a few minutes and is
 cached.
 """
 
@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from neofpga.host.cli import main
 
 PROMPTS = ["Once upon a time", "One day, a little dog", "Long ago, there was"]
@@ -103,24 +102,24 @@ def test_one_tinystories_block_on_the_simulated_board_is_the_golden_models(tinys
     decodes past nothing but the first tokens; every integer the device returns is the golden model's."""
     import numpy as np
     import serial
-
-    from neofpga.host.accelerator import Accelerator
+    from neofpga.host.backends import load_source
     from neofpga.host.board_ops import BoardOps
-    from neofpga.host.devices import load_source
+    from neofpga.host.driver import AcceleratorDriver
     from neofpga.host.golden import GoldenOps
     from neofpga.host.link import Link
     from neofpga.host.quantize import quantize_checkpoint
     from neofpga.host.training.corpus import calibration_text
-    from neofpga.sim.device import start_simulated_board
+    from neofpga.contract.design import SIMULATED_BOARD
+    from neofpga.sim.simulated_board import start_simulated_board
 
     source = load_source(tinystories_random)
     model = quantize_checkpoint(source.checkpoint, source.tokenizer.encode(calibration_text(1))[:64])
     golden = GoldenOps(model)
     golden.reset(1)
     rng = np.random.default_rng(1)
-    with start_simulated_board() as board:
+    with start_simulated_board(SIMULATED_BOARD) as board:
         link = Link(serial.serial_for_url(board.url, timeout=0.01), timeout=30)
-        ops = BoardOps(model, Accelerator(link), "resident", layers=[0], head=False)
+        ops = BoardOps(model, AcceleratorDriver(link), "resident", layers=[0], head=False)
         ops.reset(1)
         for positions in (range(0, 5), range(5, 6), range(6, 7)):
             x = rng.integers(-2 ** 13, 2 ** 13, (1, len(positions), 768))

@@ -1,4 +1,4 @@
-"""cocotb testbench of hdl/gelu.py: every output against numerics.integer_gelu, in order.
+"""cocotb testbench of hdl/gelu.py: every output against kernels.integer_gelu, in order.
 
 Environment (run_cocotb's extra_env): TABLES (JSON: the knot tables the design was built with),
 LIMITS (JSON: a (low, high) pair per table, the model's own), SEED, VALID_PROBABILITY and
@@ -12,9 +12,9 @@ import random
 
 import cocotb
 import numpy as np
-
-from neofpga.hdl.gelu import KNOT_BITS, KNOTS, knot_write_layout
-from neofpga.host.numerics import INT8, INT16, integer_gelu
+from neofpga.contract.numerics import GELU_KNOT_BITS, GELU_KNOTS, INT8, INT16
+from neofpga.hdl.gelu import knot_write_layout
+from neofpga.host.kernels import integer_gelu
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, stream_unstalled
 
 CLOCK_NS = 10
@@ -66,7 +66,7 @@ class Bench:
     def load_task(self, table, knots):
         """Start writing ``knots`` into ``table`` through ``load`` (in a shuffled order); the
         expected contents change at once."""
-        writes = [(KNOTS * table + j, int(knot)) for j, knot in enumerate(knots)]
+        writes = [(GELU_KNOTS * table + j, int(knot)) for j, knot in enumerate(knots)]
         self.rng.shuffle(writes)
         self.tables[table] = np.array(knots, dtype=np.int64)
         return cocotb.start_soon(self.loader.send(
@@ -75,8 +75,8 @@ class Bench:
 
 def extreme_knots(rng):
     """Knots across the whole 18-bit range, the ends included, with steps of every size."""
-    ends = [-2 ** (KNOT_BITS - 1), 2 ** (KNOT_BITS - 1) - 1]
-    return [rng.choice(ends) if rng.random() < 0.3 else rng.randint(*ends) for _ in range(KNOTS)]
+    ends = [-2 ** (GELU_KNOT_BITS - 1), 2 ** (GELU_KNOT_BITS - 1) - 1]
+    return [rng.choice(ends) if rng.random() < 0.3 else rng.randint(*ends) for _ in range(GELU_KNOTS)]
 
 
 @cocotb.test()

@@ -8,8 +8,7 @@ import serial
 from amaranth.hdl import Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
-
-from neofpga.sim.board import SimulatedBoard, build_board
+from neofpga.sim.board_process import SimulatedBoard, build_board
 from neofpga.sim.runner import verilog_for
 
 

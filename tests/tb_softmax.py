@@ -1,4 +1,4 @@
-"""cocotb testbench of hdl/softmax.py: every probability against numerics.integer_softmax, row by row.
+"""cocotb testbench of hdl/softmax.py: every probability against kernels.integer_softmax, row by row.
 
 The design's ``max_length`` comes in the MAX_LENGTH environment variable (run_cocotb's extra_env).
 Rows mix lengths (1, 2, max_length - 1, max_length and random ones), score patterns (logits at
@@ -12,9 +12,8 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-
 from neofpga.hdl.softmax import SoftmaxInput, SoftmaxOutput
-from neofpga.host.numerics import integer_softmax, softmax_parameters
+from neofpga.host.kernels import integer_softmax, softmax_parameters
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
 
 MAX_LENGTH = int(os.environ["MAX_LENGTH"])

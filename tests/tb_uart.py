@@ -13,7 +13,6 @@ import random
 
 import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
-
 from neofpga.sim.streams import StreamSink, StreamSource, start, stream_unstalled
 
 CLOCK_NS = 10

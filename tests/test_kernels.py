@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-from neofpga.host.numerics import (
-    DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, INT8, INT16, PROB_BITS, activation_limits, exact_matmul, gelu_knots,
-    integer_gelu, integer_softmax, multiplier_and_shift, quantize, requantize, round_shift, softmax_parameters)
+from neofpga.contract.numerics import DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, INT8, INT16, PROB_BITS, activation_limits
+from neofpga.host.kernels import (exact_matmul, gelu_knots, integer_gelu, integer_softmax, multiplier_and_shift,
+                                  quantize, requantize, round_shift, softmax_parameters)
 from neofpga.host.reference import gelu_new, softmax
 
 RNG = np.random.default_rng(0)

@@ -1,21 +1,22 @@
-"""The device's commands as methods: INFO, memory writes and reads in frames that fit, MATMUL, counters.
+"""The host's driver for the accelerator: its commands as methods (INFO, memory writes and reads in
+frames that fit, MATMUL, counters) over a :class:`~neofpga.host.link.Link`.
 
-    accelerator = Accelerator(Link(transport))
-    check_info(accelerator.device_info, {"gateware_version": GATEWARE_VERSION, "numerics_version": NUMERICS_VERSION})
-    accelerator.write(Space.WEIGHTS, 0, 0, matrix_bytes)
+    driver = AcceleratorDriver(Link(transport))
+    check_info(driver.device_info, {"gateware_version": version, "numerics_version": NUMERICS_VERSION})
+    driver.write(Space.WEIGHTS, 0, 0, matrix_bytes)
+
+The device behind the link is the gateware (:class:`neofpga.hdl.accelerator.Accelerator`) on a
+board or on the simulated board, or its Python reference model
+(:class:`neofpga.host.accelerator_model.AcceleratorModel`).
 """
 
 import numpy as np
 
-from .errors import UserError
-from .numerics import GELU_SEGMENT_BITS
-from .protocol import ACCESS, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, WORD_BYTES, Opcode, pack_record, \
-    record_size, unpack_record
+from ..contract.errors import UserError
+from ..contract.protocol import (ACCESS, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, WORD_BYTES, Opcode, pack_record,
+                                 record_size, unpack_record)
 
-__all__ = ["GELU_KNOTS", "record_dtype", "Accelerator", "check_info"]
-
-GELU_KNOTS = 2 ** GELU_SEGMENT_BITS + 1
-"""Knots of one GELU table: table t is at GELU addresses GELU_KNOTS * t onwards."""
+__all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
 
 
 def record_dtype(fields):
@@ -23,7 +24,7 @@ def record_dtype(fields):
     return np.dtype([(name, f"<{'i' if signed else 'u'}{size}") for name, size, signed in fields])
 
 
-class Accelerator:
+class AcceleratorDriver:
     """The device behind ``link``; its INFO record is read once, into ``device_info``.
 
     Reading INFO first also makes it the link's first command, which a device never skips as a
@@ -57,7 +58,7 @@ class Accelerator:
             for start in range(0, words, per_frame))
 
     def matmul(self, **fields):
-        """One MATMUL (fields of :data:`~neofpga.host.protocol.MATMUL`; those not given are 0)."""
+        """One MATMUL (fields of :data:`~neofpga.contract.protocol.MATMUL`; those not given are 0)."""
         self.link.command(Opcode.MATMUL, pack_record(MATMUL, **fields))
 
     def counters(self):

@@ -1,7 +1,7 @@
-"""A Python reference of the accelerator: link bytes in, answer bytes out.
+"""The accelerator's Python reference model: link bytes in, answer bytes out.
 
-:class:`AcceleratorModel` executes every command of host/protocol.py as the gateware does, with
-numpy and the numerics of host/numerics.py; :class:`ModelTransport` puts it behind pyserial's
+:class:`AcceleratorModel` executes every command of contract/protocol.py as the gateware does, with
+numpy and the kernels of host/kernels.py; :class:`ModelTransport` puts it behind pyserial's
 interface so the host's :class:`~neofpga.host.link.Link` drives it in process::
 
     link = Link(ModelTransport(AcceleratorModel(rows=4, cols=8)), timeout=0)
@@ -11,27 +11,25 @@ Rules the gateware shares:
 * A frame that fails its CRC, is longer than ``max_payload`` or stops arriving (:meth:`idle`, the
   receive timeout) is answered with an error carrying its sequence and changes nothing.
 * A command that fails (bad opcode or arguments) is answered with an error and changes nothing.
-* Idempotency: a good command frame whose opcode and sequence equal the previous good command
-  frame's is a retry. If that previous one was a WRITE, MATMUL or RESET_COUNTERS and succeeded, it
-  is answered again (the same empty answer) without being applied again; any other command
-  (READ, INFO, COUNTERS, or one that failed) is simply executed again.
-* Counters (host/protocol.py's COUNTERS): ``commands`` counts the command frames answered without
+* The retry rule of contract/protocol.py (:data:`~neofpga.contract.protocol.APPLIED_ONCE`).
+* Counters (contract/protocol.py's COUNTERS): ``commands`` counts the command frames answered without
   an error (retries answered again included), ``errors`` every error answer (to damaged frames and
   refused commands alike), ``macs`` m * k * n of every MATMUL applied. A frame is counted once it
   is answered: a COUNTERS answer does not include its own frame, and RESET_COUNTERS counts itself
   after zeroing (commands 1). The model has no clock, so ``cycles`` and ``matmul_cycles`` stay 0.
 * A MATMUL reads all its operands before it writes a result (one whose results overlap its
-  operands is undefined by host/protocol.py: the gateware streams results while it still reads),
+  operands is undefined by contract/protocol.py: the gateware streams results while it still reads),
   and its sums are 32-bit (wrapping).
 """
 
 import numpy as np
 
-from ..host.accelerator import GELU_KNOTS, record_dtype
-from ..host.numerics import NUMERICS_VERSION, exact_matmul, integer_gelu, integer_softmax, requantize
-from ..host.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ, SYNC,
-                             WORD_BYTES, Error, FrameDecoder, Mode, Opcode, Space, encode_frame, pack_record,
-                             record_size, unpack_record)
+from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
+from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CONSTANT, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL,
+                                 MATMUL_MAX_SIZE, READ, SYNC, WORD_BYTES, Error, FrameDecoder, Mode, Opcode, Space,
+                                 encode_frame, pack_record, record_size, unpack_record)
+from .driver import record_dtype
+from .kernels import exact_matmul, integer_gelu, integer_softmax, requantize
 
 __all__ = ["AcceleratorModel", "ModelTransport"]
 
@@ -39,8 +37,6 @@ WORD_DTYPES = {Space.ACTIVATIONS: np.dtype("<i2"), Space.WEIGHTS: np.dtype("i1")
                Space.CONSTANTS: record_dtype(CONSTANT), Space.GELU: np.dtype("<i4")}
 assert all(WORD_DTYPES[space].itemsize == size for space, size in WORD_BYTES.items())
 
-MAX_SIZE = 4095  # MATMUL's m, k and n at most (the gateware's 12-bit sizes)
-NOT_REPEATED = {Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS}  # a retry of these is not applied again
 
 
 class CommandError(Exception):
@@ -130,7 +126,7 @@ class AcceleratorModel:
             except CommandError as e:
                 self.previous = (frame.opcode, frame.sequence, False)
                 return self._error(frame.sequence, e.code)
-            self.previous = (frame.opcode, frame.sequence, frame.opcode in NOT_REPEATED)
+            self.previous = (frame.opcode, frame.sequence, frame.opcode in APPLIED_ONCE)
         self.counters["commands"] += 1  # after the command: COUNTERS reports the count before itself
         return encode_frame(frame.opcode | ANSWER, frame.sequence, payload)
 
@@ -178,7 +174,7 @@ class AcceleratorModel:
     def _matmul(self, payload):
         _require(len(payload) == record_size(MATMUL))
         c = unpack_record(MATMUL, payload)
-        _require(all(0 < c[size] <= MAX_SIZE for size in "mkn"))
+        _require(all(0 < c[size] <= MATMUL_MAX_SIZE for size in "mkn"))
         sums = exact_matmul(self._operand_a(c), self._operand_w(c).astype(np.float32))
         sums = (sums + 2 ** 31) % 2 ** 32 - 2 ** 31  # the accumulators are 32 bits
         self._store(c, self._finish(c, sums))

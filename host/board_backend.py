@@ -6,43 +6,30 @@ board's TCP socket (``socket://``). ``sim`` starts a simulated board (building i
 and stops it when the model is closed.
 """
 
-import re
 import sys
 
-from .accelerator import Accelerator, check_info
+from ..contract.design import boards_running, simulated_parameters
+from ..contract.errors import UserError
+from ..contract.gateware_version import gateware_version
+from ..contract.numerics import NUMERICS_VERSION
+from .backends import parse_backend
 from .board_ops import BoardOps
-from .errors import UserError
-from .golden import QuantizedDevice
+from .driver import AcceleratorDriver, check_info
+from .golden import QuantizedOps
 from .link import Link
-from .numerics import NUMERICS_VERSION
 from .quantize import host_weights
 from .reference import GPTNeo
 
-__all__ = ["BOARD_DEVICES", "is_board_device", "BoardModel", "simulated_parameters", "board_versions",
-           "check_board_gateware", "connect_board", "open_board_model"]
-
-BOARD_DEVICES = {
-    "sim": "the gateware on a simulated board (Verilator; built on first use)",
-    "sim:HOST:PORT": "a simulated board already running (neofpga sim-server)",
-    "serial:PORT[@BAUD]": "a board on a serial port (default 3000000 baud)",
-}
-DEFAULT_BAUD = 3_000_000
-_SIM = re.compile(r"sim:(?P<host>[^:]+):(?P<port>\d+)$")
-_SERIAL = re.compile(r"serial:(?P<port>[^@]+)(@(?P<baud>\d+))?$")
-
-
-def is_board_device(device):
-    """Whether ``device`` names a board back end (possibly malformed: open_board_model says)."""
-    return device == "sim" or device.startswith(("sim:", "serial:"))
+__all__ = ["BoardModel", "check_board_gateware", "connect_board", "open_board_model"]
 
 
 class BoardModel(GPTNeo):
     """The model graph on a board; :meth:`device_stats` reports device cycles and link traffic."""
 
-    def __init__(self, model, ops, link, name, on_close=None):
-        super().__init__(model.config, host_weights(model), QuantizedDevice(model, ops), name=name)
-        self.ops, self.link, self.on_close = ops, link, on_close
-        self.accelerator = ops.accelerator
+    def __init__(self, model, board_ops, link, name, on_close=None):
+        super().__init__(model.config, host_weights(model), QuantizedOps(model, board_ops), name=name)
+        self.board_ops, self.link, self.on_close = board_ops, link, on_close
+        self.driver = board_ops.driver
         self.link_at_start = (link.commands, link.bytes_sent, link.bytes_received)
 
     def device_stats(self):
@@ -51,7 +38,7 @@ class BoardModel(GPTNeo):
                 "link_bytes_sent": self.link.bytes_sent - self.link_at_start[1],
                 "link_bytes_received": self.link.bytes_received - self.link_at_start[2],
                 "link_resends": self.link.resends}
-        counters = self.accelerator.counters()
+        counters = self.driver.counters()
         return {"device_cycles": counters["cycles"], "device_matmul_cycles": counters["matmul_cycles"],
                 "device_macs": counters["macs"], **link}
 
@@ -67,43 +54,13 @@ def _log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def simulated_parameters(board=None, uart=False):
-    """The accelerator ``--device sim`` runs: the simulated board's, or board ``board``'s (its
-    memories and clock); ``uart``: with the UART PHY in the loop."""
-    from ..sim.device import SIMULATED_BOARD, UART_DIVISOR
-
-    if board is None:
-        parameters = dict(SIMULATED_BOARD)
-    else:
-        from ..boards.catalog import accelerator_parameters, board_named
-        parameters = accelerator_parameters(board_named(board))
-    return {**parameters, "uart_divisor": UART_DIVISOR} if uart else parameters
-
-
-def board_versions(info):
-    """The boards of the catalogue whose design, with INFO's array and clock, has INFO's memories,
-    and the gateware version this neofpga builds for it: (names, version), or None."""
-    from ..boards.catalog import BOARDS, accelerator_parameters
-    from ..sim.device import gateware_version
-
-    names, matched = [], None  # boards whose parameters match INFO's have the same parameters
-    for board in BOARDS.values():
-        if board.does_not_fit:
-            continue
-        parameters = accelerator_parameters(board, info["rows"], info["cols"], info["clock_hz"] / 1e6)
-        if all(parameters[name] == info[name] for name in parameters if name in info):
-            names.append(board.name)
-            matched = parameters
-    return (names, gateware_version(matched)) if names else None
-
-
 def check_board_gateware(info):
     """Refuse a real board whose gateware is not what this neofpga builds for its design."""
-    known = board_versions(info)
-    if known is None:
+    names, parameters = boards_running(info)
+    if not names:
         raise UserError(f"the board's design ({info['rows']}x{info['cols']} array, {info['weight_words']:,} weight "
                         f"words) is none that this neofpga builds: rebuild the bitstream (neofpga build) and flash it")
-    names, version = known
+    version = gateware_version(parameters)
     if info["gateware_version"] != version:
         raise UserError(f"the board runs gateware {info['gateware_version']:016x}, this neofpga builds "
                         f"{version:016x} for {' and '.join(names)}: rebuild the bitstream (neofpga build "
@@ -119,36 +76,36 @@ def _low_latency(transport):
         pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
 
 
-def connect_board(device, trace=None, uart=False, board=None):
-    """The :class:`Accelerator` on board ``device``, its versions checked; returns (accelerator,
+def connect_board(backend, trace=None, uart=False, board=None):
+    """The :class:`AcceleratorDriver` of the device on board back end ``backend`` (a
+    :class:`~neofpga.host.backends.Backend` or its text), its versions checked; returns (driver,
     close) where ``close`` closes the link and stops a simulated board this started.
 
     ``board``: with ``sim``, simulate that board's accelerator; ``uart``: with ``sim``, the UART in the loop.
     """
     import serial
 
-    from ..sim.device import gateware_version
-
+    backend = parse_backend(backend)
+    if not backend.is_board:
+        raise UserError(f"bad board device {str(backend)!r}: use sim, sim:HOST:PORT or serial:PORT[@BAUD]")
     started = None
-    if device == "sim":
-        from ..sim.device import start_simulated_board
+    if backend.kind == "sim":
+        from ..sim.simulated_board import start_simulated_board
         parameters = simulated_parameters(board, uart)
         started = start_simulated_board(parameters, trace=trace, log=_log)
-        url, baud, simulated = started.url, DEFAULT_BAUD, True
-    elif match := _SIM.match(device):
-        url, baud, simulated = f"socket://{match['host']}:{match['port']}", DEFAULT_BAUD, True
-    elif match := _SERIAL.match(device):
-        url, baud, simulated = match["port"], int(match["baud"] or DEFAULT_BAUD), False
+        url, baud = started.url, backend.baud
+    elif backend.kind == "sim-server":
+        url, baud = f"socket://{backend.host}:{backend.port}", backend.baud
     else:
-        raise UserError(f"bad board device {device!r}: use sim, sim:HOST:PORT or serial:PORT[@BAUD]")
+        url, baud = backend.port, backend.baud
     try:
         try:
             transport = serial.serial_for_url(url, baudrate=baud, timeout=0.01)
         except (serial.SerialException, ValueError) as e:
-            raise UserError(f"{device}: cannot open {url} ({e})") from None
-        if not simulated:
+            raise UserError(f"{backend}: cannot open {url} ({e})") from None
+        if not backend.simulated:
             _low_latency(transport)
-        link = Link(transport, timeout=10.0 if simulated else 1.0)
+        link = Link(transport, timeout=10.0 if backend.simulated else 1.0)
 
         def close():
             link.close()
@@ -156,12 +113,12 @@ def connect_board(device, trace=None, uart=False, board=None):
                 started.close()
 
         try:
-            accelerator = Accelerator(link)
-            info = accelerator.device_info
+            driver = AcceleratorDriver(link)
+            info = driver.device_info
             check_info(info, {"numerics_version": NUMERICS_VERSION})
-            if device == "sim":
+            if backend.kind == "sim":
                 check_info(info, {"gateware_version": gateware_version(parameters)})
-            elif simulated:  # a sim-server runs any simulated design
+            elif backend.kind == "sim-server":  # a sim-server runs any simulated design
                 candidates = [simulated_parameters(name, with_uart) for name in (None, board)
                               for with_uart in (False, True)]
                 if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
@@ -172,17 +129,18 @@ def connect_board(device, trace=None, uart=False, board=None):
         except BaseException:
             link.close()
             raise
-        return accelerator, close
+        return driver, close
     except BaseException:
         if started is not None:
             started.close()
         raise
 
 
-def open_board_model(device, image, residency="auto", trace=None, uart=False, board=None):
-    """The model ``image`` on the board ``device`` names; ``residency`` auto, resident or stream;
+def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None):
+    """The model ``image`` on board back end ``backend``; ``residency`` auto, resident or stream;
     ``uart``, ``board``: as :func:`connect_board` takes them."""
-    accelerator, close = connect_board(device, trace, uart, board)
+    backend = parse_backend(backend)
+    accelerator, close = connect_board(backend, trace, uart, board)
     try:
         if residency == "auto":
             try:
@@ -192,7 +150,7 @@ def open_board_model(device, image, residency="auto", trace=None, uart=False, bo
         else:
             ops = BoardOps(image, accelerator, residency)
         accelerator.reset_counters()  # the stats count from here
-        return BoardModel(image, ops, accelerator.link, device, on_close=close)
+        return BoardModel(image, ops, accelerator.link, str(backend), on_close=close)
     except BaseException:
         close()
         raise

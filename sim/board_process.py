@@ -1,4 +1,4 @@
-"""The simulated board: a Verilator build of the top level, its byte streams served on a TCP port.
+"""The simulated board's process: a Verilator build of a top level, its byte streams served on a TCP port.
 
     with SimulatedBoard(build_board(verilog_for(top))) as board:
         link = serial.serial_for_url(board.url, timeout=1)   # as to a real board's UART
@@ -21,9 +21,11 @@ from pathlib import Path
 
 from .runner import PCH_MAKEFLAGS, _build_error, _build_once, _cache_root, _verilator_version
 
-__all__ = ["build_board", "SimulatedBoard"]
+__all__ = ["HARNESS_FILES", "build_board", "SimulatedBoard"]
 
 MAIN = Path(__file__).with_name("board_main.cpp")
+HARNESS_FILES = (MAIN, Path(__file__))
+"""What, beside the Verilog, goes into the simulated board's executable."""
 EXECUTABLE = "Vboard"
 
 _SUMMARY = re.compile(r"simulated (\d+) cycles in [\d.]+ s \(([\d.]+) cycles/s\)")

@@ -22,9 +22,8 @@ import zlib
 
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
-
+from neofpga.contract.protocol import CRC_BYTES, HEADER_BYTES, SYNC, Error, encode_frame
 from neofpga.hdl.framing import FrameHeader, ReceivedFrame
-from neofpga.host.protocol import CRC_BYTES, HEADER_BYTES, SYNC, Error, encode_frame
 from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
 
 MAX_PAYLOAD = int(os.environ["MAX_PAYLOAD"])

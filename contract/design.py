@@ -1,0 +1,113 @@
+"""The design's parameters: the array, the memories of each board's accelerator, the link's rate.
+
+An accelerator is described by one dict of parameters (:func:`accelerator_parameters`), the
+keyword arguments of :class:`neofpga.hdl.accelerator.Accelerator`; INFO reports them back, so the
+host can tell which design a board runs (:func:`boards_running`) without elaborating any gateware.
+"""
+
+from dataclasses import dataclass
+
+from .errors import UserError
+
+__all__ = ["ARRAY_ROWS", "ARRAY_COLS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
+           "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design", "accelerator_parameters",
+           "simulated_parameters", "boards_running"]
+
+ARRAY_ROWS, ARRAY_COLS = 9, 16
+"""The boards' systolic array: 144 MACs a cycle in 144 of an ECP5-85F's 156 MULT18X18D."""
+
+DEFAULT_BAUD = 3_000_000
+"""The boards' UART rate: the FT231X's fastest, and an exact divisor of their clocks."""
+
+FRAME_TIMEOUT_SECONDS = 0.05
+"""Silence inside a frame for this long makes it TRUNCATED (a board's ``timeout_cycles``)."""
+
+SIMULATED_BOARD = dict(
+    rows=ARRAY_ROWS, cols=ARRAY_COLS,
+    activation_words=2 ** 17,     # 16-bit words a bank: 9 x 256 KiB
+    weight_words=2 ** 22,         # bytes a bank: 16 x 4 MiB
+    constant_words=2 ** 16,       # requantizer records
+    gelu_tables=16, softmax_length=2048, max_payload=4096, timeout_cycles=2 ** 20, clock_hz=100_000_000,
+)
+"""The design ``--device sim`` runs: the boards' array with memories (80 MB in all) for the default
+model with its weights resident and TinyStories-33M's shape streamed, context 2048."""
+
+SIMULATED_UART_DIVISOR = 4
+"""Clock cycles a bit with the UART in the simulated loop (``uart_divisor``): the fastest the receiver takes."""
+
+# The default model with its weights resident (docs/BOARDS.md): per weight bank 15,360 bytes of
+# matrices + 4,096 of global-layer KV caches (2 x 256 tokens) + 1,024 of local ring buffers
+# (2 x 64 tokens) = 20,480 = 10 DP16KD; activation banks of 1,024 words (1 DP16KD); 3,456
+# requantizer records (3,584 fill 21 DP16KD); a GELU table per layer; a 256-key softmax.
+RESIDENT_MEMORIES = dict(activation_words=1024, weight_words=20480, constant_words=3584, gelu_tables=4,
+                         softmax_length=256, max_payload=4096)
+# The default model streamed (--residency stream, each matrix sent before its product): per weight
+# bank the KV caches (5,120 bytes) and the largest matrix (the head's 4,096) in 5 DP16KD; the head's
+# 1,024 requantizer records; one GELU table. 4 x 16 MACs: the array and units in 72 MULT18X18D.
+STREAMED_MEMORIES = dict(activation_words=1024, weight_words=10240, constant_words=1024, gelu_tables=1,
+                         softmax_length=256, max_payload=4096)
+SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix need 80 DP16KD with 16 weight "
+              "banks (72 with 8), and this FPGA has {}")
+
+
+@dataclass(frozen=True)
+class BoardDesign:
+    """The accelerator a board holds: its array, clock and memories; or why none fits its FPGA."""
+
+    clock_hz: int
+    rows: int = ARRAY_ROWS
+    cols: int = ARRAY_COLS
+    memories: dict = None
+    does_not_fit: str = ""
+
+
+BOARD_DESIGNS = {
+    "ulx3s-85f": BoardDesign(30_000_000, memories=RESIDENT_MEMORIES),
+    "ulx3s-45f": BoardDesign(30_000_000, rows=4, memories=STREAMED_MEMORIES),
+    "ulx3s-25f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(56)),
+    "ulx3s-12f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(32)),
+    "ecpix5-85": BoardDesign(36_000_000, memories=RESIDENT_MEMORIES),
+}
+"""Each board's design, by the board's name (boards/catalog.py holds its platform, pins and tools).
+The clocks are exactly what the boards' PLLs make: 30 MHz divides into 3 Mbaud exactly."""
+
+
+def board_design(name):
+    """The design of the board called ``name``; a one-line error for an unknown board or one that
+    nothing fits."""
+    try:
+        design = BOARD_DESIGNS[name]
+    except KeyError:
+        raise UserError(f"unknown board {name!r}: neofpga builds for {', '.join(BOARD_DESIGNS)}") from None
+    if design.memories is None:
+        raise UserError(f"{name}: the accelerator does not fit: {design.does_not_fit}")
+    return design
+
+
+def accelerator_parameters(design, rows=None, cols=None, clock_hz=None):
+    """The accelerator parameters of board design ``design``, with another array or clock if given.
+    Frames time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
+    clock_hz = clock_hz or design.clock_hz
+    return dict(rows=rows or design.rows, cols=cols or design.cols, **design.memories,
+                timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
+
+
+def simulated_parameters(board=None, uart=False):
+    """The accelerator ``--device sim`` runs: the simulated board's, or that of the board named
+    ``board``; ``uart``: with the UART PHYs in the loop."""
+    parameters = dict(SIMULATED_BOARD) if board is None else accelerator_parameters(board_design(board))
+    return {**parameters, "uart_divisor": SIMULATED_UART_DIVISOR} if uart else parameters
+
+
+def boards_running(info):
+    """The parameters of the design a board's INFO describes, and the boards whose design it is
+    (with INFO's array and clock): (names, parameters), or ([], None)."""
+    names, matched = [], None
+    for name, design in BOARD_DESIGNS.items():
+        if design.memories is None:
+            continue
+        parameters = accelerator_parameters(design, info["rows"], info["cols"], info["clock_hz"])
+        if all(parameters[key] == info[key] for key in parameters if key in info):
+            names.append(name)
+            matched = parameters  # boards whose parameters match INFO's have the same parameters
+    return names, matched

@@ -1,0 +1,96 @@
+"""The simulated board: its design (the accelerator, or the accelerator behind a UART loop), built
+once by Verilator and started as a process.
+
+The design's parameters are the contract's (:data:`neofpga.contract.design.SIMULATED_BOARD`, or a
+board's); the gateware version that INFO reports is
+:func:`neofpga.contract.gateware_version.gateware_version`, a hash of everything that goes into the
+Verilog. The executable is remembered on disk by that version, the loop's divisor, and the
+harness's own files; the Verilator build under it is cached by
+:func:`neofpga.sim.board_process.build_board`, keyed by the final Verilog.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..contract.gateware_version import gateware_version
+from ..hdl.accelerator import Accelerator
+from ..hdl.uart import UARTReceiver, UARTTransmitter
+from .board_process import HARNESS_FILES, SimulatedBoard, build_board
+from .runner import _cache_root, verilog_for
+
+__all__ = ["UARTLoop", "design", "design_verilog", "board_key", "board_executable", "start_simulated_board"]
+
+
+class UARTLoop(wiring.Component):
+    """``top`` behind a UART, with the host's side of the line in gateware too: bytes from ``i`` are
+    sent as 8N1 frames to the board's receiver, and the board's answers come back the same way to
+    ``o``, so the simulated board runs both PHYs."""
+
+    i: In(stream.Signature(8))
+    o: Out(stream.Signature(8))
+
+    def __init__(self, top, divisor):
+        self.top, self.divisor = top, divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.top = top = self.top
+        m.submodules.host_tx = host_tx = UARTTransmitter(self.divisor)
+        m.submodules.board_rx = board_rx = UARTReceiver(self.divisor)
+        m.submodules.board_tx = board_tx = UARTTransmitter(self.divisor)
+        m.submodules.host_rx = host_rx = UARTReceiver(self.divisor)
+        wiring.connect(m, wiring.flipped(self.i), host_tx.i)
+        m.d.comb += [board_rx.rx.eq(host_tx.tx), host_rx.rx.eq(board_tx.tx)]
+        wiring.connect(m, board_rx.o, top.i)
+        wiring.connect(m, top.o, board_tx.i)
+        wiring.connect(m, host_rx.o, wiring.flipped(self.o))
+        return m
+
+
+def design(parameters, gateware_version=0):
+    """The simulated board's top: the accelerator, behind a UART loop if ``uart_divisor`` is set."""
+    parameters = dict(parameters)
+    divisor = parameters.pop("uart_divisor", 0)
+    top = Accelerator(**parameters, gateware_version=gateware_version)
+    return UARTLoop(top, divisor) if divisor else top
+
+
+def design_verilog(parameters, sources=None):
+    """The Verilog of the design with ``parameters``, its gateware version filled in."""
+    return verilog_for(design(parameters, gateware_version(parameters, sources)))
+
+
+def board_key(parameters, sources=None, trace=False):
+    """What the executable of the simulated board for ``parameters`` is remembered by: the gateware
+    version (``sources``: a :func:`~neofpga.contract.gateware_version.sources_digest`), the UART
+    loop's divisor, this module and the harness's files, and tracing."""
+    digest = hashlib.sha256(json.dumps([gateware_version(parameters, sources), parameters.get("uart_divisor", 0),
+                                        trace]).encode())
+    for path in (Path(__file__), *HARNESS_FILES):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def board_executable(parameters, *, trace=False, log=print, sources=None):
+    """The simulated board's executable for ``parameters``: built once, then found by :func:`board_key`."""
+    memo = _cache_root() / "versions" / f"{board_key(parameters, sources, trace)}-board.json"
+    if memo.exists():
+        executable = Path(json.loads(memo.read_text())["executable"])
+        if executable.exists():
+            return executable
+    log("generating the accelerator's Verilog ...")
+    executable = build_board(design_verilog(parameters, sources), trace=trace, log=log)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"executable": str(executable)}))
+    return executable
+
+
+def start_simulated_board(parameters, *, port=0, trace=None, log=print):
+    """Build (once) and start the simulated board; a :class:`SimulatedBoard` to connect to."""
+    return SimulatedBoard(board_executable(parameters, trace=trace is not None, log=log), port=port, trace=trace)
