@@ -229,7 +229,7 @@ class AcceleratorModel:
         return visible[None, :]
 
     def _store(self, c, values):
-        """Write result [i, j] where the out_* fields say (host/protocol.py's three layouts)."""
+        """Write result [i, j] where the out_* fields say (contract/protocol.py's three layouts)."""
         space = c["out_space"]
         _require(space in (Space.ACTIVATIONS, Space.WEIGHTS))
         banks = self.banks[space]

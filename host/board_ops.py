@@ -1,5 +1,5 @@
-"""The device-side ops on the accelerator: :class:`~neofpga.host.golden.GoldenOps`' interface and
-integer results, computed by link commands.
+"""The device ops on the accelerator, over the link: :class:`~neofpga.host.golden.GoldenOps`'
+interface and integer results, computed by link commands.
 
 The memory plan (every bank of a space uses the same addresses; D hidden size, F intermediate
 size, V vocabulary, T context, hd head size)::

@@ -1,10 +1,10 @@
 """Several back ends on one prompt: logit differences per step and the first diverging token.
 
-The first device generates greedily; every other device is teacher-forced on the same tokens, so
-their logits are compared at every step, and a device diverges at the first step where its own
-greedy choice differs from the first device's token. Between two integer back ends (``emu``, the
-boards), whose device-side results must agree bit for bit, the report also names the first
-device op (attention, MLP or head, with its layer and positions) whose integers differ.
+The first back end generates greedily; every other one is teacher-forced on the same tokens, so
+their logits are compared at every step, and a back end diverges at the first step where its own
+greedy choice differs from the first one's token. Between two integer back ends (``emu``, the
+boards), whose device ops must agree bit for bit, the report also names the first device op
+(attention, MLP or head, with its layer and positions) whose integers differ.
 """
 
 import numpy as np

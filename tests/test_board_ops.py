@@ -1,4 +1,4 @@
-"""host/board_ops.py over host/link.py and host/accelerator.py, on the in-process device model:
+"""host/board_ops.py over host/link.py and host/driver.py, on the reference model of the device:
 the same integers as the golden model, through link damage too."""
 
 import collections
