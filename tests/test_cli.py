@@ -118,6 +118,42 @@ def test_bench_reports_each_device_and_the_ratio(capsys, checkpoints):
     assert abs(data["ratios"]["cpu/hf"] - ratio) < 1e-9
 
 
+def test_bench_text_names_each_back_end_and_the_ratio(capsys, checkpoints):
+    code, out, err = run(capsys, "bench", "--model", checkpoints["one-local"], "--devices", "cpu,emu",
+                         "--tokens", 4, "--repeats", 1)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("model: ") and "4 new tokens, median of 1" in lines[0]
+    assert lines[1].split(":")[0].strip() == "cpu" and lines[2].split(":")[0].strip() == "emu"
+    assert lines[3].strip().startswith("cpu/emu: ") and lines[3].endswith("x")
+
+
+def test_bench_hw_renders_the_hardware_report(capsys, monkeypatch):
+    """``bench --hw`` passes the array to the report and prints every figure of it."""
+    from neofpga.host import hardware_bench
+
+    asked = {}
+    report = {"array": {"rows": 3, "cols": 5, "macs_per_cycle": 15},
+              "matmul_runs": [{"m": 1, "k": 64, "n": 192, "cycles": 900, "formula_cycles": 900, "utilisation": 0.91}],
+              "formula_max_error_cycles": 0,
+              "simulator": {"free_running_cycles_per_second": 2e6, "cycles_per_second_with_a_python_check_every_cycle": 1e4},
+              "models": {"default model": {"decode": {"matmul_cycles": 20730, "macs": 311296, "utilisation": 0.104}}},
+              "ecp5_85f": {"requantizer": {"luts": 1, "ffs": 2, "mult18x18d": 3, "dp16kd": 4, "fmax_mhz": 150.0}}}
+
+    def fake(rows, cols, synthesis, log):
+        asked.update(rows=rows, cols=cols, synthesis=synthesis)
+        return report
+
+    monkeypatch.setattr(hardware_bench, "hardware_report", fake)
+    code, out, err = run(capsys, "bench", "--hw", "--array", "3x5", "--no-synthesis")
+    assert code == 0, err
+    assert asked == {"rows": 3, "cols": 5, "synthesis": False}
+    assert out.splitlines()[0] == "systolic array 3x5: 15 MACs a cycle"
+    assert "M=1    K=64    N=192       900 cycles (900), utilisation  91.0 %" in out
+    assert "default model, decode: 20,730 matmul cycles for 311,296 MACs, utilisation 10.4 %" in out
+    assert "ECP5-85F requantizer: 1 LUT4, 2 FF, 3 MULT18X18D, 4 DP16KD, Fmax 150.0 MHz" in out
+
+
 def test_init_random_tiny_runs_on_both_devices(capsys, tmp_path):
     out = tmp_path / "tiny"
     code, text, _ = run(capsys, "init-random", "--preset", "tiny", out)
