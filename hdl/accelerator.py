@@ -10,13 +10,17 @@ It executes the commands of contract/protocol.py one at a time, each answered on
   result is written;
 * COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors.
 
-A good command frame with the opcode and sequence number of the previous good one is a retry: a
-WRITE, MATMUL or RESET_COUNTERS that succeeded is answered again without being applied again.
+A retry of a command that changed the device is answered again without being applied again
+(the retry rule and its APPLIED_ONCE commands are contract/protocol.py's).
 
-This module is the state machine that runs the commands. The memories and the sharing of their
-ports are :class:`~.banks.Banks`; which opcodes exist and what a command may ask (its record's
-length, its arguments, the addresses of a product) are :mod:`.commands`.
+This module is the state machine that runs the commands: ``elaborate`` wires the parts, and a
+method for each group of states holds them (receiving and checking a command, word transfers,
+MATMUL, answering, sending a READ's words). The memories and the sharing of their ports are
+:class:`~.banks.Banks`; which opcodes exist and what a command may ask (its record's length, its
+arguments, the addresses of a product) are :mod:`.commands`.
 """
+
+from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
@@ -97,7 +101,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, banks.gelu_load, results.gelu_load)
 
         # -- the command: its header, its record and the checks (commands.py) -------------------
-        opcode, sequence, length = Signal(8), Signal(8), Signal(16)
+        opcode, sequence, length = Signal(8), Signal(8), Signal(16, name="length")
         record = Signal(8 * record_size(MATMUL))
         access = data.View(record_layout(READ), record[:8 * record_size(READ)])
         matmul = data.View(record_layout(MATMUL), record)
@@ -114,7 +118,7 @@ class Accelerator(wiring.Component):
         previous_opcode, previous_sequence, previous_applied = Signal(8), Signal(8), Signal()
 
         # answers
-        answer_opcode, answer_length = Signal(8), Signal(16)
+        answer_opcode, answer_length = Signal(8), Signal(16, name="answer_length")
         error_code = Signal(8)
         sent = Signal(16)             # answer payload bytes sent
 
@@ -145,222 +149,258 @@ class Accelerator(wiring.Component):
                      # WRITE's word with the byte taken this cycle
                      banks.write_word.eq(word), banks.write_word.word_select(byte_in_word, 8).eq(rx.payload_data)]
 
-        def answer(m, code=None, payload_length=0):
-            """Go and send the answer: an error ``code``, or the command's answer."""
-            if code is not None:
-                m.d.sync += [answer_opcode.eq(ERROR), answer_length.eq(1), error_code.eq(code)]
-            else:
-                m.d.sync += [answer_opcode.eq(opcode | ANSWER), answer_length.eq(payload_length)]
-            m.d.sync += sent.eq(0)
-            m.next = "ANSWER_HEADER"
-
         info = Array(Const(b, 8) for b in self.info)
         payload_byte = Signal(8)
 
+        # what the groups of states share: the parts and the signals
+        s = SimpleNamespace(
+            rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges,
+            opcode=opcode, sequence=sequence, length=length, record=record, access=access, matmul=matmul,
+            byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
+            previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
+            answer_opcode=answer_opcode, answer_length=answer_length, error_code=error_code, sent=sent,
+            info=info, payload_byte=payload_byte,
+            cycles=cycles, matmul_cycles=matmul_cycles, macs=macs, commands=commands, errors=errors,
+            multiplicand=multiplicand, product=product, multiplier=multiplier, second_factor=second_factor,
+            counters=counters,
+            word_bytes=word_bytes, word=word, byte_in_word=byte_in_word, word_count=word_count,
+            byte_count=byte_count, remaining=remaining, reading=reading, read_address=read_address,
+            writing=writing, write_address=write_address)
+
+        # the groups in the order of their states, which is the order of the states in the Verilog
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(rx.frame.valid):
-                    frame = rx.frame.payload
-                    m.d.sync += [opcode.eq(frame.opcode), sequence.eq(frame.sequence), length.eq(frame.length),
-                                 byte_index.eq(0), fetched.eq(0), record.eq(0)]
-                    with m.If(frame.error != 0):
-                        m.d.sync += [answer_opcode.eq(ERROR), answer_length.eq(1), error_code.eq(frame.error),
-                                     sent.eq(0)]
-                        m.next = "ANSWER_HEADER"
-                    with m.Else():
-                        m.next = "CHECK"
+            self._command_states(m, s)
+            self._transfer_states(m, s)
+            self._matmul_states(m, s)
+            self._answer_states(m, s)
+            self._read_answer_states(m, s)
+            self._done_state(m, s)
+        return m
 
-            with m.State("CHECK"):
-                is_retry = (opcode == previous_opcode) & (sequence == previous_sequence) & previous_applied
-                with m.If(is_retry):
-                    answer(m, payload_length=0)
-                with m.Elif(~decoder.known):
-                    answer(m, Error.UNKNOWN_OPCODE)
-                with m.Elif((opcode == Opcode.WRITE) & (length < decoder.record_length)):
-                    answer(m, Error.BAD_ARGUMENT)
-                with m.Elif((opcode != Opcode.WRITE) & (length != decoder.record_length)):
-                    answer(m, Error.BAD_ARGUMENT)
+    @staticmethod
+    def _answer(m, s, code=None, payload_length=0):
+        """Go and send the answer: an error ``code``, or the command's answer."""
+        if code is not None:
+            m.d.sync += [s.answer_opcode.eq(ERROR), s.answer_length.eq(1), s.error_code.eq(code)]
+        else:
+            m.d.sync += [s.answer_opcode.eq(s.opcode | ANSWER), s.answer_length.eq(payload_length)]
+        m.d.sync += s.sent.eq(0)
+        m.next = "ANSWER_HEADER"
+
+    def _command_states(self, m, s):
+        """IDLE, CHECK, LOAD_RECORD, DISPATCH: take a frame, check its header, load its record, act on its opcode."""
+        with m.State("IDLE"):
+            with m.If(s.rx.frame.valid):
+                frame = s.rx.frame.payload
+                m.d.sync += [s.opcode.eq(frame.opcode), s.sequence.eq(frame.sequence), s.length.eq(frame.length),
+                             s.byte_index.eq(0), s.fetched.eq(0), s.record.eq(0)]
+                with m.If(frame.error != 0):
+                    m.d.sync += [s.answer_opcode.eq(ERROR), s.answer_length.eq(1), s.error_code.eq(frame.error),
+                                 s.sent.eq(0)]
+                    m.next = "ANSWER_HEADER"
                 with m.Else():
-                    m.next = "LOAD_RECORD"
+                    m.next = "CHECK"
 
-            with m.State("LOAD_RECORD"):  # the record's bytes into ``record``, one every two cycles
-                with m.If(byte_index == decoder.record_length):
-                    m.next = "DISPATCH"
-                with m.Elif(~fetched):
-                    m.d.sync += fetched.eq(1)
-                with m.Else():
-                    m.d.sync += [record.word_select(byte_index[:6], 8).eq(rx.payload_data),
-                                 byte_index.eq(byte_index + 1), fetched.eq(0)]
+        with m.State("CHECK"):
+            is_retry = (s.opcode == s.previous_opcode) & (s.sequence == s.previous_sequence) & s.previous_applied
+            with m.If(is_retry):
+                self._answer(m, s, payload_length=0)
+            with m.Elif(~s.decoder.known):
+                self._answer(m, s, Error.UNKNOWN_OPCODE)
+            with m.Elif((s.opcode == Opcode.WRITE) & (s.length < s.decoder.record_length)):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Elif((s.opcode != Opcode.WRITE) & (s.length != s.decoder.record_length)):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Else():
+                m.next = "LOAD_RECORD"
 
-            with m.State("DISPATCH"):
-                with m.Switch(opcode):
-                    with m.Case(Opcode.INFO):
-                        answer(m, payload_length=len(self.info))
-                    with m.Case(Opcode.COUNTERS):
-                        m.d.sync += counters.eq(Cat(cycles, matmul_cycles, macs, commands, errors))
-                        answer(m, payload_length=record_size(COUNTERS))
-                    with m.Case(Opcode.RESET_COUNTERS):
-                        m.d.sync += [cycles.eq(0), matmul_cycles.eq(0), macs.eq(0), commands.eq(0), errors.eq(0)]
-                        answer(m, payload_length=0)
-                    with m.Case(Opcode.WRITE):
-                        m.d.sync += [remaining.eq(length - record_size(ACCESS)), word_count.eq(0)]
-                        m.next = "COUNT_WORDS"
-                    with m.Case(Opcode.READ):
-                        m.d.sync += [remaining.eq(0), word_count.eq(access.words)]
-                        m.next = "CHECK_ACCESS"
-                    with m.Case(Opcode.MATMUL):
-                        m.next = "CHECK_MATMUL"
+        with m.State("LOAD_RECORD"):  # the record's bytes into ``record``, one every two cycles
+            with m.If(s.byte_index == s.decoder.record_length):
+                m.next = "DISPATCH"
+            with m.Elif(~s.fetched):
+                m.d.sync += s.fetched.eq(1)
+            with m.Else():
+                m.d.sync += [s.record.word_select(s.byte_index[:6], 8).eq(s.rx.payload_data),
+                             s.byte_index.eq(s.byte_index + 1), s.fetched.eq(0)]
 
-            with m.State("COUNT_WORDS"):  # how many words WRITE carries, by repeated subtraction
-                with m.If(remaining >= word_bytes):
-                    m.d.sync += [remaining.eq(remaining - word_bytes), word_count.eq(word_count + 1)]
-                with m.Else():
+        with m.State("DISPATCH"):
+            with m.Switch(s.opcode):
+                with m.Case(Opcode.INFO):
+                    self._answer(m, s, payload_length=len(self.info))
+                with m.Case(Opcode.COUNTERS):
+                    m.d.sync += s.counters.eq(Cat(s.cycles, s.matmul_cycles, s.macs, s.commands, s.errors))
+                    self._answer(m, s, payload_length=record_size(COUNTERS))
+                with m.Case(Opcode.RESET_COUNTERS):
+                    m.d.sync += [s.cycles.eq(0), s.matmul_cycles.eq(0), s.macs.eq(0), s.commands.eq(0),
+                                 s.errors.eq(0)]
+                    self._answer(m, s, payload_length=0)
+                with m.Case(Opcode.WRITE):
+                    m.d.sync += [s.remaining.eq(s.length - record_size(ACCESS)), s.word_count.eq(0)]
+                    m.next = "COUNT_WORDS"
+                with m.Case(Opcode.READ):
+                    m.d.sync += [s.remaining.eq(0), s.word_count.eq(s.access.words)]
                     m.next = "CHECK_ACCESS"
+                with m.Case(Opcode.MATMUL):
+                    m.next = "CHECK_MATMUL"
 
-            # Each check registers its verdict a cycle before acting on it: the comparisons and
-            # the state machine's next state are then not one combinational path.
-            with m.State("CHECK_ACCESS"):
-                m.d.sync += refused.eq(access_refused(
-                    opcode, access, word_count, remaining, byte_count,
-                    rows=rows, cols=cols, depths=self.depths, max_payload=self.max_payload))
-                m.next = "ACCESS_VERDICT"
+    def _transfer_states(self, m, s):
+        """COUNT_WORDS, CHECK_ACCESS, ACCESS_VERDICT, WRITE: check a WRITE or READ, write WRITE's words."""
+        with m.State("COUNT_WORDS"):  # how many words WRITE carries, by repeated subtraction
+            with m.If(s.remaining >= s.word_bytes):
+                m.d.sync += [s.remaining.eq(s.remaining - s.word_bytes), s.word_count.eq(s.word_count + 1)]
+            with m.Else():
+                m.next = "CHECK_ACCESS"
 
-            with m.State("ACCESS_VERDICT"):
-                with m.If(refused):
-                    answer(m, Error.BAD_ARGUMENT)
-                with m.Elif(opcode == Opcode.WRITE):
-                    m.d.sync += [write_address.eq(access.address), byte_in_word.eq(0), fetched.eq(0)]
-                    m.next = "WRITE"
+        # Each check registers its verdict a cycle before acting on it: the comparisons and
+        # the state machine's next state are then not one combinational path.
+        with m.State("CHECK_ACCESS"):
+            m.d.sync += s.refused.eq(access_refused(
+                s.opcode, s.access, s.word_count, s.remaining, s.byte_count,
+                rows=self.rows, cols=self.cols, depths=self.depths, max_payload=self.max_payload))
+            m.next = "ACCESS_VERDICT"
+
+        with m.State("ACCESS_VERDICT"):
+            with m.If(s.refused):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Elif(s.opcode == Opcode.WRITE):
+                m.d.sync += [s.write_address.eq(s.access.address), s.byte_in_word.eq(0), s.fetched.eq(0)]
+                m.next = "WRITE"
+            with m.Else():
+                m.d.sync += s.read_address.eq(s.access.address)
+                self._answer(m, s, payload_length=s.byte_count[:16])
+
+        with m.State("WRITE"):  # payload bytes into words, one a cycle, each word written as it completes
+            take = s.fetched & (s.byte_index != s.length)  # rx.payload_data holds the byte at byte_index
+            m.d.comb += [s.rx.payload_addr.eq(Mux(take, s.byte_index + 1, s.byte_index)),
+                         s.writing.eq(take & (s.byte_in_word + 1 == s.word_bytes))]
+            with m.If(s.byte_index == s.length):
+                self._answer(m, s, payload_length=0)
+            with m.Elif(~s.fetched):
+                m.d.sync += s.fetched.eq(1)
+            with m.Else():
+                m.d.sync += s.byte_index.eq(s.byte_index + 1)
+                with m.If(s.writing):
+                    m.d.sync += [s.write_address.eq(s.write_address + 1), s.byte_in_word.eq(0)]
                 with m.Else():
-                    m.d.sync += read_address.eq(access.address)
-                    answer(m, payload_length=byte_count[:16])
+                    m.d.sync += [s.word.word_select(s.byte_in_word, 8).eq(s.rx.payload_data),
+                                 s.byte_in_word.eq(s.byte_in_word + 1)]
 
-            with m.State("WRITE"):  # payload bytes into words, one a cycle, each word written as it completes
-                take = fetched & (byte_index != length)  # rx.payload_data holds the byte at byte_index
-                m.d.comb += [rx.payload_addr.eq(Mux(take, byte_index + 1, byte_index)),
-                             writing.eq(take & (byte_in_word + 1 == word_bytes))]
-                with m.If(byte_index == length):
-                    answer(m, payload_length=0)
-                with m.Elif(~fetched):
-                    m.d.sync += fetched.eq(1)
-                with m.Else():
-                    m.d.sync += byte_index.eq(byte_index + 1)
-                    with m.If(writing):
-                        m.d.sync += [write_address.eq(write_address + 1), byte_in_word.eq(0)]
-                    with m.Else():
-                        m.d.sync += [word.word_select(byte_in_word, 8).eq(rx.payload_data),
-                                     byte_in_word.eq(byte_in_word + 1)]
+    def _matmul_states(self, m, s):
+        """CHECK_MATMUL to MATMUL_DONE: check a MATMUL, count its MACs, run it and wait for its last result."""
+        with m.State("CHECK_MATMUL"):  # the fields; then CHECK_RANGES, the addresses
+            m.d.sync += s.refused.eq(matmul_refused(
+                s.matmul, rows=self.rows, cols=self.cols, gelu_tables=self.gelu_tables,
+                softmax_length=self.softmax_length, constant_words=self.depths[Space.CONSTANTS]))
+            m.next = "MATMUL_VERDICT"
 
-            with m.State("CHECK_MATMUL"):  # the fields; then CHECK_RANGES, the addresses
-                m.d.sync += refused.eq(matmul_refused(
-                    matmul, rows=rows, cols=cols, gelu_tables=self.gelu_tables, softmax_length=self.softmax_length,
-                    constant_words=self.depths[Space.CONSTANTS]))
-                m.next = "MATMUL_VERDICT"
-
-            with m.State("MATMUL_VERDICT"):
-                with m.If(refused):
-                    answer(m, Error.BAD_ARGUMENT)
-                with m.Else():
-                    m.d.comb += ranges.start.eq(1)
-                    m.next = "CHECK_RANGES"
-
-            with m.State("CHECK_RANGES"):  # the ends of A, W and the output, one stride a cycle
-                m.d.sync += [refused.eq(ranges.past_end), ranges_done.eq(ranges.done)]
-                m.next = "RANGES_VERDICT"
-
-            with m.State("RANGES_VERDICT"):
+        with m.State("MATMUL_VERDICT"):
+            with m.If(s.refused):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Else():
+                m.d.comb += s.ranges.start.eq(1)
                 m.next = "CHECK_RANGES"
-                with m.If(refused):
-                    answer(m, Error.BAD_ARGUMENT)
-                with m.Elif(ranges_done):
-                    m.d.sync += [multiplicand.eq(matmul.m), multiplier.eq(matmul.k), product.eq(0),
-                                 second_factor.eq(0)]
-                    m.next = "COUNT_MACS"
+
+        with m.State("CHECK_RANGES"):  # the ends of A, W and the output, one stride a cycle
+            m.d.sync += [s.refused.eq(s.ranges.past_end), s.ranges_done.eq(s.ranges.done)]
+            m.next = "RANGES_VERDICT"
+
+        with m.State("RANGES_VERDICT"):
+            m.next = "CHECK_RANGES"
+            with m.If(s.refused):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Elif(s.ranges_done):
+                m.d.sync += [s.multiplicand.eq(s.matmul.m), s.multiplier.eq(s.matmul.k), s.product.eq(0),
+                             s.second_factor.eq(0)]
+                m.next = "COUNT_MACS"
+            with m.Else():
+                m.d.comb += s.ranges.step.eq(1)
+
+        # macs += m * k * n, shifting and adding a bit of k, then of n, a cycle (at most 26
+        # cycles): a combinational product of three 12-bit fields would limit the clock
+        with m.State("COUNT_MACS"):
+            with m.If(s.multiplier != 0):
+                with m.If(s.multiplier[0]):
+                    m.d.sync += s.product.eq(s.product + s.multiplicand)
+                m.d.sync += [s.multiplicand.eq(s.multiplicand << 1), s.multiplier.eq(s.multiplier >> 1)]
+            with m.Elif(~s.second_factor):
+                m.d.sync += [s.multiplicand.eq(s.product), s.multiplier.eq(s.matmul.n), s.product.eq(0),
+                             s.second_factor.eq(1)]
+            with m.Else():
+                m.d.sync += s.macs.eq(s.macs + s.product)
+                m.next = "MATMUL"
+
+        with m.State("MATMUL"):
+            command, matmul = s.sequencer.command.payload, s.matmul
+            m.d.comb += [s.sequencer.command.valid.eq(1),
+                         command.m.eq(matmul.m), command.k.eq(matmul.k), command.n.eq(matmul.n),
+                         command.a_base.eq(matmul.a_base), command.a_stride.eq(matmul.a_stride),
+                         command.w_base.eq(matmul.w_base), command.w_stride.eq(matmul.w_stride)]
+            m.d.sync += s.matmul_cycles.eq(s.matmul_cycles + 1)
+            with m.If(s.sequencer.command.ready):
+                m.next = "MATMUL_RESULTS"
+
+        with m.State("MATMUL_RESULTS"):
+            m.d.sync += s.matmul_cycles.eq(s.matmul_cycles + 1)
+            with m.If(s.banks.result_last):
+                m.next = "MATMUL_DONE"
+
+        with m.State("MATMUL_DONE"):  # a cycle between the result path and the answer, for timing
+            self._answer(m, s, payload_length=0)
+
+    def _answer_states(self, m, s):
+        """ANSWER_HEADER, ANSWER_PAYLOAD: send the answer's header, then its payload (READ's from READ_FETCH)."""
+        with m.State("ANSWER_HEADER"):
+            m.d.comb += [s.tx.frame.valid.eq(1), s.tx.frame.payload.opcode.eq(s.answer_opcode),
+                         s.tx.frame.payload.sequence.eq(s.sequence), s.tx.frame.payload.length.eq(s.answer_length)]
+            with m.If(s.tx.frame.ready):
+                m.d.sync += [s.fetched.eq(0), s.byte_in_word.eq(0)]
+                m.next = "ANSWER_PAYLOAD"
+
+        with m.State("ANSWER_PAYLOAD"):
+            with m.If(s.sent == s.answer_length):
+                m.next = "DONE"
+            with m.Elif(s.answer_opcode == (Opcode.READ | ANSWER)):
+                m.next = "READ_FETCH"
+            with m.Else():
+                with m.If(s.answer_opcode == ERROR):
+                    m.d.comb += s.payload_byte.eq(s.error_code)
+                with m.Elif(s.answer_opcode == (Opcode.INFO | ANSWER)):
+                    m.d.comb += s.payload_byte.eq(s.info[s.sent[:6]])
                 with m.Else():
-                    m.d.comb += ranges.step.eq(1)
+                    m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:5], 8))
+                m.d.comb += [s.tx.payload.valid.eq(1), s.tx.payload.payload.eq(s.payload_byte)]
+                with m.If(s.tx.payload.ready):
+                    m.d.sync += s.sent.eq(s.sent + 1)
 
-            # macs += m * k * n, shifting and adding a bit of k, then of n, a cycle (at most 26
-            # cycles): a combinational product of three 12-bit fields would limit the clock
-            with m.State("COUNT_MACS"):
-                with m.If(multiplier != 0):
-                    with m.If(multiplier[0]):
-                        m.d.sync += product.eq(product + multiplicand)
-                    m.d.sync += [multiplicand.eq(multiplicand << 1), multiplier.eq(multiplier >> 1)]
-                with m.Elif(~second_factor):
-                    m.d.sync += [multiplicand.eq(product), multiplier.eq(matmul.n), product.eq(0),
-                                 second_factor.eq(1)]
-                with m.Else():
-                    m.d.sync += macs.eq(macs + product)
-                    m.next = "MATMUL"
+    def _read_answer_states(self, m, s):
+        """READ_FETCH, READ_LATCH, READ_SEND: READ's words, a bank read a cycle before its bytes are sent."""
+        with m.State("READ_FETCH"):
+            m.d.comb += s.reading.eq(1)
+            m.next = "READ_LATCH"
 
-            with m.State("MATMUL"):
-                command = sequencer.command.payload
-                m.d.comb += [sequencer.command.valid.eq(1),
-                             command.m.eq(matmul.m), command.k.eq(matmul.k), command.n.eq(matmul.n),
-                             command.a_base.eq(matmul.a_base), command.a_stride.eq(matmul.a_stride),
-                             command.w_base.eq(matmul.w_base), command.w_stride.eq(matmul.w_stride)]
-                m.d.sync += matmul_cycles.eq(matmul_cycles + 1)
-                with m.If(sequencer.command.ready):
-                    m.next = "MATMUL_RESULTS"
+        with m.State("READ_LATCH"):
+            m.d.sync += [s.word.eq(s.banks.read_word), s.byte_in_word.eq(0), s.read_address.eq(s.read_address + 1)]
+            m.next = "READ_SEND"
 
-            with m.State("MATMUL_RESULTS"):
-                m.d.sync += matmul_cycles.eq(matmul_cycles + 1)
-                with m.If(banks.result_last):
-                    m.next = "MATMUL_DONE"
-
-            with m.State("MATMUL_DONE"):  # a cycle between the result path and the answer, for timing
-                answer(m, payload_length=0)
-
-            with m.State("ANSWER_HEADER"):
-                m.d.comb += [tx.frame.valid.eq(1), tx.frame.payload.opcode.eq(answer_opcode),
-                             tx.frame.payload.sequence.eq(sequence), tx.frame.payload.length.eq(answer_length)]
-                with m.If(tx.frame.ready):
-                    m.d.sync += [fetched.eq(0), byte_in_word.eq(0)]
+        with m.State("READ_SEND"):
+            m.d.comb += [s.tx.payload.valid.eq(1), s.tx.payload.payload.eq(s.word.word_select(s.byte_in_word, 8))]
+            with m.If(s.tx.payload.ready):
+                m.d.sync += [s.sent.eq(s.sent + 1), s.byte_in_word.eq(s.byte_in_word + 1)]
+                with m.If(s.byte_in_word + 1 == s.word_bytes):
                     m.next = "ANSWER_PAYLOAD"
 
-            with m.State("ANSWER_PAYLOAD"):
-                with m.If(sent == answer_length):
-                    m.next = "DONE"
-                with m.Elif(answer_opcode == (Opcode.READ | ANSWER)):
-                    m.next = "READ_FETCH"
-                with m.Else():
-                    with m.If(answer_opcode == ERROR):
-                        m.d.comb += payload_byte.eq(error_code)
-                    with m.Elif(answer_opcode == (Opcode.INFO | ANSWER)):
-                        m.d.comb += payload_byte.eq(info[sent[:6]])
-                    with m.Else():
-                        m.d.comb += payload_byte.eq(counters.word_select(sent[:5], 8))
-                    m.d.comb += [tx.payload.valid.eq(1), tx.payload.payload.eq(payload_byte)]
-                    with m.If(tx.payload.ready):
-                        m.d.sync += sent.eq(sent + 1)
-
-            # READ's words: address the bank, take its data a cycle later, send the word's bytes
-            with m.State("READ_FETCH"):
-                m.d.comb += reading.eq(1)
-                m.next = "READ_LATCH"
-
-            with m.State("READ_LATCH"):
-                m.d.sync += [word.eq(banks.read_word), byte_in_word.eq(0), read_address.eq(read_address + 1)]
-                m.next = "READ_SEND"
-
-            with m.State("READ_SEND"):
-                m.d.comb += [tx.payload.valid.eq(1), tx.payload.payload.eq(word.word_select(byte_in_word, 8))]
-                with m.If(tx.payload.ready):
-                    m.d.sync += [sent.eq(sent + 1), byte_in_word.eq(byte_in_word + 1)]
-                    with m.If(byte_in_word + 1 == word_bytes):
-                        m.next = "ANSWER_PAYLOAD"
-
-            with m.State("DONE"):
-                m.d.comb += rx.frame.ready.eq(1)
-                with m.If(rx.frame.payload.error == 0):  # damaged frames leave the retry rule alone
-                    # a retry of this frame is answered, not applied, if it is one of APPLIED_ONCE and
-                    # succeeded (a retry's own answer is no error: a retry of a retry is recognised too)
-                    applied_once = (answer_opcode != ERROR) & opcode.matches(*sorted(APPLIED_ONCE))
-                    m.d.sync += [previous_opcode.eq(opcode), previous_sequence.eq(sequence),
-                                 previous_applied.eq(applied_once)]
-                with m.If(answer_opcode != ERROR):
-                    m.d.sync += commands.eq(commands + 1)
-                with m.Else():
-                    m.d.sync += errors.eq(errors + 1)
-                m.next = "IDLE"
-        return m
+    def _done_state(self, m, s):
+        """DONE: release the frame, remember it for the retry rule, count the command or the error."""
+        with m.State("DONE"):
+            m.d.comb += s.rx.frame.ready.eq(1)
+            with m.If(s.rx.frame.payload.error == 0):  # damaged frames leave the retry rule alone
+                # a retry of this frame is answered, not applied, if it is one of APPLIED_ONCE and
+                # succeeded (a retry's own answer is no error: a retry of a retry is recognised too)
+                applied_once = (s.answer_opcode != ERROR) & s.opcode.matches(*sorted(APPLIED_ONCE))
+                m.d.sync += [s.previous_opcode.eq(s.opcode), s.previous_sequence.eq(s.sequence),
+                             s.previous_applied.eq(applied_once)]
+            with m.If(s.answer_opcode != ERROR):
+                m.d.sync += s.commands.eq(s.commands + 1)
+            with m.Else():
+                m.d.sync += s.errors.eq(s.errors + 1)
+            m.next = "IDLE"

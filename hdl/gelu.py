@@ -7,10 +7,13 @@ from amaranth.hdl import Cat, Module, Mux, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.numerics import GELU_KNOT_BITS, GELU_KNOTS
+from ..contract.numerics import GELU_KNOT_BITS, GELU_KNOTS, GELU_SEGMENT_BITS
 from .pipeline import StallingPipeline
 
 __all__ = ["knot_write_layout", "GELU"]
+
+FRACTION_BITS = 16 - GELU_SEGMENT_BITS
+"""The input's low bits: where it lies within its segment."""
 
 
 def knot_write_layout(table_count):
@@ -125,9 +128,9 @@ class GELU(wiring.Component):
 
         # 1. the first knot's address and the fraction
         x = self.i.payload
-        segment = Cat(x[8:15], ~x[15])  # (x + 32768) >> 8
-        first = stage("first", Cat(segment, self.table) + self.table)  # 257 table + segment
-        fraction = stage("fraction", x[:8])
+        segment = Cat(x[FRACTION_BITS:15], ~x[15])  # (x + 32768) >> FRACTION_BITS
+        first = stage("first", Cat(segment, self.table) + self.table)  # GELU_KNOTS table + segment
+        fraction = stage("fraction", x[:FRACTION_BITS])
 
         # 2. both knots, from the memory that holds each
         even_read, odd_read = even_knots.read_port(), odd_knots.read_port()
@@ -154,10 +157,10 @@ class GELU(wiring.Component):
 
         # 5. difference * fraction: an 18 x 10 product and the odd difference's share
         half_product = stage("half_product", difference[1:].as_signed() * (fraction << 1))
-        offset = stage("offset", (knot << 8) + Mux(difference[0], fraction, 0) + 128)
+        offset = stage("offset", (knot << FRACTION_BITS) + Mux(difference[0], fraction, 0) + 2 ** (FRACTION_BITS - 1))
 
         # 6. y
-        y = stage("y", (half_product + offset) >> 8)
+        y = stage("y", (half_product + offset) >> FRACTION_BITS)
 
         # 7. saturate (a low limit above the high one is replaced by it: min(max(y, low), high))
         clamp_low = Mux(self.low > self.high, self.high, self.low)
