@@ -28,7 +28,7 @@ class BoardModel(GPTNeo):
 
     def __init__(self, model, board_ops, link, name, on_close=None):
         super().__init__(model.config, host_weights(model), QuantizedOps(model, board_ops), name=name)
-        self.board_ops, self.link, self.on_close = board_ops, link, on_close
+        self.link, self.on_close = link, on_close
         self.driver = board_ops.driver
         self.link_at_start = (link.commands, link.bytes_sent, link.bytes_received)
 

@@ -40,7 +40,8 @@ def hardware_report(rows=ARRAY_ROWS, cols=ARRAY_COLS, synthesis=True, log=print)
                            "cycles_per_second_with_a_python_check_every_cycle": measured["checked_cycles_per_second"]}
     report["formula_max_error_cycles"] = max(abs(p["cycles"] - p["formula_cycles"]) for p in measured["products"])
 
-    models = {"default model": load_source(None).config,
+    default = load_source(None)
+    models = {"default model": default.config,
               "tinystories-33m": GPTNeoConfig.from_dict({"model_type": "gpt_neo", **PRESETS["tinystories-33m"]})}
     report["models"] = {}
     for name, config in models.items():
@@ -56,7 +57,7 @@ def hardware_report(rows=ARRAY_ROWS, cols=ARRAY_COLS, synthesis=True, log=print)
 
     if synthesis:
         from ..boards.units import unit_resources
-        image = load_source(None).quantized()
+        image = default.quantized()
         tables = [image.tensors[f"h.{i}.gelu.knots"].tolist() for i in range(image.config.num_layers)]
         report["ecp5_85f"] = unit_resources(rows, cols, tables, log=log)
     return report
