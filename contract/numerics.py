@@ -10,9 +10,11 @@ __all__ = [
     "MULTIPLIER_BITS", "MAX_SHIFT",
     "EXP2_FRAC_BITS", "EXP2_ONE", "EXP2_TABLE", "DIFF_MAX", "CONSTANT_BITS", "PROB_BITS",
     "GELU_SEGMENT_BITS", "GELU_KNOTS", "GELU_KNOT_BITS",
+    "RESIDUAL", "NORM_FRAC_BITS", "NORM_EPSILON_MAX", "RECIPROCAL_BITS", "GAIN", "BIAS_LIMIT",
+    "SAMPLE_CANDIDATES", "TOP_P_BITS", "DRAW_BITS", "XORSHIFT_SHIFTS", "SEED_ZERO_STATE",
 ]
 
-NUMERICS_VERSION = 2
+NUMERICS_VERSION = 3
 """INFO reports it; the host refuses a device that computes another version."""
 
 INT8 = (-128, 127)
@@ -53,3 +55,31 @@ GELU_KNOTS = 2 ** GELU_SEGMENT_BITS + 1
 """Knots of one GELU table (the segments' ends): table t is at GELU addresses GELU_KNOTS * t onwards."""
 GELU_KNOT_BITS = 18
 """A knot's width in the GELU unit (signed): a DP16KD's word."""
+
+# -- the residual stream and LayerNorm -------------------------------------------------------------
+
+RESIDUAL = INT16
+"""The residual stream's limits: 16-bit, one scale for the whole stream of a model."""
+NORM_FRAC_BITS = 15
+"""LayerNorm's normalised value ``c / sqrt(sum c**2)``, in [-1, 1], carries this many fraction bits."""
+NORM_EPSILON_MAX = 2 ** 40
+"""LayerNorm's epsilon in residual units squared times D, at most this (images clamp it here)."""
+RECIPROCAL_BITS = 15
+"""Reciprocals (softmax and LayerNorm) are ``2**(k + 15) // v`` for a v of bit length k: in [2**15, 2**16]."""
+GAIN = (-32767, 32767)
+"""LayerNorm gains (gamma) are 16-bit with one scale per LayerNorm."""
+BIAS_LIMIT = 2 ** 30
+"""Biases, LayerNorm's included, lie in [-2**30, 2**30], so that the accumulator plus the bias fits 32 bits."""
+
+# -- sampling ----------------------------------------------------------------------------------------
+
+SAMPLE_CANDIDATES = 64
+"""Sampling draws from at most this many of the largest logits (top-k is capped here)."""
+TOP_P_BITS = 16
+"""top-p is a fraction with 16 bits: ``round(top_p * 2**16)``, in [1, 2**16]."""
+DRAW_BITS = 16
+"""A draw uses the top 16 bits of the PRNG's 32-bit state."""
+XORSHIFT_SHIFTS = (13, 17, 5)
+"""The PRNG: Marsaglia's xorshift32, ``x ^= x << 13; x ^= x >> 17; x ^= x << 5`` (mod 2**32)."""
+SEED_ZERO_STATE = 0x9E3779B9
+"""The PRNG's first state for seed 0 (xorshift never leaves 0); any other seed is its own state."""

@@ -10,7 +10,11 @@ __all__ = ["measure_accuracy", "render_accuracy"]
 
 def _run(model, ids, start, end, record):
     model.reset(1)
-    model.observe = lambda site, layer, x: record.setdefault(layer, []).append(x[0])
+    def observe(site, layer, x):
+        if site == "residual":
+            record[layer] = x[0]
+
+    model.observe = observe
     logits = model.forward(np.asarray(ids)[None, start:end])[0]
     model.observe = None
     return logits.astype(np.float64)
@@ -34,7 +38,7 @@ def measure_accuracy(source, ids):
         nll_i.append(-log_softmax(g)[np.arange(len(rows)), targets])
         errors.append(np.abs(f - g).max(-1))
         for layer in residual_f:
-            a, b = residual_f[layer][0][rows], residual_i[layer][0][rows]
+            a, b = residual_f[layer][rows], residual_i[layer][rows]
             sums = layer_error.setdefault(layer, [0.0, 0.0])
             sums[0] += float(((a - b) ** 2).sum())
             sums[1] += float((a ** 2).sum())

@@ -91,6 +91,7 @@ class ModelSource:
     name: str
     checkpoint: object = None   # model.Checkpoint
     image: object = None        # image.QuantizedModel
+    image_file: Path = None     # the image beside the checkpoint, read when first needed
 
     @property
     def config(self):
@@ -111,6 +112,8 @@ class ModelSource:
 
     def quantized(self):
         """The quantized model: the image, or the checkpoint quantized now on the default calibration text."""
+        if self.image is None and self.image_file is not None:
+            self.image = load_image(self.image_file)
         if self.image is None:
             from .quantize import quantize_checkpoint
             from .training.corpus import calibration_text
@@ -135,8 +138,8 @@ def load_source(spec):
     if spec is None:
         if not DEFAULT_MODEL.exists():
             raise UserError("no --model given and no default model is installed")
-        image = load_image(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None
-        return ModelSource("the default model", load_checkpoint(DEFAULT_MODEL), image)
+        image_file = DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else None  # quantize rewrites it without reading it
+        return ModelSource("the default model", load_checkpoint(DEFAULT_MODEL), image_file=image_file)
     if is_image(spec):
         return ModelSource(str(spec), image=load_image(spec))
     return ModelSource(str(spec), checkpoint=load_checkpoint(spec))

@@ -1,6 +1,6 @@
 """The board back ends: ``sim``, ``sim:HOST:PORT`` and ``serial:PORT[@BAUD]``.
 
-Each runs the same model graph as ``emu`` with :class:`~neofpga.host.board_ops.BoardOps` as its
+Each runs the same integer model graph as ``emu`` with :class:`~neofpga.host.board_ops.BoardOps` as its
 device side, over a :class:`~neofpga.host.link.Link` on pyserial: a real port, or the simulated
 board's TCP socket (``socket://``). ``sim`` starts a simulated board (building it the first time)
 and stops it when the model is closed.
@@ -15,19 +15,17 @@ from ..contract.numerics import NUMERICS_VERSION
 from .backends import parse_backend
 from .board_ops import BoardOps
 from .driver import AcceleratorDriver, check_info
-from .golden import QuantizedOps
+from .golden import IntegerGPTNeo
 from .link import Link
-from .quantize import host_weights
-from .reference import GPTNeo
 
 __all__ = ["BoardModel", "check_board_gateware", "connect_board", "open_board_model"]
 
 
-class BoardModel(GPTNeo):
-    """The model graph on a board; :meth:`device_stats` reports device cycles and link traffic."""
+class BoardModel(IntegerGPTNeo):
+    """The integer model graph on a board; :meth:`device_stats` reports device cycles and link traffic."""
 
     def __init__(self, model, board_ops, link, name, on_close=None):
-        super().__init__(model.config, host_weights(model), QuantizedOps(model, board_ops), name=name)
+        super().__init__(model, board_ops, name=name)
         self.link, self.on_close = link, on_close
         self.driver = board_ops.driver
         self.link_at_start = (link.commands, link.bytes_sent, link.bytes_received)

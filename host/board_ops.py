@@ -41,6 +41,7 @@ from ..contract.errors import UserError
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, Mode, Space
 from .driver import check_info, record_dtype
+from .golden import VectorUnits
 
 __all__ = ["RESIDENCIES", "BoardOps"]
 
@@ -48,8 +49,9 @@ RESIDENCIES = ("resident", "stream")
 REQUANTIZERS = ("qkv", "pv", "out_proj", "c_fc", "c_proj")  # per layer; then "head"
 
 
-class BoardOps:
-    """The attention block, the MLP block and the head on an :class:`~neofpga.host.driver.AcceleratorDriver`.
+class BoardOps(VectorUnits):
+    """The attention block, the MLP block and the head on an :class:`~neofpga.host.driver.AcceleratorDriver`;
+    the embedding and LayerNorm on the host, in :class:`~neofpga.host.golden.VectorUnits`' integers.
 
     ``residency`` "resident" uploads every matrix, requantizer constant and GELU table once, here;
     "stream" uploads each right before the product that uses it (only the KV caches stay on the
@@ -60,7 +62,8 @@ class BoardOps:
     def __init__(self, model, driver, residency="resident", layers=None, head=True):
         if residency not in RESIDENCIES:
             raise UserError(f"residency must be one of {', '.join(RESIDENCIES)}, not {residency!r}")
-        self.config, self.t, self.driver, self.residency = model.config, model.tensors, driver, residency
+        super().__init__(model)
+        self.driver, self.residency = driver, residency
         self.info = driver.device_info
         check_info(self.info, {"numerics_version": NUMERICS_VERSION})
         self.rows, self.cols = self.info["rows"], self.info["cols"]

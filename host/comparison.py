@@ -4,12 +4,13 @@ The first back end generates greedily; every other one is teacher-forced on the 
 their logits are compared at every step, and a back end diverges at the first step where its own
 greedy choice differs from the first one's token. Between two integer back ends (``emu``, the
 boards), whose device ops must agree bit for bit, the report also names the first device op
-(attention, MLP or head, with its layer and positions) whose integers differ.
+(embedding, LayerNorm, attention, MLP or head, with its layer and positions) whose integers differ.
 """
 
 import numpy as np
 
 from .generation import generate
+from .golden import IntegerGPTNeo
 from .sampling import Sampler
 
 __all__ = ["compare_backends", "RecordingOps", "render_comparison"]
@@ -23,6 +24,12 @@ class RecordingOps:
 
     def reset(self, batch=1):
         self.ops.reset(batch)
+
+    def embedding(self, ids, positions):
+        return self._keep("embedding", positions, self.ops.embedding(ids, positions))
+
+    def layer_norm(self, name, x):
+        return self._keep(f"layer norm {name}", None, self.ops.layer_norm(name, x))
 
     def attention(self, layer, x, positions):
         return self._keep(f"attention, layer {layer}", positions, self.ops.attention(layer, x, positions))
@@ -39,12 +46,12 @@ class RecordingOps:
 
 
 def _record(model):
-    """Start recording the integer ops of ``model``'s device ops, if it has any; the recorder or None."""
-    ops = getattr(model, "ops", None)
-    if ops is None or not hasattr(ops, "integer_ops"):
+    """Start recording the device ops of an integer back end's ``model``; the recorder, or None
+    for a float back end."""
+    if not isinstance(model, IntegerGPTNeo):
         return None
-    ops.integer_ops = RecordingOps(ops.integer_ops)
-    return ops.integer_ops
+    model.ops = RecordingOps(model.ops)
+    return model.ops
 
 
 def _first_op_difference(expected, got):

@@ -72,6 +72,7 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
     """
     context = model.config.max_position_embeddings
     stream = TextStream(tokenizer, write or (lambda text: None))
+    choose = model.chooser(sampler)
     new_ids, kept = [], []
     model.reset(1)
     start = time.perf_counter()
@@ -81,7 +82,7 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
     while len(new_ids) < max_new_tokens:
         if keep_logits:
             kept.append(logits)
-        token = sampler(logits)
+        token = choose(logits)
         new_ids.append(token)
         if token == eos_id:  # kept in the ids, not printed
             stop = "eos"

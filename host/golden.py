@@ -1,27 +1,51 @@
 """The integer golden model: the ``emu`` back end and the specification the gateware must match.
 
-:class:`GoldenOps` computes the device side (attention block, MLP block, head) on integers,
-exactly as docs/NUMERICS.md states and the gateware computes it. :class:`QuantizedOps` is the
-host's half of every integer back end (``emu``, ``sim``, a board): it quantizes the LayerNorm
-outputs it sends and dequantizes the int16 results it gets back. Back ends differ only in the
-``ops`` object behind it.
+:class:`IntegerGPTNeo` is GPT-Neo in the device's integers: the embedding, every LayerNorm, the
+int16 residual stream, the blocks and the head, as docs/NUMERICS.md states them. It is the graph
+of every integer back end (``emu``, ``sim``, a board); they differ only in the integer *device
+ops* behind it. :class:`GoldenOps` computes all of them in numpy. A board's
+:class:`~neofpga.host.board_ops.BoardOps` runs the blocks and the head on the device and, until
+the gateware has those units, the embedding and LayerNorm with :class:`VectorUnits`, the same
+integer code as here.
 """
 
 import numpy as np
 
-from .kernels import exact_matmul, integer_gelu, integer_softmax, quantize, requantize
-from .quantize import host_weights
-from .reference import GPTNeo, attention_mask
+from .kernels import embedding, exact_matmul, integer_gelu, integer_layer_norm, integer_softmax, requantize, \
+    residual_add
+from .reference import attention_mask
 
-__all__ = ["GoldenOps", "QuantizedOps", "golden_model"]
+__all__ = ["VectorUnits", "GoldenOps", "IntegerGPTNeo", "golden_model"]
 
 
-class GoldenOps:
-    """The device ops in integer numpy, with an int8 KV cache; 16-bit activations in, int16 out."""
+class VectorUnits:
+    """The embedding gather and the LayerNorm unit in integer numpy, with an image's constants."""
 
     def __init__(self, model):
         self.config = model.config
         self.t = model.tensors
+
+    def embedding(self, ids, positions):
+        """The residual stream's first value for token ``ids`` [B, T] at ``positions`` [T]: the
+        int8 wte row (the tied head's) plus the int8 wpe row, each in the residual's units."""
+        t, ids = self.t, np.asarray(ids)
+        tokens = embedding(t["head.weight"][ids], t["embedding.multiplier"][ids], t["embedding.shift"][ids])
+        places = embedding(t["wpe.weight"][positions], t["wpe.multiplier"][positions], t["wpe.shift"][positions])
+        return residual_add(tokens, places)
+
+    def layer_norm(self, name, x):
+        """LayerNorm ``name`` (``h.L.ln_1``, ``h.L.ln_2`` or ``ln_f``) of int16 residual rows ``x``."""
+        t = self.t
+        limits = t[f"{name}.limits"]
+        return integer_layer_norm(x, t[f"{name}.gain"], t[f"{name}.bias"], t[f"{name}.multiplier"],
+                                  t[f"{name}.shift"], limits[..., 0], limits[..., 1], *t["layer_norm.statistics"])
+
+
+class GoldenOps(VectorUnits):
+    """Every device op in integer numpy, with an int8 KV cache; int16 in, int16 out."""
+
+    def __init__(self, model):
+        super().__init__(model)
         # int8 weights as float32 for exact_matmul (exact: see numerics.exact_matmul)
         self.weights = {name[: -len(".weight")]: array.astype(np.float32)
                         for name, array in model.tensors.items()
@@ -81,38 +105,55 @@ class GoldenOps:
         return self.linear("head", x)
 
 
-class QuantizedOps:
-    """The device ops of an integer back end, seen from the float graph: float LayerNorm outputs
-    in, float block outputs back.
+class IntegerGPTNeo:
+    """GPT-Neo in integers: the graph of every integer back end, with ``ops`` computing its units.
 
-    It quantizes what it sends (16-bit, round half to even, saturating) and scales what
-    ``integer_ops`` (:class:`GoldenOps`, or a board's :class:`~neofpga.host.board_ops.BoardOps`)
-    returns (int16) by the calibrated output scales.
+    ``forward`` appends tokens to the sequences in the ops' KV cache and returns their logits, the
+    int16 codes times the logit scale (float32, exact: :meth:`chooser` recovers the codes).
     """
 
-    def __init__(self, model, integer_ops):
-        self.model, self.integer_ops = model, integer_ops
-        self.s = model.scales
+    def __init__(self, model, ops, name="emu"):
+        self.name = name
+        self.config = model.config
+        self.ops = ops
+        self.residual_scale = np.float32(model.scales["residual"])
+        self.logit_scale = np.float32(model.scales["logits"])
+        self.length = 0
+        self.observe = None  # observe("residual", layer, x) after every block, dequantized: per-layer accuracy
+        self.reset()
 
     def reset(self, batch=1):
-        self.integer_ops.reset(batch)
+        """Start ``batch`` new, empty sequences."""
+        self.length = 0
+        self.ops.reset(batch)
 
-    def _send(self, name, x):
-        limits = self.model.tensors[f"{name}.limits"]
-        return quantize(x, self.s[name], limits)
+    def forward(self, ids, last_only=False):
+        """Logits [B, T, vocab] for token ids [B, T] that follow what the cache holds."""
+        c, ops = self.config, self.ops
+        ids = np.asarray(ids)
+        positions = np.arange(self.length, self.length + ids.shape[1])
+        if positions[-1] >= c.max_position_embeddings:
+            raise ValueError(f"position {positions[-1]} is past the context of {c.max_position_embeddings}")
+        x = ops.embedding(ids, positions)
+        for layer in range(c.num_layers):
+            x = residual_add(x, ops.attention(layer, ops.layer_norm(f"h.{layer}.ln_1", x), positions))
+            x = residual_add(x, ops.mlp(layer, ops.layer_norm(f"h.{layer}.ln_2", x)))
+            if self.observe is not None:
+                self.observe("residual", layer, x.astype(np.float32) * self.residual_scale)
+        if last_only:
+            x = x[:, -1:]
+        codes = ops.head(ops.layer_norm("ln_f", x))
+        self.length += ids.shape[1]
+        return codes.astype(np.float32) * self.logit_scale
 
-    def attention(self, layer, x, positions):
-        out = self.integer_ops.attention(layer, self._send(f"h.{layer}.attn_in", x), positions)
-        return out.astype(np.float32) * self.s[f"h.{layer}.attn_out"]
+    def chooser(self, sampler):
+        """The next-token choice on the device's integers (:meth:`Sampler.integer_chooser`)."""
+        return sampler.integer_chooser(self.logit_scale)
 
-    def mlp(self, layer, x):
-        out = self.integer_ops.mlp(layer, self._send(f"h.{layer}.mlp_in", x))
-        return out.astype(np.float32) * self.s[f"h.{layer}.mlp_out"]
-
-    def head(self, x):
-        return self.integer_ops.head(self._send("head_in", x)).astype(np.float32) * self.s["logits"]
+    def close(self):
+        """Release the device (nothing to release for in-process ops)."""
 
 
 def golden_model(model, name="emu"):
-    """The ``emu`` back end: the shared graph with the golden model computing the device ops."""
-    return GPTNeo(model.config, host_weights(model), QuantizedOps(model, GoldenOps(model)), name=name)
+    """The ``emu`` back end: the integer graph with the golden model computing every unit."""
+    return IntegerGPTNeo(model, GoldenOps(model), name=name)

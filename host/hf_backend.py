@@ -47,6 +47,10 @@ class HFModel:
         self.length += ids.shape[1]
         return out.logits.float().numpy()
 
+    def chooser(self, sampler):
+        """The next-token choice over float logits (:meth:`Sampler.float_chooser`)."""
+        return sampler.float_chooser()
+
     def close(self):
         """Drop the model."""
         self.model = None

@@ -10,12 +10,16 @@ appears only in building constants and tables (fixed integers from then on) and 
 
 import numpy as np
 
-from ..contract.numerics import (CONSTANT_BITS, DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, GELU_SEGMENT_BITS, MAX_SHIFT,
-                                 MULTIPLIER_BITS, PROB_BITS)
+from ..contract.numerics import (CONSTANT_BITS, DIFF_MAX, DRAW_BITS, EXP2_FRAC_BITS, EXP2_TABLE, GELU_SEGMENT_BITS,
+                                 MAX_SHIFT, MULTIPLIER_BITS, NORM_FRAC_BITS, PROB_BITS, RECIPROCAL_BITS, RESIDUAL,
+                                 SAMPLE_CANDIDATES, SEED_ZERO_STATE, TOP_P_BITS, XORSHIFT_SHIFTS)
 
 __all__ = [
     "round_shift", "saturate", "quantize", "multiplier_and_shift", "requantize", "exact_matmul",
-    "softmax_parameters", "integer_softmax", "gelu_knots", "integer_gelu",
+    "bit_length", "reciprocal", "isqrt",
+    "softmax_parameters", "exp2_weights", "integer_softmax", "gelu_knots", "integer_gelu",
+    "embedding", "residual_add", "integer_layer_norm", "argmax",
+    "xorshift32", "first_state", "sampling_parameters", "integer_sample",
 ]
 
 _EXP2_TABLE = np.array(EXP2_TABLE, dtype=np.int64)
@@ -99,6 +103,36 @@ def exact_matmul(x, w_f32):
     return (total[:len(rows)] * 256 + total[len(rows):]).reshape(*x.shape[:-1], -1)
 
 
+# -- the reciprocal and the square root ------------------------------------------------------------
+
+def bit_length(value):
+    """The bit length of each non-negative integer below 2**53 (0 for 0), like ``int.bit_length``."""
+    value = np.asarray(value, dtype=np.int64)
+    return np.frexp(value.astype(np.float64))[1].astype(np.int64)  # exact: the float holds the integer
+
+
+def reciprocal(value):
+    """The reciprocal unit: ``(k, 2**(k + 15) // v)`` with k the bit length of ``v`` (> 0).
+
+    The quotient lies in [2**15, 2**16]: 16 significant bits, one 18 x 18 multiplier to apply.
+    """
+    value = np.asarray(value, dtype=np.int64)
+    k = bit_length(value)
+    return k, (np.int64(1) << (k + RECIPROCAL_BITS)) // np.maximum(value, 1)
+
+
+def isqrt(value):
+    """``floor(sqrt(v))`` exactly, for non-negative integers below 2**52 (the LayerNorm unit's root).
+
+    The device computes it digit by digit (or by Newton's iteration, as I-BERT does); any method
+    gives the same integer, which float64's square root comes within one of and is corrected to.
+    """
+    value = np.asarray(value, dtype=np.int64)
+    root = np.floor(np.sqrt(value.astype(np.float64))).astype(np.int64)
+    root = np.where(root * root > value, root - 1, root)
+    return np.where((root + 1) * (root + 1) <= value, root + 1, root)
+
+
 # -- integer softmax -----------------------------------------------------------------------------
 
 def softmax_parameters(score_scale):
@@ -120,6 +154,18 @@ def softmax_parameters(score_scale):
     return pre, constant, shift
 
 
+def exp2_weights(diff, constant, shift):
+    """``2**(-t / 256)`` in units of 2**-15 for the exponent ``t = (diff * C + 2**(shift-1)) >> shift``.
+
+    ``e = (EXP2_TABLE[t & 255] + 2**(n-1)) >> n`` with ``n = t >> 8``, and 0 once n >= 16: the
+    exponent unit that softmax and sampling share (``diff`` >= 0, already shifted and saturated).
+    """
+    t = (np.asarray(diff, dtype=np.int64) * constant + ((np.int64(1) << shift) >> 1)) >> shift
+    whole = np.minimum(t >> EXP2_FRAC_BITS, 16)
+    frac = t & (2 ** EXP2_FRAC_BITS - 1)
+    return np.where(whole < 16, (_EXP2_TABLE[frac] + ((np.int64(1) << whole) >> 1)) >> whole, 0)
+
+
 def integer_softmax(scores, visible, pre, constant, shift):
     """Row-wise softmax of integer scores over the ``visible`` entries, as the softmax unit computes it.
 
@@ -139,18 +185,12 @@ def integer_softmax(scores, visible, pre, constant, shift):
     low = np.iinfo(np.int64).min
     row_max = np.where(visible, scores, low).max(axis=-1, keepdims=True)
     diff = np.minimum(np.where(visible, (row_max - scores) >> pre, DIFF_MAX), DIFF_MAX)
-    t = (diff * constant + ((np.int64(1) << shift) >> 1)) >> shift
-    whole = np.minimum(t >> EXP2_FRAC_BITS, 16)
-    frac = t & (2 ** EXP2_FRAC_BITS - 1)
-    e = np.where(whole < 16, (_EXP2_TABLE[frac] + ((np.int64(1) << whole) >> 1)) >> whole, 0)
-    e = np.where(visible, e, 0)
+    e = np.where(visible, exp2_weights(diff, constant, shift), 0)
     total = e.sum(axis=-1, keepdims=True)
-    bits = np.zeros_like(total)
-    nonzero = total > 0
-    bits[nonzero] = np.floor(np.log2(total[nonzero])).astype(np.int64) + 1
-    reciprocal = np.where(nonzero, (np.int64(1) << (bits + 15)) // np.maximum(total, 1), 0)
+    bits, inverse = reciprocal(total)
+    inverse = np.where(total > 0, inverse, 0)
     rounding = (np.int64(1) << bits) >> 1
-    return np.minimum((e * reciprocal + rounding) >> bits, 2 ** PROB_BITS - 1)
+    return np.minimum((e * inverse + rounding) >> bits, 2 ** PROB_BITS - 1)
 
 
 # -- GELU ------------------------------------------------------------------------------------------
@@ -178,3 +218,89 @@ def integer_gelu(x, knots, low, high):
     step = knots[i + 1] - knots[i]
     y = knots[i] + ((step * f + 2 ** (15 - GELU_SEGMENT_BITS)) >> (16 - GELU_SEGMENT_BITS))
     return saturate(y, low, high)
+
+
+# -- the embedding, the residual stream and LayerNorm ----------------------------------------------
+
+def embedding(rows, multiplier, shift):
+    """int8 embedding ``rows`` [..., D] in the residual's units: each row requantized by its own
+    ``M / 2**shift`` ([...], the row's weight scale over the residual's), rounded half to even and
+    saturated to the residual's limits."""
+    multiplier = np.asarray(multiplier, dtype=np.int64)[..., None]
+    shift = np.asarray(shift, dtype=np.int64)[..., None]
+    return requantize(rows, 0, multiplier, shift, *RESIDUAL)
+
+
+def residual_add(residual, update):
+    """The residual stream plus a block's output (both in the residual's units), saturated."""
+    return saturate(np.asarray(residual, dtype=np.int64) + update, *RESIDUAL)
+
+
+def integer_layer_norm(x, gain, bias, multiplier, shift, low, high, mean_multiplier, mean_shift, epsilon):
+    """The LayerNorm unit on residual rows ``x`` [..., D] (int16), per row:
+
+    1. ``mean = round_half_even(sum(x) * mean_M / 2**mean_shift)`` (``mean_M / 2**mean_shift`` ~ 1/D);
+    2. ``c = x - mean``; ``power = sum(c**2) + epsilon`` (epsilon ~ D eps / s_res**2, at least 1);
+    3. ``sigma = isqrt(power)`` (= sqrt(D) times the standard deviation), ``(k, r) = reciprocal(sigma)``;
+    4. ``n = round_half_even(c * r / 2**k)``: c / sigma with 15 fraction bits, |n| <= 2**15;
+    5. the requantizer on ``n * gain[col]`` with the LayerNorm's per-column bias, M, shift, limits.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    mean = round_shift(x.sum(axis=-1, keepdims=True) * np.int64(mean_multiplier), mean_shift)
+    centred = x - mean
+    sigma = isqrt((centred * centred).sum(axis=-1, keepdims=True) + np.int64(epsilon))
+    bits, inverse = reciprocal(sigma)
+    normalised = round_shift(centred * inverse, bits + RECIPROCAL_BITS - NORM_FRAC_BITS)
+    return requantize(normalised * np.asarray(gain, dtype=np.int64), bias, multiplier, shift, low, high)
+
+
+def argmax(codes):
+    """The largest code's index along the last axis; the lowest index among equal ones."""
+    return np.argmax(np.asarray(codes), axis=-1)
+
+
+# -- sampling ------------------------------------------------------------------------------------------
+
+_MASK32 = 2 ** 32 - 1
+
+
+def xorshift32(state):
+    """The PRNG's next 32-bit state (Marsaglia's xorshift32)."""
+    a, b, c = XORSHIFT_SHIFTS
+    state ^= (state << a) & _MASK32
+    state ^= state >> b
+    state ^= (state << c) & _MASK32
+    return state
+
+
+def first_state(seed):
+    """The PRNG's state for a seed in [0, 2**32): the seed itself, and SEED_ZERO_STATE for 0."""
+    return int(seed) or SEED_ZERO_STATE
+
+
+def sampling_parameters(logit_scale, temperature, top_k=None, top_p=None):
+    """``(pre, C, shift, k, P)``: the sampler's exponent constants for logits of one unit
+    ``logit_scale`` at ``temperature`` (> 0), the number of candidates and top-p as a 16-bit fraction."""
+    pre, constant, shift = softmax_parameters(float(logit_scale) / float(temperature))
+    k = min(top_k or SAMPLE_CANDIDATES, SAMPLE_CANDIDATES)
+    p = 2 ** TOP_P_BITS if top_p is None else min(max(int(np.rint(top_p * 2 ** TOP_P_BITS)), 1), 2 ** TOP_P_BITS)
+    return pre, constant, shift, k, p
+
+
+def integer_sample(codes, pre, constant, shift, k, p, state):
+    """The sampler on one row of int16 logit ``codes``; returns ``(id, next state)``.
+
+    1. candidates: the ``k`` largest codes, largest first, the lower id first among equal ones;
+    2. ``e = exp2_weights(min((top - code) >> pre, DIFF_MAX))``: the top candidate weighs 2**15;
+    3. top-p: keep the shortest prefix whose running sum ``s`` has ``s * 2**16 >= P * total``;
+    4. one draw: ``state = xorshift32(state)``, ``u = ((state >> 16) * kept) >> 16`` with ``kept``
+       the prefix's sum; the first candidate whose running sum exceeds u is the token.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    order = np.argsort(-codes, kind="stable")[:k]
+    diff = np.minimum((codes[order[0]] - codes[order]) >> pre, DIFF_MAX)
+    running = np.cumsum(exp2_weights(diff, constant, shift))
+    keep = int(np.argmax(running * 2 ** TOP_P_BITS >= p * running[-1]))
+    state = xorshift32(state)
+    draw = ((state >> (32 - DRAW_BITS)) * int(running[keep])) >> DRAW_BITS
+    return int(order[int(np.argmax(running > draw))]), state

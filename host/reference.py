@@ -129,8 +129,15 @@ class GPTNeo:
         self.w = weights  # the host's share: wte and wpe rows, LayerNorm gains and biases
         self.ops = ops
         self.length = 0
-        self.observe = None  # observe("residual", layer, x) after every block: per-layer accuracy
+        self.observe = None  # observe(site, layer, x) of the residual stream: calibration, per-layer accuracy
         self.reset()
+
+    def _seen(self, site, layer, x):
+        """The residual stream at ``site``: "embedding", then "attn_residual" and "residual" (after
+        the attention and the MLP) of every block."""
+        if self.observe is not None:
+            self.observe(site, layer, x)
+        return x
 
     def reset(self, batch=1):
         """Start ``batch`` new, empty sequences."""
@@ -147,20 +154,22 @@ class GPTNeo:
         positions = np.arange(self.length, self.length + ids.shape[1])
         if positions[-1] >= c.max_position_embeddings:
             raise ValueError(f"position {positions[-1]} is past the context of {c.max_position_embeddings}")
-        x = w["transformer.wte.weight"][ids] + w["transformer.wpe.weight"][positions]
+        x = self._seen("embedding", None, w["transformer.wte.weight"][ids] + w["transformer.wpe.weight"][positions])
         for layer in range(c.num_layers):
             h = f"transformer.h.{layer}."
-            x = x + self.ops.attention(
-                layer, layer_norm(x, w[h + "ln_1.weight"], w[h + "ln_1.bias"], c.layer_norm_epsilon), positions)
-            x = x + self.ops.mlp(
-                layer, layer_norm(x, w[h + "ln_2.weight"], w[h + "ln_2.bias"], c.layer_norm_epsilon))
-            if self.observe is not None:
-                self.observe("residual", layer, x)
+            x = self._seen("attn_residual", layer, x + self.ops.attention(
+                layer, layer_norm(x, w[h + "ln_1.weight"], w[h + "ln_1.bias"], c.layer_norm_epsilon), positions))
+            x = self._seen("residual", layer, x + self.ops.mlp(
+                layer, layer_norm(x, w[h + "ln_2.weight"], w[h + "ln_2.bias"], c.layer_norm_epsilon)))
         if last_only:
             x = x[:, -1:]
         x = layer_norm(x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], c.layer_norm_epsilon)
         self.length += ids.shape[1]
         return self.ops.head(x)
+
+    def chooser(self, sampler):
+        """The next-token choice over float logits (:meth:`Sampler.float_chooser`)."""
+        return sampler.float_chooser()
 
     def close(self):
         """Release the device (nothing to release for in-process ops)."""

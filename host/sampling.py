@@ -1,17 +1,25 @@
-"""Choosing the next token from logits: greedy, or seeded sampling with temperature, top-k, top-p."""
+"""Choosing the next token from logits: greedy, or seeded sampling with temperature, top-k, top-p.
+
+A :class:`Sampler` holds the settings; each back end asks it for the chooser that computes as it
+does. The float back ends draw from numpy's seeded generator over float probabilities. The integer
+back ends run the device's sampler (docs/NUMERICS.md, "Sampling") on the int16 logit codes, with
+the xorshift32 PRNG that the gateware and the golden model share.
+"""
 
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..contract.errors import UserError
+from ..contract.numerics import SAMPLE_CANDIDATES
+from .kernels import argmax, first_state, integer_sample, sampling_parameters
 
-__all__ = ["Sampler"]
+__all__ = ["Sampler", "FloatChooser", "IntegerChooser"]
 
 
 @dataclass
 class Sampler:
-    """Greedy unless a temperature (> 0), top-k or top-p is given; sampling draws from a seeded RNG."""
+    """Greedy unless a temperature (> 0), top-k or top-p is given; the seed is in [0, 2**32)."""
 
     temperature: float | None = None
     top_k: int | None = None
@@ -25,7 +33,8 @@ class Sampler:
             raise UserError(f"--top-k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
-        self.rng = np.random.default_rng(self.seed)
+        if not 0 <= self.seed < 2 ** 32:
+            raise UserError(f"--seed must be in [0, 2**32), got {self.seed}")
 
     @property
     def greedy(self):
@@ -33,18 +42,70 @@ class Sampler:
             return True
         return self.temperature is None and self.top_k is None and self.top_p is None
 
+    def float_chooser(self):
+        """A fresh :class:`FloatChooser` with these settings."""
+        return FloatChooser(self)
+
+    def integer_chooser(self, logit_scale):
+        """A fresh :class:`IntegerChooser` for logits of one unit ``logit_scale``."""
+        return IntegerChooser(self, logit_scale)
+
+
+class FloatChooser:
+    """Sampling over float probabilities with numpy's generator, seeded once."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.rng = np.random.default_rng(sampler.seed)
+
     def __call__(self, logits):
         """The next token id from a vector of logits."""
-        if self.greedy:
+        s = self.sampler
+        if s.greedy:
             return int(np.argmax(logits))
-        scaled = np.asarray(logits, dtype=np.float64) / (self.temperature or 1.0)
+        scaled = np.asarray(logits, dtype=np.float64) / (s.temperature or 1.0)
         order = np.argsort(-scaled, kind="stable")
-        if self.top_k is not None:
-            order = order[: self.top_k]
+        if s.top_k is not None:
+            order = order[: s.top_k]
         probs = np.exp(scaled[order] - scaled[order[0]])
         probs /= probs.sum()
-        if self.top_p is not None:
+        if s.top_p is not None:
             # keep the smallest prefix whose mass reaches top_p (the most likely token always stays)
-            keep = int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1
+            keep = int(np.searchsorted(np.cumsum(probs), s.top_p)) + 1
             order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
         return int(order[self.rng.choice(len(order), p=probs)])
+
+
+class IntegerChooser:
+    """The device's sampler on int16 logit codes, with its PRNG state (one draw a sampled token).
+
+    It takes the dequantized logits that integer back ends return and recovers their codes exactly
+    (``codes * scale`` in float32 is within 2**-23 of the product, far from a rounding boundary).
+    """
+
+    def __init__(self, sampler, logit_scale):
+        self.greedy = sampler.greedy
+        self.scale = np.float64(logit_scale)
+        self.state = first_state(sampler.seed)
+        if not self.greedy:
+            if sampler.top_k is not None and sampler.top_k > SAMPLE_CANDIDATES:
+                raise UserError(f"--top-k {sampler.top_k}: the device samples from at most {SAMPLE_CANDIDATES} "
+                                f"candidates")
+            try:
+                self.parameters = sampling_parameters(logit_scale, sampler.temperature or 1.0, sampler.top_k,
+                                                      sampler.top_p)
+            except ValueError:
+                raise UserError(f"--temperature {sampler.temperature} is too small for the device's sampler "
+                                f"(use 0 for greedy)") from None
+
+    def codes(self, logits):
+        """The int16 codes of dequantized logits."""
+        return np.rint(np.asarray(logits, dtype=np.float64) / self.scale).astype(np.int64)
+
+    def __call__(self, logits):
+        """The next token id."""
+        codes = self.codes(logits)
+        if self.greedy:
+            return int(argmax(codes))
+        token, self.state = integer_sample(codes, *self.parameters, self.state)
+        return token

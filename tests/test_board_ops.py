@@ -17,10 +17,9 @@ from neofpga.host.backends import load_source
 from neofpga.host.board_ops import BoardOps
 from neofpga.host.driver import AcceleratorDriver, check_info, record_dtype
 from neofpga.host.generation import generate
-from neofpga.host.golden import GoldenOps, QuantizedOps, golden_model
+from neofpga.host.golden import GoldenOps, IntegerGPTNeo, golden_model
 from neofpga.host.link import Link, LinkError
-from neofpga.host.quantize import host_weights, quantize_checkpoint
-from neofpga.host.reference import GPTNeo
+from neofpga.host.quantize import quantize_checkpoint
 from neofpga.host.sampling import Sampler
 from neofpga.host.training.corpus import calibration_text
 
@@ -99,7 +98,7 @@ def test_board_ops_equal_golden_ops_on_the_default_model(default, residency):
 def board_model(model, **device):
     """The golden_model graph with BoardOps on the device side."""
     ops, _, _ = open_board(model, **device)
-    return GPTNeo(model.config, host_weights(model), QuantizedOps(model, ops), name="board")
+    return IntegerGPTNeo(model, ops, name="board")
 
 
 def test_the_board_generates_what_the_golden_model_generates(default):
@@ -109,6 +108,18 @@ def test_the_board_generates_what_the_golden_model_generates(default):
             for model in (golden_model(default), board_model(default))]
     assert len(ids) + 72 > default.config.window_size
     assert runs[0].new_ids == runs[1].new_ids
+
+
+def test_seeded_sampled_generation_is_the_golden_models(tiny):
+    """The integer sampler draws the same tokens from the same seed on both, past the local window."""
+    ids = [1, 2, 3]
+    sampler = Sampler(temperature=0.9, top_k=20, top_p=0.95, seed=11)
+    models = (golden_model(tiny), board_model(tiny, **ODD_DEVICE))
+    runs = [generate(model, tiny.tokenizer, ids, sampler, 24, eos_id=-1) for model in models]
+    assert len(ids) + 24 > tiny.config.window_size
+    assert runs[0].new_ids == runs[1].new_ids
+    greedy = generate(golden_model(tiny), tiny.tokenizer, ids, Sampler(), 24, eos_id=-1)
+    assert greedy.new_ids != runs[0].new_ids  # it sampled
 
 
 def test_teacher_forced_logits_are_identical(tiny):
@@ -314,25 +325,34 @@ def test_a_head_wider_than_one_product_goes_in_parts(tinystories):
 
 
 class OffByOne:
-    """Integer ops that add 1 to one value of layer 2's MLP from position ``at`` on."""
+    """Integer ops that add 1 to one value of one unit's output (``unit``: "mlp L" or a LayerNorm's name) from
+    position ``at`` on."""
 
-    def __init__(self, ops, at):
-        self.ops, self.at, self.position = ops, at, 0
+    def __init__(self, ops, at, unit):
+        self.ops, self.at, self.unit, self.position = ops, at, unit, 0
 
     def reset(self, batch=1):
         self.position = 0
         self.ops.reset(batch)
 
-    def attention(self, layer, x, positions):
-        self.position = int(positions[-1])
-        return self.ops.attention(layer, x, positions)
-
-    def mlp(self, layer, x):
-        out = self.ops.mlp(layer, x)
-        if layer == 2 and self.position >= self.at:
+    def _off(self, unit, out):
+        if unit == self.unit and self.position >= self.at:
             out = out.copy()
             out[0, -1, 5] += 1
         return out
+
+    def embedding(self, ids, positions):
+        self.position = int(positions[-1])
+        return self.ops.embedding(ids, positions)
+
+    def layer_norm(self, name, x):
+        return self._off(name, self.ops.layer_norm(name, x))
+
+    def attention(self, layer, x, positions):
+        return self.ops.attention(layer, x, positions)
+
+    def mlp(self, layer, x):
+        return self._off(f"mlp {layer}", self.ops.mlp(layer, x))
 
     def head(self, x):
         return self.ops.head(x)
@@ -345,11 +365,12 @@ def test_compare_names_the_first_device_op_whose_integers_differ(default):
     ids = source.tokenizer.encode("Once upon a time")
     same = compare_backends([golden_model(default), golden_model(default, name="emu2")], source.tokenizer, ids, 6, None)
     assert same["devices"]["emu2"]["first_op_difference"] is None
-    broken = golden_model(default, name="broken")
-    broken.ops.integer_ops = OffByOne(broken.ops.integer_ops, at=len(ids) + 2)
-    report = compare_backends([golden_model(default), broken], source.tokenizer, ids, 6, None)
-    op = report["devices"]["broken"]["first_op_difference"]
-    assert op == {"op": "mlp, layer 2", "positions": [len(ids) + 2], "values_differing": 1, "max_difference": 1}
+    for unit, name in (("mlp 2", "mlp, layer 2"), ("h.1.ln_2", "layer norm h.1.ln_2")):
+        broken = golden_model(default, name="broken")
+        broken.ops = OffByOne(broken.ops, at=len(ids) + 2, unit=unit)
+        report = compare_backends([golden_model(default), broken], source.tokenizer, ids, 6, None)
+        op = report["devices"]["broken"]["first_op_difference"]
+        assert op == {"op": name, "positions": [len(ids) + 2], "values_differing": 1, "max_difference": 1}
 
 
 def test_the_default_model_runs_resident_on_the_ulx3s_85f_design(default):

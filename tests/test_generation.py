@@ -33,6 +33,9 @@ class ScriptedModel:
         self.length += n
         return logits[:, -1:] if last_only else logits
 
+    def chooser(self, sampler):
+        return sampler.float_chooser()
+
 
 TOKENIZER = TextTokenizer(byte_level_tokenizer(512))
 
@@ -42,13 +45,14 @@ LOGITS = np.log(np.array([0.05, 0.4, 0.25, 0.2, 0.1]))
 
 
 def draws(sampler, n=4000):
-    return np.bincount([sampler(LOGITS) for _ in range(n)], minlength=5) / n
+    choose = sampler.float_chooser()
+    return np.bincount([choose(LOGITS) for _ in range(n)], minlength=5) / n
 
 
 def test_greedy_is_argmax():
-    assert Sampler()(LOGITS) == 1
-    assert Sampler(temperature=0)(LOGITS) == 1
-    assert Sampler(temperature=5.0, top_k=1)(LOGITS) == 1
+    assert Sampler().float_chooser()(LOGITS) == 1
+    assert Sampler(temperature=0).float_chooser()(LOGITS) == 1
+    assert Sampler(temperature=5.0, top_k=1).float_chooser()(LOGITS) == 1
 
 
 def test_sampling_follows_the_softmax_at_temperature():
@@ -69,13 +73,14 @@ def test_top_k_and_top_p_restrict_the_support():
 
 
 def test_seeded_sampling_is_reproducible():
-    a = [Sampler(temperature=1.0, seed=9)(LOGITS) for _ in range(1)]
-    s1, s2, s3 = Sampler(temperature=1.0, seed=9), Sampler(temperature=1.0, seed=9), Sampler(temperature=1.0, seed=8)
+    a = [Sampler(temperature=1.0, seed=9).float_chooser()(LOGITS) for _ in range(1)]
+    s1, s2, s3 = (Sampler(temperature=1.0, seed=seed).float_chooser() for seed in (9, 9, 8))
     r1, r2, r3 = ([s(LOGITS) for _ in range(50)] for s in (s1, s2, s3))
     assert r1 == r2 != r3 and a[0] == r1[0]
 
 
-@pytest.mark.parametrize("kwargs", [dict(temperature=-1), dict(top_k=0), dict(top_p=0), dict(top_p=1.5)])
+@pytest.mark.parametrize("kwargs", [dict(temperature=-1), dict(top_k=0), dict(top_p=0), dict(top_p=1.5),
+                                    dict(seed=-1), dict(seed=2 ** 32)])
 def test_bad_sampling_arguments(kwargs):
     with pytest.raises(UserError):
         Sampler(**kwargs)
@@ -158,3 +163,28 @@ def test_score_needs_two_tokens(tiny_random):
     checkpoint = load_source(tiny_random)
     with pytest.raises(UserError, match="scoring needs at least 2"):
         score(open_model("cpu", checkpoint), [5])
+
+
+# -- the integer sampler's chooser -----------------------------------------------------------------
+
+def test_integer_chooser_recovers_the_codes_and_follows_the_kernel():
+    from neofpga.host.kernels import first_state, integer_sample, sampling_parameters
+    scale = np.float32(0.0123)
+    codes = np.random.default_rng(0).integers(-32768, 32768, 300)
+    codes[[0, 1, 2]] = 32767, -32768, 0
+    logits = codes.astype(np.float32) * scale  # what an integer back end returns
+    choose = Sampler(temperature=0.7, top_k=30, seed=4).integer_chooser(scale)
+    assert np.array_equal(choose.codes(logits), codes)
+    state, parameters = first_state(4), sampling_parameters(scale, 0.7, 30)
+    for _ in range(20):
+        token, state = integer_sample(codes, *parameters, state)
+        assert choose(logits) == token
+    assert Sampler().integer_chooser(scale)(logits) == 0
+
+
+def test_integer_chooser_refuses_what_the_device_cannot_sample():
+    with pytest.raises(UserError, match="at most 64 candidates"):
+        Sampler(top_k=65).integer_chooser(0.01)
+    with pytest.raises(UserError, match="too small for the device's sampler"):
+        Sampler(temperature=1e-9).integer_chooser(0.01)
+    Sampler(top_k=65, temperature=0).integer_chooser(0.01)  # greedy: no candidates needed

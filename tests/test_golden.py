@@ -80,6 +80,17 @@ def test_tables_and_constants_follow_from_the_scales(quantized):
         assert m.dtype == np.uint16 and np.all(m >= 2 ** 15) and s.dtype == np.uint8
         w = model.tensors[f"h.{i}.qkv.weight"]
         assert w.dtype == np.int8 and w.min() >= -127
+        for ln in ("ln_1", "ln_2"):
+            gain = model.tensors[f"h.{i}.{ln}.gain"]
+            assert gain.dtype == np.int16 and np.abs(gain).max() == 32767  # the largest gamma sets the scale
+    d = model.config.hidden_size
+    mean_multiplier, mean_shift, epsilon = model.tensors["layer_norm.statistics"].tolist()
+    assert abs(mean_multiplier / 2 ** mean_shift * d - 1) < 2 ** -16
+    assert epsilon == max(1, round(d * model.config.layer_norm_epsilon / float(model.scales["residual"]) ** 2))
+    # each embedding row's requantizer brings its weight scale to the residual's
+    factor = model.tensors["embedding.multiplier"] / 2.0 ** model.tensors["embedding.shift"]
+    expected = model.tensors["head.weight_scale"] / np.float64(model.scales["residual"])
+    assert np.all(np.abs(factor / expected - 1) < 2 ** -15)
 
 
 def test_golden_linear_is_the_requantized_integer_matmul(quantized):
@@ -132,10 +143,14 @@ def test_dequantized_image_runs_on_cpu(quantized, tmp_path):
     image = load_source(tmp_path / "m.neofpga")
     weights = dequantized_weights(image.image)
     for name, array in source.checkpoint.weights.items():
-        if name.endswith("weight") and array.ndim == 2 and "wpe" not in name:
-            # int8 per row: error at most half a step of the row's scale
+        if name.endswith("weight") and array.ndim == 2:
+            # int8 per row (the wpe table's included): error at most half a step of the row's scale
             step = np.abs(array).max(axis=1, keepdims=True) / 127
             assert np.all(np.abs(weights[name] - array) <= step / 2 + 1e-7), name
+        elif ".ln_" in name:
+            # LayerNorm gains: 16-bit at one scale; biases in the unit of n * gain (finer still)
+            step = np.abs(source.checkpoint.weights[name.replace(".bias", ".weight")]).max() / 32767
+            assert np.all(np.abs(weights[name] - array) <= step / 2 * 1.002 + 1e-7), name
     with pytest.raises(UserError, match="hf back end runs Hugging Face folders"):
         open_model("hf", image)
     cpu = open_model("cpu", image)

@@ -2,9 +2,14 @@
 
 import numpy as np
 import pytest
-from neofpga.contract.numerics import DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, INT8, INT16, PROB_BITS, activation_limits
-from neofpga.host.kernels import (exact_matmul, gelu_knots, integer_gelu, integer_softmax, multiplier_and_shift,
-                                  quantize, requantize, round_shift, softmax_parameters)
+import math
+
+from neofpga.contract.numerics import (DIFF_MAX, EXP2_FRAC_BITS, EXP2_TABLE, INT8, INT16, NORM_FRAC_BITS, PROB_BITS,
+                                       RESIDUAL, SAMPLE_CANDIDATES, SEED_ZERO_STATE, activation_limits)
+from neofpga.host.kernels import (argmax, bit_length, embedding, exact_matmul, first_state, gelu_knots, integer_gelu,
+                                  integer_layer_norm, integer_sample, integer_softmax, isqrt, multiplier_and_shift,
+                                  quantize, reciprocal, requantize, residual_add, round_shift, sampling_parameters,
+                                  softmax_parameters, xorshift32)
 from neofpga.host.reference import gelu_new, softmax
 
 RNG = np.random.default_rng(0)
@@ -217,3 +222,150 @@ def test_gelu_saturates_at_the_limits():
     knots = np.arange(257) * 1000 - 128000  # a steep line: most of the range saturates
     y = integer_gelu(np.array([-32768, 32767, 0]), knots, -100, 100)
     assert y.tolist() == [-100, 100, 0]
+
+
+# -- the reciprocal, the square root, the embedding and the residual ---------------------------------
+
+def test_isqrt_is_exact_at_squares_and_between_them():
+    roots = np.concatenate([np.arange(0, 5000), RNG.integers(0, 2 ** 26, 20000), [2 ** 26 - 1]])
+    values = np.concatenate([roots * roots, roots * roots - 1, roots * roots + 2 * roots])  # n**2, n**2-1, (n+1)**2-1
+    values = np.maximum(values, 0)
+    assert isqrt(values).tolist() == [math.isqrt(int(v)) for v in values]
+    big = RNG.integers(0, 2 ** 51, 20000)
+    assert isqrt(big).tolist() == [math.isqrt(int(v)) for v in big]
+
+
+def test_reciprocal_has_16_significant_bits():
+    values = np.concatenate([np.arange(1, 5000), RNG.integers(1, 2 ** 45, 20000), 2 ** np.arange(46)])
+    k, r = reciprocal(values)
+    assert k.tolist() == [int(v).bit_length() for v in values] == bit_length(values).tolist()
+    assert r.tolist() == [(1 << (int(v).bit_length() + 15)) // int(v) for v in values]
+    assert (r >= 2 ** 15).all() and (r <= 2 ** 16).all() and (r[values == 2 ** (k - 1)] == 2 ** 16).all()
+
+
+def test_embedding_requantizes_each_row_and_saturates():
+    rows = RNG.integers(-128, 128, (5, 40))
+    rows[0, :2] = [-128, 127]
+    factors = np.array([0.5, 3.0, 1e-3, 300.0, 1.25])
+    multiplier, shift = multiplier_and_shift(factors)
+    got = embedding(rows, multiplier, shift)
+    expected = np.clip(np.rint(rows * (multiplier / np.exp2(shift))[:, None]), *RESIDUAL)
+    assert np.array_equal(got, expected)
+    assert got[3].max() == RESIDUAL[1] or np.abs(rows[3]).max() * 300 < RESIDUAL[1]
+    assert residual_add([32000, -32000, 5], [1000, -1000, -7]).tolist() == [32767, -32768, -2]
+
+
+# -- LayerNorm -----------------------------------------------------------------------------------------
+
+def _layer_norm_case(d, amplitude, s_res, eps, rows=60):
+    """Residual rows, 16-bit gains and biases as the quantizer makes them, and the float LayerNorm
+    of the same integers (with the epsilon the device uses)."""
+    x = RNG.normal(0, amplitude, (rows, d)) * RNG.uniform(0.1, 1, (rows, 1)) + RNG.normal(0, amplitude, (rows, 1))
+    x = np.clip(np.rint(x), *INT16).astype(np.int64)
+    x[0], x[1], x[2, ::2], x[2, 1::2], x[3] = 32767, -32768, 32767, -32768, 0  # the edges: flat rows, extremes
+    x[3, 0] = 32767
+    gamma, beta = RNG.uniform(-2, 2, d), RNG.uniform(-1, 1, d)
+    gain_scale = np.abs(gamma).max() / 32767
+    gain = np.rint(gamma / gain_scale)
+    unit = gain_scale * np.sqrt(d) * 2.0 ** -NORM_FRAC_BITS
+    bias = np.rint(beta / unit)
+    epsilon = max(int(np.rint(d * eps / s_res ** 2)), 1)
+    xf = x * s_res
+    mean = xf.mean(-1, keepdims=True)
+    std = np.sqrt(((xf - mean) ** 2).mean(-1, keepdims=True) + epsilon * s_res ** 2 / d)
+    normalised = (xf - mean) / std
+    reference = normalised * gain * gain_scale + bias * unit
+    out_scale = np.abs(reference).max() / 32767
+    multiplier, shift = multiplier_and_shift(np.full(d, unit / out_scale))
+    got = integer_layer_norm(x, gain, bias, multiplier, shift, -32767, 32767, *multiplier_and_shift(1.0 / d), epsilon)
+    return got, reference / out_scale, np.abs(gain * gain_scale) / out_scale, normalised, np.abs(mean) / s_res, std / s_res
+
+
+@pytest.mark.parametrize("d", [7, 40, 64, 768, 2048])
+@pytest.mark.parametrize("s_res, eps", [(1e-3, 1e-5), (1e-2, 1e-5), (1e-4, 1e-5), (1e-3, 0.0)])
+def test_layer_norm_error_bound(d, s_res, eps):
+    """docs/NUMERICS.md's bound, against float64 LayerNorm of the same integers, over rows whose
+    standard deviation runs from one residual unit to the whole 16-bit range."""
+    for amplitude in (1, 3, 30, 300, 3000, 30000):
+        got, expected, gain, n, mean, std = _layer_norm_case(d, amplitude, s_res, eps)
+        delta = 0.5 + mean * 2.0 ** -16  # the rounded mean's error
+        rho = 2.0 ** -14 + 1 / (np.sqrt(d) * std) + delta ** 2 / (2 * std ** 2)
+        bound = 1 + gain * ((delta / std + np.abs(n)) * (1 + rho) - np.abs(n) + np.sqrt(d) * 2.0 ** -16)
+        assert (np.abs(got - expected) <= bound).all()
+
+
+def test_layer_norm_hand_worked():
+    """D = 4, x = [1, 2, 3, 6]: mean 3, c = [-2, -1, 0, 3], sum c**2 = 14 (+ epsilon 2) = 16, sigma
+    4, reciprocal (k = 3) 2**18 // 4 = 65536, n = c * 65536 / 8 = c * 8192 (c / sigma with 15
+    fraction bits); gains 1, 2, 3, -1; bias 5 on column 0; M / 2**shift = 1/8."""
+    got = integer_layer_norm([[1, 2, 3, 6]], [1, 2, 3, -1], [5, 0, 0, 0], 2 ** 15, 18, -32767, 32767,
+                             *multiplier_and_shift(0.25), 2)
+    # (n * g + b) / 8: (-16384 + 5) / 8 = -2047.375 -> -2047; -16384 / 8; 0; -24576 / 8
+    assert got.tolist() == [[-2047, -2048, 0, -3072]]
+
+
+# -- argmax and sampling -------------------------------------------------------------------------------
+
+def test_argmax_takes_the_lowest_index_of_equal_codes():
+    assert argmax([[3, 9, 9, -1], [-5, -5, -5, -5]]).tolist() == [1, 0]
+
+
+def test_xorshift32_known_values():
+    assert xorshift32(1) == 270369  # Marsaglia's xorshift32 from 1
+    assert xorshift32(0) == 0 and first_state(0) == SEED_ZERO_STATE and first_state(7) == 7
+    state, seen = first_state(0), set()
+    for _ in range(10000):
+        state = xorshift32(state)
+        assert 0 < state < 2 ** 32
+        seen.add(state)
+    assert len(seen) == 10000
+
+
+CODES = np.array([-200, 3000, 2000, 1500, 500, -32768, 3000, 32767 - 32767])
+
+
+def _draws(parameters, codes=CODES, n=4000, seed=1):
+    state, tokens = first_state(seed), []
+    for _ in range(n):
+        token, state = integer_sample(codes, *parameters, state)
+        tokens.append(token)
+    return np.bincount(tokens, minlength=len(codes)) / n
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_sampling_follows_the_softmax_of_the_codes(temperature):
+    scale = 1e-3  # logits -0.2 .. 3.0
+    expected = np.exp(CODES * scale / temperature)
+    expected /= expected.sum()
+    got = _draws(sampling_parameters(scale, temperature))
+    assert np.abs(got - expected).max() < 0.03
+
+
+def test_sampling_top_k_top_p_and_ties():
+    scale = 1e-3
+    # top-k 2: ids 1 and 6 (equal codes: the lower id first), each half
+    got = _draws(sampling_parameters(scale, 1.0, top_k=2))
+    assert set(np.nonzero(got)[0]) == {1, 6} and abs(got[1] - 0.5) < 0.03
+    # top-k 1: the first of the equal codes, always (and the draw still advances the state)
+    assert _draws(sampling_parameters(scale, 1.0, top_k=1), n=50).tolist()[1] == 1.0
+    # top-p just under the top two's share keeps exactly them
+    p = np.exp(CODES * scale)
+    two = np.sort(p)[::-1][:2].sum() / p.sum()
+    assert set(np.nonzero(_draws(sampling_parameters(scale, 1.0, top_p=two - 0.01)))[0]) == {1, 6}
+    assert set(np.nonzero(_draws(sampling_parameters(scale, 1.0, top_p=1e-6)))[0]) == {1}
+    assert sampling_parameters(scale, 1.0)[3:] == (SAMPLE_CANDIDATES, 2 ** 16)
+    assert sampling_parameters(scale, 1.0, top_k=10 ** 6)[3] == SAMPLE_CANDIDATES
+
+
+def test_sampling_is_reproducible_and_hand_worked():
+    """Two candidates of equal weight (2**15 each, total 2**16): the draw u = ((state >> 16) *
+    2**16) >> 16 is the state's top half, so the second candidate exactly when it is >= 2**15."""
+    codes = np.array([7, 7, -32768])
+    parameters = sampling_parameters(1e-3, 1.0, top_k=2)
+    state = first_state(12345)
+    for _ in range(20):
+        token, next_state = integer_sample(codes, *parameters, state)
+        assert next_state == xorshift32(state) and token == int((next_state >> 16) >= 2 ** 15)
+        state = next_state
+    assert np.array_equal(_draws(parameters, seed=3), _draws(parameters, seed=3))
+    assert not np.array_equal(_draws(sampling_parameters(1e-3, 1.0), seed=3), _draws(sampling_parameters(1e-3, 1.0), seed=4))
