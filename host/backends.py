@@ -49,6 +49,11 @@ class Backend:
         return self.kind in ("sim", "sim-server", "serial")
 
     @property
+    def integer(self):
+        """Whether the back end computes in the device's integers (``emu`` and the boards)."""
+        return self.kind not in ("cpu", "hf")
+
+    @property
     def simulated(self):
         """Whether the device is the simulated board."""
         return self.kind in ("sim", "sim-server")

@@ -3,10 +3,11 @@
 import statistics
 
 from ..contract.design import DEFAULT_BAUD
+from .board_ops import PRODUCT_KINDS
 from .generation import generate
 from .sampling import Sampler
 
-__all__ = ["bench_backends", "per_decoded_token", "projected_tokens_per_second", "render_bench"]
+__all__ = ["bench_backends", "per_decoded_token", "product_cycles", "projected_tokens_per_second", "render_bench"]
 
 ROUND_TRIP_SECONDS = 1e-3  # a command's answer waits for the USB serial chip's latency timer (1 ms at least)
 
@@ -32,8 +33,9 @@ def bench_backends(models, tokenizer, ids, new_tokens, repeats=3, log=None):
         }
         if hasattr(model, "device_stats"):
             entry["per_decoded_token"] = per = per_decoded_token(model, tokenizer, ids, new_tokens)
-            clock_hz = model.driver.device_info["clock_hz"]
-            entry["projected"] = projected_tokens_per_second(per, clock_hz)
+            info = model.driver.device_info
+            entry["projected"] = projected_tokens_per_second(per, info["clock_hz"])
+            entry["array"] = {"rows": info["rows"], "cols": info["cols"]}
         results.append(entry)
         if log:
             log(f"{model.name}: {entry['tokens_per_second']:.1f} tok/s "
@@ -44,8 +46,9 @@ def bench_backends(models, tokenizer, ids, new_tokens, repeats=3, log=None):
 
 
 def per_decoded_token(model, tokenizer, ids, new_tokens):
-    """A board model's link commands, bytes each way and device cycles per decoded token: the
-    difference between generating ``new_tokens`` and generating 1, over ``new_tokens - 1``."""
+    """A board model's link commands, bytes each way and device cycles per decoded token (the
+    difference between generating ``new_tokens`` and generating 1, over ``new_tokens - 1``), and
+    its array cycles by kind of product (``matmul_cycles_by_kind``, from :func:`product_cycles`)."""
     def stats(tokens):
         before = model.device_stats()
         generate(model, tokenizer, ids, Sampler(), tokens, eos_id=None)
@@ -53,7 +56,31 @@ def per_decoded_token(model, tokenizer, ids, new_tokens):
         return {name: after[name] - before[name] for name in after}
 
     one, many = stats(1), stats(new_tokens)
-    return {name: (many[name] - one[name]) / (new_tokens - 1) for name in many}
+    per_token = {name: (many[name] - one[name]) / (new_tokens - 1) for name in many}
+    one, many = product_cycles(model, tokenizer, ids, 1), product_cycles(model, tokenizer, ids, new_tokens)
+    per_token["matmul_cycles_by_kind"] = {kind: (many[kind] - one[kind]) / (new_tokens - 1) for kind in many}
+    return per_token
+
+
+def product_cycles(model, tokenizer, ids, tokens):
+    """The array cycles of a greedy generation of ``tokens`` on a board model, by kind of product
+    (board_ops.PRODUCT_KINDS): the device's counters are read after every product. The reads are
+    commands of their own, so this run's link figures are not the token's; its cycles are."""
+    by_kind = dict.fromkeys(PRODUCT_KINDS, 0)
+    last = model.driver.counters()["matmul_cycles"]
+
+    def heard(kind):
+        nonlocal last
+        now = model.driver.counters()["matmul_cycles"]
+        by_kind[kind] += now - last
+        last = now
+
+    model.ops.on_product = heard
+    try:
+        generate(model, tokenizer, ids, Sampler(), tokens, eos_id=None)
+    finally:
+        model.ops.on_product = None
+    return by_kind
 
 
 def projected_tokens_per_second(per_token, clock_hz, baud=DEFAULT_BAUD, round_trip_seconds=ROUND_TRIP_SECONDS):
@@ -62,8 +89,10 @@ def projected_tokens_per_second(per_token, clock_hz, baud=DEFAULT_BAUD, round_tr
     seconds = {"round_trips": per_token["link_commands"] * round_trip_seconds,
                "uart": (per_token["link_bytes_sent"] + per_token["link_bytes_received"]) * 10 / baud,
                "array": per_token["device_matmul_cycles"] / clock_hz}
-    return {"tokens_per_second": 1 / sum(seconds.values()), "seconds_per_token": seconds, "clock_hz": clock_hz,
-            "baud": baud, "round_trip_seconds": round_trip_seconds}
+    by_kind = {kind: cycles / clock_hz for kind, cycles in per_token.get("matmul_cycles_by_kind", {}).items()}
+    return {"tokens_per_second": 1 / sum(seconds.values()), "seconds_per_token": seconds,
+            "array_seconds_by_kind": by_kind, "clock_hz": clock_hz, "baud": baud,
+            "round_trip_seconds": round_trip_seconds}
 
 
 def render_bench(report):
@@ -81,6 +110,9 @@ def render_bench(report):
                          f"{t['device_matmul_cycles']:,.0f} array cycles; on a board at {p['clock_hz'] / 1e6:g} MHz, "
                          f"{p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms a round trip: "
                          f"{p['tokens_per_second']:.1f} tok/s")
+            if t.get("matmul_cycles_by_kind"):
+                lines.append(f"  {r['device']:>6}: array cycles per decoded token by product: " + ", ".join(
+                    f"{kind} {cycles:,.0f}" for kind, cycles in t["matmul_cycles_by_kind"].items()))
     for pair, ratio in report["ratios"].items():
         lines.append(f"  {pair}: {ratio:.2f}x")
     return "\n".join(lines)

@@ -43,9 +43,11 @@ from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, Mode, Space
 from .driver import check_info, record_dtype
 from .golden import VectorUnits
 
-__all__ = ["RESIDENCIES", "BoardOps"]
+__all__ = ["RESIDENCIES", "PRODUCT_KINDS", "BoardOps"]
 
 RESIDENCIES = ("resident", "stream")
+PRODUCT_KINDS = ("qkv", "scores + softmax", "P x V", "out_proj", "c_fc", "c_proj", "head")
+"""The kinds of product a token runs (c_fc's includes the GELU unit, the scores' the softmax)."""
 REQUANTIZERS = ("qkv", "pv", "out_proj", "c_fc", "c_proj")  # per layer; then "head"
 
 
@@ -71,6 +73,7 @@ class BoardOps(VectorUnits):
         self.layers = list(range(c.num_layers)) if layers is None else list(layers)
         self.requantizers = [f"h.{i}.{name}" for i in self.layers for name in REQUANTIZERS] + (["head"] if head else [])
         self.words_used = {}  # of each bank's (or the constants') words, by the plan
+        self.on_product = None  # on_product(kind) after every product: PRODUCT_KINDS, for bench's profile
         self._check_units()
         self._plan_weights()
         self._plan_constants()
@@ -207,6 +210,12 @@ class BoardOps(VectorUnits):
             out[bank::self.rows] = np.frombuffer(words, "<i2").reshape(count, n)
         return out
 
+    def _product(self, kind, **fields):
+        """One MATMUL command; ``on_product(kind)`` hears of it once it is answered (a profiler's hook)."""
+        self.driver.matmul(**fields)
+        if self.on_product is not None:
+            self.on_product(kind)
+
     def _linear(self, name, m, a_base, out_base, out_banked=1, out_bank0=0, **fields):
         """Rows [m, K] banked at ``a_base`` times matrix ``name``, requantized (or as ``fields`` say),
         into ``out_base`` (banked, or all in bank ``out_bank0``); N wider than one MATMUL takes goes
@@ -215,11 +224,10 @@ class BoardOps(VectorUnits):
         w_base, constants = self._parameters(name)
         part = MATMUL_MAX_SIZE // self.cols * self.cols
         for start in range(0, n, part):
-            self.driver.matmul(m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
-                                    w_base=w_base + start // self.cols * k, w_stride=k,
-                                    constants=constants + start, out_space=Space.ACTIVATIONS,
-                                    out_banked=out_banked, out_bank0=out_bank0, out_address0=out_base + start,
-                                    out_stride=n, **fields)
+            self._product(name.split(".")[-1], m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
+                          w_base=w_base + start // self.cols * k, w_stride=k, constants=constants + start,
+                          out_space=Space.ACTIVATIONS, out_banked=out_banked, out_bank0=out_bank0,
+                          out_address0=out_base + start, out_stride=n, **fields)
 
     def _in_chunks(self, op, x, *per_row, sizes=None):
         """``op`` over the rows of x [1, T, D] (and the matching parts of ``per_row`` arrays),
@@ -288,14 +296,13 @@ class BoardOps(VectorUnits):
         w_base, constants = self._parameters(f"h.{layer}.qkv")
         part = d // self.cols * d  # the words per bank of each of q, k and v in the qkv matrix
         product = dict(m=m, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE)
-        self.driver.matmul(**product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
-                                out_address0=self.q_base, out_stride=d)
-        self.driver.matmul(**product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
-                                out_banked=1, out_bank0=start % self.cols,
-                                out_address0=kbase + start // self.cols * d, out_stride=d)
-        self.driver.matmul(**product, w_base=w_base + 2 * part, constants=constants + 2 * d,
-                                out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=t,
-                                out_offset=start)
+        self._product("qkv", **product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
+                      out_address0=self.q_base, out_stride=d)
+        self._product("qkv", **product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
+                      out_banked=1, out_bank0=start % self.cols, out_address0=kbase + start // self.cols * d,
+                      out_stride=d)
+        self._product("qkv", **product, w_base=w_base + 2 * part, constants=constants + 2 * d,
+                      out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=t, out_offset=start)
 
     def _attend(self, layer, row, position, head, pv):
         """One head of one token row: q . K -> P (SOFTMAX), then P @ V -> its slice of the context."""
@@ -306,15 +313,14 @@ class BoardOps(VectorUnits):
         # (later keys would only add zero probabilities; the order of keys does not change a sum)
         keys = min(position + 1, t)
         pre, constant, shift = (int(v) for v in self.t[f"h.{layer}.softmax"])
-        self.driver.matmul(m=1, k=hd, n=keys, a_base=self.q_base + row * d + head * hd, a_stride=d,
-                                w_base=kbase + head * hd, w_stride=d, mode=Mode.SOFTMAX, softmax_pre=pre,
-                                softmax_constant=constant, softmax_shift=shift, position=keys - 1, window=0,
-                                out_space=Space.ACTIVATIONS, out_address0=self.p_base, out_stride=keys)
-        self.driver.matmul(m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
-                                w_base=vbase + head * hd // self.cols * t, w_stride=t, mode=Mode.REQUANTIZE,
-                                constants=pv + head * hd, out_space=Space.ACTIVATIONS, out_banked=1,
-                                out_bank0=row % self.rows,
-                                out_address0=self.hidden_base + row // self.rows * d + head * hd, out_stride=d)
+        self._product("scores + softmax", m=1, k=hd, n=keys, a_base=self.q_base + row * d + head * hd,
+                      a_stride=d, w_base=kbase + head * hd, w_stride=d, mode=Mode.SOFTMAX, softmax_pre=pre,
+                      softmax_constant=constant, softmax_shift=shift, position=keys - 1, window=0,
+                      out_space=Space.ACTIVATIONS, out_address0=self.p_base, out_stride=keys)
+        self._product("P x V", m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
+                      w_base=vbase + head * hd // self.cols * t, w_stride=t, mode=Mode.REQUANTIZE,
+                      constants=pv + head * hd, out_space=Space.ACTIVATIONS, out_banked=1, out_bank0=row % self.rows,
+                      out_address0=self.hidden_base + row // self.rows * d + head * hd, out_stride=d)
 
     def _mlp(self, layer, x):
         p, m = f"h.{layer}.", len(x)

@@ -86,6 +86,8 @@ def cmd_generate(args):
     from .sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+    if args.device.integer:
+        sampler.check_integer()
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board)
@@ -201,6 +203,9 @@ def cmd_bench(args):
         return cmd_bench_hardware(args)
     if args.tokens < 2:
         raise UserError("--tokens must be at least 2")
+    if args.plot is not None and not any(device.is_board for device in args.devices):
+        raise UserError("--plot draws a board's projection: put a board back end in --devices (sim, "
+                        "sim:HOST:PORT or serial:PORT)")
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if len(ids) + args.tokens > source.config.max_position_embeddings:
@@ -211,6 +216,12 @@ def cmd_bench(args):
     finally:
         for model in models:
             model.close()
+    if args.plot is not None:
+        from .bench_plot import plot_token_time
+        board = next(entry for entry in results if "projected" in entry)
+        plot_token_time(board, args.plot, f"{source.name} on {board['device']}"
+                        f"{' (' + args.board + ' design)' if args.board else ''}, per decoded token")
+        _err(f"wrote {args.plot}")
     if args.format == "json":
         _print_json({"model": source.name, "devices": results, "ratios": ratios})
     else:
@@ -438,6 +449,8 @@ def build_parser():
     p.add_argument("--array", type=_array_shape, default=(ARRAY_ROWS, ARRAY_COLS),
                    help=f"with --hw: the array, ROWSxCOLS (default {ARRAY_ROWS}x{ARRAY_COLS}, the boards')")
     p.add_argument("--no-synthesis", action="store_true", help="with --hw: simulation figures only")
+    p.add_argument("--plot", metavar="FILE.png", help="draw where a decoded token's time goes on the first board "
+                   "back end, and the ceilings on its tok/s")
     format_option(p)
 
     p = command("quantize", cmd_quantize, "write the quantized model image (int8 weights, scales, requantizer "

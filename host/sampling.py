@@ -42,6 +42,11 @@ class Sampler:
             return True
         return self.temperature is None and self.top_k is None and self.top_p is None
 
+    def check_integer(self):
+        """Refuse settings the device's sampler cannot follow (before any model is loaded)."""
+        if not self.greedy and self.top_k is not None and self.top_k > SAMPLE_CANDIDATES:
+            raise UserError(f"--top-k {self.top_k}: the device samples from at most {SAMPLE_CANDIDATES} candidates")
+
     def float_chooser(self):
         """A fresh :class:`FloatChooser` with these settings."""
         return FloatChooser(self)
@@ -87,10 +92,8 @@ class IntegerChooser:
         self.greedy = sampler.greedy
         self.scale = np.float64(logit_scale)
         self.state = first_state(sampler.seed)
+        sampler.check_integer()
         if not self.greedy:
-            if sampler.top_k is not None and sampler.top_k > SAMPLE_CANDIDATES:
-                raise UserError(f"--top-k {sampler.top_k}: the device samples from at most {SAMPLE_CANDIDATES} "
-                                f"candidates")
             try:
                 self.parameters = sampling_parameters(logit_scale, sampler.temperature or 1.0, sampler.top_k,
                                                       sampler.top_p)

@@ -205,6 +205,10 @@ def bad_inputs(checkpoints, tmp_path):
         (["score", tmp_path / "nope.txt", "--model", model], "cannot read text"),
         (["compare", PROMPT, "--model", model, "--devices", "cpu"], "at least 2"),
         (["bench", "--model", model, "--devices", "cpu,gpu"], "unknown device 'gpu'"),
+        (["bench", "--model", model, "--devices", "cpu,emu", "--plot", tmp_path / "t.png"],
+         "--plot draws a board's projection"),
+        (["generate", PROMPT, "--model", model, "--top-k", "65", "--temperature", "1"], "at most 64 candidates"),
+        (["generate", PROMPT, "--model", model, "--seed", "-3", "--temperature", "1"], "--seed must be in"),
         (["init-random", "--preset", "huge", tmp_path / "x"], "unknown preset 'huge'"),
         (["inspect", "--model", model, "--format", "xml"], "invalid choice: 'xml'"),
     ]

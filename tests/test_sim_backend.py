@@ -126,3 +126,24 @@ def test_one_tinystories_block_on_the_simulated_board_is_the_golden_models(tinys
             assert np.array_equal(ops.attention(0, x, list(positions)), golden.attention(0, x, list(positions)))
             assert np.array_equal(ops.mlp(0, x), golden.mlp(0, x))
     assert board.cycles > 0
+
+
+def test_bench_projects_a_board_and_draws_where_a_token_goes(capsys, tmp_path):
+    """bench on the simulated board: a decoded token's array cycles by kind of product add up to its
+    array cycles, the projection adds up its parts, and --plot writes the PNG."""
+    from neofpga.host.bench_plot import ceilings, token_time_parts
+
+    plot = tmp_path / "token.png"
+    data, err = run_json(capsys, "bench", "--devices", "sim", "--tokens", 3, "--repeats", 1, "--plot", plot)
+    (board,) = data["devices"]
+    per, projected = board["per_decoded_token"], board["projected"]
+    by_kind = per["matmul_cycles_by_kind"]
+    assert all(by_kind[kind] > 0 for kind in ("qkv", "scores + softmax", "P x V", "out_proj", "c_fc", "c_proj",
+                                              "head"))
+    assert sum(by_kind.values()) == pytest.approx(per["device_matmul_cycles"])
+    parts = token_time_parts(board)
+    assert sum(seconds for _, seconds in parts) == pytest.approx(1 / projected["tokens_per_second"])
+    limits = dict(ceilings(board))
+    assert limits["projected"] == projected["tokens_per_second"] < min(
+        value for label, value in limits.items() if label != "projected")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {plot}" in err
