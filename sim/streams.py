@@ -10,7 +10,7 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-__all__ = ["start", "pack", "unpack", "StreamSource", "StreamSink", "stream_unstalled"]
+__all__ = ["start", "pack", "unpack", "StreamSource", "StreamSink", "stream_unstalled", "cycles_until"]
 
 
 async def start(dut, period_ns=10, reset_cycles=2):
@@ -142,3 +142,18 @@ async def stream_unstalled(dut, words, signed=True):
         cycle += 1
     dut.i__valid.value = 0
     return taken, received
+
+
+async def cycles_until(dut, finished=lambda payload: True):
+    """The cycles from the first payload taken on ``i`` to the first payload taken on ``o`` for
+    which ``finished(payload)`` holds, both cycles counted: a unit's latency, measured while
+    another coroutine drives both streams."""
+    first, cycle = None, 0
+    while True:
+        await ReadOnly()
+        if first is None and dut.i__valid.value and dut.i__ready.value:
+            first = cycle
+        if first is not None and dut.o__valid.value and dut.o__ready.value and finished(dut.o__payload.value):
+            return cycle - first + 1
+        await RisingEdge(dut.clk)
+        cycle += 1

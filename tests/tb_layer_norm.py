@@ -12,11 +12,11 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles
 from neofpga.contract.numerics import NORM_EPSILON_MAX, NORM_FRAC_BITS
 from neofpga.hdl.layer_norm import LayerNorm, LayerNormColumn, LayerNormInput, LayerNormOutput
 from neofpga.host.kernels import integer_layer_norm, multiplier_and_shift
-from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
+from neofpga.sim.streams import StreamSink, StreamSource, cycles_until, pack, start, unpack
 
 MAX_LENGTH = int(os.environ["MAX_LENGTH"])
 TIMEOUT_NS = 2_000_000 + 20_000 * MAX_LENGTH
@@ -158,16 +158,7 @@ async def cycles_per_row(dut):
         rows, columns = make_group(rng, length, 1)
         statistics, requantizer = quantizer_parameters(rng, length)
         task = cocotb.start_soon(run_group(dut, rng, rows, columns, statistics, requantizer, (1.0, 1.0, 1.0)))
-        first = last = None
-        cycle = 0
-        while last is None:
-            await ReadOnly()
-            if first is None and dut.i__valid.value and dut.i__ready.value:
-                first = cycle
-            if dut.o__valid.value and dut.o__ready.value and unpack(LayerNormOutput, dut.o__payload.value)["last"]:
-                last = cycle
-            await RisingEdge(dut.clk)
-            cycle += 1
+        cycles = await cycles_until(dut, lambda payload: unpack(LayerNormOutput, payload)["last"])
         await task
-        dut._log.info(f"a row of {length}: {last - first + 1} cycles")
-        assert last - first + 1 == 3 * length + 54 + root_bits
+        dut._log.info(f"a row of {length}: {cycles} cycles")
+        assert cycles == 3 * length + 54 + root_bits

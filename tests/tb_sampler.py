@@ -12,10 +12,9 @@ import itertools
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
 from neofpga.hdl.sampler import SamplerInput, SamplerOutput
 from neofpga.host.kernels import argmax, first_state, integer_sample, sampling_parameters
-from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
+from neofpga.sim.streams import StreamSink, StreamSource, cycles_until, pack, start, unpack
 
 TIMEOUT_NS = 40_000_000
 LENGTHS = (1, 2, 63, 64, 65, 300, 1024)
@@ -120,18 +119,8 @@ async def cycles_per_row(dut):
         codes = make_codes(rng, "random", length)
         parameters = sampling_parameters(1e-3, 1.0, k, None)
         task = cocotb.start_soon(choose(dut, rng, codes, greedy, parameters, first_state(9), (1.0, 1.0)))
-        first = done = None
-        cycle = 0
-        while done is None:
-            await ReadOnly()
-            if first is None and dut.i__valid.value and dut.i__ready.value:
-                first = cycle
-            if dut.o__valid.value and dut.o__ready.value:
-                done = cycle
-            await RisingEdge(dut.clk)
-            cycle += 1
+        cycles = await cycles_until(dut)
         await task
-        cycles = done - first + 1
         dut._log.info(f"{length} codes, k {k}, greedy {greedy}: {cycles} cycles")
         if greedy:
             assert cycles == length + 2
