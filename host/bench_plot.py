@@ -90,6 +90,8 @@ def plot_token_time(entry, path, title):
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # as an ordinary file, not mkstemp's 0600
         os.replace(temporary, path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror})") from None
     finally:
         pyplot.close(figure)
         if os.path.exists(temporary):

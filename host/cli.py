@@ -90,6 +90,8 @@ def cmd_generate(args):
         sampler.check_integer()
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
+    if args.device.integer:  # the device's sampler refuses what it cannot follow before a board starts
+        sampler.integer_chooser(source.quantized().scales["logits"])
     model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board)
     out = sys.stdout if args.format == "text" else sys.stderr
 
@@ -200,12 +202,18 @@ def cmd_bench(args):
     from .generation import prompt_ids
 
     if args.hw:
+        if args.plot is not None:
+            raise UserError("--plot draws a board back end's projection; bench --hw has none to draw")
         return cmd_bench_hardware(args)
     if args.tokens < 2:
         raise UserError("--tokens must be at least 2")
-    if args.plot is not None and not any(device.is_board for device in args.devices):
-        raise UserError("--plot draws a board's projection: put a board back end in --devices (sim, "
-                        "sim:HOST:PORT or serial:PORT)")
+    if args.plot is not None:
+        if not any(device.is_board for device in args.devices):
+            raise UserError("--plot draws a board's projection: put a board back end in --devices (sim, "
+                            "sim:HOST:PORT or serial:PORT)")
+        plot = Path(args.plot)
+        if plot.is_dir() or not plot.parent.resolve().is_dir():
+            raise UserError(f"--plot {plot}: not a file in an existing folder")
     source = _load(args)
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if len(ids) + args.tokens > source.config.max_position_embeddings:

@@ -282,6 +282,7 @@ def sampling_parameters(logit_scale, temperature, top_k=None, top_p=None):
     """``(pre, C, shift, k, P)``: the sampler's exponent constants for logits of one unit
     ``logit_scale`` at ``temperature`` (> 0), the number of candidates and top-p as a 16-bit fraction."""
     pre, constant, shift = softmax_parameters(float(logit_scale) / float(temperature))
+    pre = min(pre, 16)  # int16 codes are less than 2**16 apart: every larger shift gives the same 0
     k = min(top_k or SAMPLE_CANDIDATES, SAMPLE_CANDIDATES)
     p = 2 ** TOP_P_BITS if top_p is None else min(max(int(np.rint(top_p * 2 ** TOP_P_BITS)), 1), 2 ** TOP_P_BITS)
     return pre, constant, shift, k, p

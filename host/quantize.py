@@ -20,7 +20,8 @@ __all__ = ["SITES", "RESIDUAL_SITES", "calibrate", "quantize_checkpoint", "dequa
 
 # Activation sites of a block; "scores" is recorded for the report only.
 SITES = ("attn_in", "q", "k", "v", "scores", "ctx", "attn_out", "mlp_in", "fc", "gelu", "mlp_out")
-RESIDUAL_SITES = ("embedding", "attn_residual", "residual")  # the residual stream, where it changes
+# values in the residual's units: the stream where it changes, and the block outputs added to it
+RESIDUAL_SITES = ("embedding", "attn_residual", "residual", "attn_out", "mlp_out")
 HOST_HEADROOM = 2.0           # the int16 logits keep this factor above the calibrated maximum
 RESIDUAL_HEADROOM = 2.0       # and the residual stream this one (docs/NUMERICS.md: measured)
 SCALE_MANTISSA_BITS = 10      # scales are rounded up to 10 significant bits: reproducible images
@@ -67,7 +68,7 @@ def _weight_int8(w):
 
 
 def _factors(factor):
-    """Requantizer factors kept inside what the requantizer takes, in (2**-33, 2**16): a factor
+    """Requantizer factors kept inside what the requantizer takes, in [2**-32, 2**16): a factor
     beyond them saturates (or rounds to 0) every value anyway."""
     return np.clip(np.asarray(factor, dtype=np.float64), 2.0 ** -32, 2.0 ** 16 - 1)
 
@@ -82,11 +83,15 @@ def _embedding(tensors, name, table, residual):
 
 def _layer_norm(tensors, scales, name, gamma, beta, out_scale, limits):
     """One LayerNorm's constants: 16-bit gains at one scale, and the requantizer of ``n * gain``
-    (n = c / sqrt(sum c**2) with NORM_FRAC_BITS fraction bits) to ``out_scale``."""
+    (n = c / sqrt(sum c**2) with NORM_FRAC_BITS fraction bits) to ``out_scale``.
+
+    The gains' scale is set by the largest gamma, or coarser where a beta would not fit the bias
+    limit in units of ``n * gain`` (a beta far beyond every gamma)."""
     d = len(gamma)
-    peak = float(np.abs(gamma).max())
-    gain_scale = scales[f"{name}.gain"] = _round_scale_up(peak / GAIN[1]) if peak > 0 else np.float32(1.0)
-    unit = np.float64(gain_scale) * np.sqrt(d) * 2.0 ** -NORM_FRAC_BITS  # one unit of n * gain
+    root = np.sqrt(d) * 2.0 ** -NORM_FRAC_BITS
+    needed = max(float(np.abs(gamma).max()) / GAIN[1], float(np.abs(beta).max()) / (BIAS_LIMIT * root))
+    gain_scale = scales[f"{name}.gain"] = _round_scale_up(needed) if needed > 0 else np.float32(1.0)
+    unit = np.float64(gain_scale) * root  # one unit of n * gain
     multiplier, shift = multiplier_and_shift(_factors(np.full(d, unit / np.float64(out_scale))))
     tensors.update({f"{name}.gain": np.clip(np.rint(gamma / gain_scale), *GAIN).astype(np.int16),
                     f"{name}.bias": np.clip(np.rint(beta / unit), -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32),

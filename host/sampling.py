@@ -27,8 +27,8 @@ class Sampler:
     seed: int = 0
 
     def __post_init__(self):
-        if self.temperature is not None and not self.temperature >= 0:
-            raise UserError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.temperature is not None and not 0 <= self.temperature < float("inf"):
+            raise UserError(f"--temperature must be >= 0 and finite, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise UserError(f"--top-k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

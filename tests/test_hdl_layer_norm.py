@@ -10,7 +10,7 @@ from neofpga.sim.runner import run_cocotb
 TB = Path(__file__).with_name("tb_layer_norm.py")
 
 
-@pytest.mark.parametrize("max_length", [16, 64])
+@pytest.mark.parametrize("max_length", [16, 64, 768])  # 768: 22 root bits, as for TinyStories-33M
 def test_layer_norm_matches_integer_layer_norm(max_length, tmp_path):
     run = run_cocotb(LayerNorm(max_length), test_module=TB, run_dir=tmp_path,
                      extra_env={"MAX_LENGTH": str(max_length)})
