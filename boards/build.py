@@ -40,15 +40,16 @@ against 52.3), static's in less time (11 minutes against 18)."""
 
 
 def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=DEFAULT_BAUD, seed=None,
-                placer=PLACERS[0], log=print):
-    """Build ``name``'s bitstream (nextpnr ``seed`` defaults to the board's); returns the report:
+                placer=None, log=print):
+    """Build ``name``'s bitstream (nextpnr ``seed`` and ``placer`` default to the board's); returns the report:
     ``bitstream``, ``used``/``available`` cells, ``fmax``, ``clock_mhz``, ``seconds``, ``parameters``
     and ``gateware_version``. Raises :class:`UserError` on a failed tool, routing that does not
     converge, or unmet timing."""
-    if placer not in PLACERS:
-        raise UserError(f"unknown placer {placer!r}: use {' or '.join(PLACERS)}")
     board = board_named(name)
     seed = board.seed if seed is None else seed
+    placer = board.placer if placer is None else placer
+    if placer not in PLACERS:
+        raise UserError(f"unknown placer {placer!r}: use {' or '.join(PLACERS)}")
     parameters = accelerator_parameters(board, rows, cols, freq_mhz)
     top = BoardTop(board, parameters, baud, gateware_version(parameters))
     build_dir = Path(build_dir or Path("build") / name).resolve()

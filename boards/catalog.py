@@ -18,7 +18,7 @@ __all__ = ["Board", "BOARDS", "board_named", "accelerator_parameters"]
 
 @dataclass(frozen=True)
 class Board:
-    """A board: its amaranth-boards platform, pins, programmer, resources and nextpnr seed."""
+    """A board: its amaranth-boards platform, pins, programmer, resources, and nextpnr seed and placer."""
 
     name: str
     platform: str               # "module:Class" in amaranth_boards
@@ -28,6 +28,7 @@ class Board:
     programmer: tuple = ()      # openFPGALoader's options naming the board's cable
     resources: dict = field(default_factory=dict)  # the FPGA's MULT18X18D and DP16KD
     seed: int = 1               # nextpnr's seed for this board's design (--seed overrides)
+    placer: str = "static"      # nextpnr's placer for it (--placer overrides; boards/build.py: PLACERS)
 
     @property
     def design(self):

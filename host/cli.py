@@ -315,13 +315,13 @@ def cmd_sim_server(args):
 
 
 def cmd_build(args):
-    from ..boards.build import PLACERS, build_board
+    from ..boards.build import build_board
 
     rows, cols = args.array if args.array else (None, None)
     if args.freq is not None and not 10 <= args.freq <= 400:
         raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
     result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
-                         baud=args.baud, seed=args.seed, placer=args.placer or PLACERS[0], log=_err)
+                         baud=args.baud, seed=args.seed, placer=args.placer, log=_err)
     if args.format == "json":
         _print_json(result)
     else:
@@ -490,8 +490,8 @@ def build_parser():
     p.add_argument("--freq", type=float, metavar="MHZ", help="system clock (default: the board's)")
     p.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD, help=f"UART rate (default {DEFAULT_BAUD})")
     p.add_argument("--seed", type=int, help="nextpnr's placement seed (default: the board's)")
-    p.add_argument("--placer", help="nextpnr's placer: static (the default: heap's placement of the ULX3S-85F "
-                   "does not route) or heap")
+    p.add_argument("--placer", help="nextpnr's placer: static or heap (default: the board's; heap's placement of "
+                   "the ULX3S-85F does not route)")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD)")
     format_option(p)
 
