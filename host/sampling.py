@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract.errors import UserError
-from ..contract.numerics import SAMPLE_CANDIDATES
-from .kernels import argmax, first_state, integer_sample, sampling_parameters
+from ..contract.numerics import INT16, SAMPLE_CANDIDATES
+from .kernels import argmax, first_state, integer_sample, quantize, sampling_parameters
 
 __all__ = ["Sampler", "FloatChooser", "IntegerChooser"]
 
@@ -85,12 +85,13 @@ class IntegerChooser:
     """The device's sampler on int16 logit codes, with its PRNG state (one draw a sampled token).
 
     It takes the dequantized logits that integer back ends return and recovers their codes exactly
-    (``codes * scale`` in float32 is within 2**-23 of the product, far from a rounding boundary).
+    with the host's quantizer (``codes * scale / scale`` in float32 is within 2**-22 of the code, far
+    from a rounding boundary).
     """
 
     def __init__(self, sampler, logit_scale):
         self.greedy = sampler.greedy
-        self.scale = np.float64(logit_scale)
+        self.scale = np.float32(logit_scale)
         self.state = first_state(sampler.seed)
         sampler.check_integer()
         if not self.greedy:
@@ -103,7 +104,7 @@ class IntegerChooser:
 
     def codes(self, logits):
         """The int16 codes of dequantized logits."""
-        return np.rint(np.asarray(logits, dtype=np.float64) / self.scale).astype(np.int64)
+        return quantize(logits, self.scale, INT16)
 
     def __call__(self, logits):
         """The next token id."""
