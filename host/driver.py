@@ -13,8 +13,8 @@ board or on the simulated board, or its Python reference model
 import numpy as np
 
 from ..contract.errors import UserError
-from ..contract.protocol import (ACCESS, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, WORD_BYTES, Opcode, pack_record,
-                                 record_size, unpack_record)
+from ..contract.protocol import (ACCESS, CHOICE, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode,
+                                 pack_record, record_size, unpack_record)
 
 __all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
 
@@ -60,6 +60,10 @@ class AcceleratorDriver:
     def matmul(self, **fields):
         """One MATMUL (fields of :data:`~neofpga.contract.protocol.MATMUL`; those not given are 0)."""
         self.link.command(Opcode.MATMUL, pack_record(MATMUL, **fields))
+
+    def token(self, **fields):
+        """One TOKEN (fields of :data:`~neofpga.contract.protocol.TOKEN`): the device's CHOICE as a dict."""
+        return unpack_record(CHOICE, self.link.command(Opcode.TOKEN, pack_record(TOKEN, **fields)))
 
     def counters(self):
         """The device's COUNTERS record as a dict."""

@@ -21,7 +21,7 @@ from .link import Link, LinkError
 __all__ = ["Check", "run_selftest"]
 
 MODEL_FIELDS = ("rows", "cols", "activation_words", "weight_words", "constant_words", "gelu_tables",
-                "max_payload", "softmax_length", "gateware_version", "clock_hz")
+                "max_payload", "softmax_length", "program_words", "norm_length", "gateware_version", "clock_hz")
 PATTERN_WORDS = 256       # words written and read back at each end of every bank (--full: all of them)
 THROUGHPUT_BYTES = 65536  # written to, then read from, weight bank 0
 ROUND_TRIPS = 20          # INFO commands timed for the latency

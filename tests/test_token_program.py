@@ -1,0 +1,136 @@
+"""host/token_program.py on the reference device: one TOKEN a token gives the golden model's
+integers (every logit code) and its choices, greedy and sampled, past the local window."""
+
+import numpy as np
+import pytest
+from neofpga.contract.errors import UserError
+from neofpga.contract.program import Relocation, Source, pack_entry, unpack_entry
+from neofpga.contract.protocol import CHOICE, TOKEN, FrameDecoder, Opcode, Space, encode_frame, pack_record, \
+    unpack_record
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
+from neofpga.host.backends import load_source
+from neofpga.host.driver import AcceleratorDriver
+from neofpga.host.golden import golden_model
+from neofpga.host.kernels import argmax, first_state, integer_sample, sampling_parameters
+from neofpga.host.link import Link, LinkError
+from neofpga.host.quantize import quantize_checkpoint
+from neofpga.host.token_program import TokenProgram
+from neofpga.host.training.corpus import calibration_text
+
+DEVICE = dict(rows=4, cols=8, activation_words=8192, weight_words=65536, constant_words=8192, gelu_tables=4,
+              max_payload=1024, softmax_length=256, program_words=512, norm_length=256)
+
+
+@pytest.fixture(scope="module")
+def odd(checkpoints):
+    """Window 7, 3 layers (local, global, local), width 48: not a multiple of the array's 3 rows."""
+    source = load_source(checkpoints["local-global-local"])
+    return quantize_checkpoint(source.checkpoint, source.tokenizer.encode(calibration_text(4)))
+
+
+@pytest.fixture(scope="module")
+def default():
+    """The shipped default model (window 64, context 256)."""
+    return load_source(None).quantized()
+
+
+def open_program(model, **device):
+    device = AcceleratorModel(**{**DEVICE, **device})
+    driver = AcceleratorDriver(Link(ModelTransport(device), timeout=0))
+    return TokenProgram(model, driver), device
+
+
+def settings_for(model, temperature=None, top_k=None, top_p=None, seed=0):
+    """TOKEN's SETTINGS: greedy without a temperature, else the sampler's integers."""
+    if temperature is None:
+        return dict(greedy=1)
+    pre, constant, shift, k, p = sampling_parameters(model.scales["logits"], temperature, top_k, top_p)
+    return dict(greedy=0, pre=pre, constant=constant, shift=shift, k=k, top_p=p, state=first_state(seed))
+
+
+def run_both(model, program, ids, settings):
+    """Feed ``ids`` through TOKEN and through the golden model: every logit code and choice equal."""
+    golden = golden_model(model)
+    scale = np.float32(model.scales["logits"])
+    state = settings.get("state", 0)
+    for position, token in enumerate(ids):
+        choice = program.token(token, position, dict(settings, state=state))
+        codes = program.logits()
+        expected = np.rint(golden.forward(np.array([[token]]))[0, -1] / scale).astype(np.int64)
+        np.testing.assert_array_equal(codes, expected, err_msg=f"logits at position {position}")
+        if settings["greedy"]:
+            assert choice == dict(id=int(argmax(expected)), state=state)
+        else:
+            p = settings
+            chosen, state = integer_sample(expected, p["pre"], p["constant"], p["shift"], p["k"], p["top_p"], state)
+            assert choice == dict(id=chosen, state=state)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_token_a_command_equals_the_golden_model_past_the_window(odd, sampled):
+    program, device = open_program(odd, rows=3, cols=4)
+    ids = np.random.default_rng(1).integers(0, odd.config.vocab_size, 12)  # window 7
+    settings = settings_for(odd, temperature=1.2, top_k=20, top_p=0.9, seed=5) if sampled else settings_for(odd)
+    run_both(odd, program, ids, settings)
+
+
+def test_the_shipped_model_runs_whole_tokens(default):
+    program, device = open_program(default, rows=9, cols=16, activation_words=2048, weight_words=32768,
+                                   constant_words=8192)
+    ids = np.random.default_rng(2).integers(0, default.config.vocab_size, 70)  # window 64
+    run_both(default, program, ids, settings_for(default, temperature=0.8, top_k=40, seed=3))
+
+
+def refused(program, device, **fields):
+    """TOKEN with ``fields`` is refused BAD_ARGUMENT and changes no memory."""
+    before = {space: memory.copy() for space, memory in device.memory.items()}
+    with pytest.raises(LinkError, match="refused TOKEN: BAD_ARGUMENT"):
+        program.driver.link.command(Opcode.TOKEN, pack_record(TOKEN, **{"greedy": 1, **fields}))
+    return all(np.array_equal(before[space], device.memory[space]) for space in Space)
+
+
+def test_bad_tokens_are_refused_and_change_nothing(odd):
+    program, device = open_program(odd, rows=3, cols=4)
+    program.token(3, 0, dict(greedy=1))
+    c = odd.config
+    assert refused(program, device, id=c.vocab_size, position=1)
+    assert refused(program, device, id=0, position=c.max_position_embeddings)
+    assert refused(program, device, id=0, position=1, greedy=0, k=0)  # no candidates
+    assert program.token(3, 1, dict(greedy=1))["id"] < c.vocab_size
+
+
+def test_a_program_that_would_write_outside_memory_runs_no_op(odd):
+    """An op late in the program, relocated out of its bank at some positions only: the ops before
+    it do not run either (the device checks the whole program first)."""
+    program, device = open_program(odd, rows=3, cols=4)
+    c, words = odd.config, device.memory[Space.PROGRAM][0]
+    last = len(program.entries)  # the head's product is the op before SAMPLE
+    opcode, fields, relocations = unpack_entry(words[last - 1].tobytes())
+    assert opcode == Opcode.MATMUL and fields["out_address0"] == program.logits_base
+    # logits at an address that moves with the position, past the bank's end from position 5 on
+    base = DEVICE["activation_words"] - c.vocab_size - 4
+    bad = pack_entry(opcode, dict(fields, out_address0=base), [Relocation("out_address0", Source.POSITION)])
+    program.driver.write(Space.PROGRAM, 0, last - 1, bad)
+    assert program.token(3, 4, dict(greedy=1))["id"] < c.vocab_size
+    assert refused(program, device, id=3, position=5)
+    # an entry that is not an op of a program
+    program.driver.write(Space.PROGRAM, 0, 1, bytes([Opcode.READ]) + bytes(79))
+    assert refused(program, device, id=3, position=0)
+
+
+def test_a_device_without_programs_is_refused(odd):
+    with pytest.raises(UserError, match="runs no programs"):
+        open_program(odd, program_words=0)
+    with pytest.raises(UserError, match="program words"):
+        open_program(odd, rows=3, cols=4, program_words=10)
+
+
+def test_a_retried_token_is_answered_again_with_its_choice_but_not_run_again(odd):
+    program, device = open_program(odd, rows=3, cols=4)
+    settings = settings_for(odd, temperature=1.0, seed=9)
+    frame = encode_frame(Opcode.TOKEN, 77, pack_record(TOKEN, id=3, position=0, **settings))
+    (first,) = FrameDecoder().feed(device.feed(frame))
+    memory = {space: words.copy() for space, words in device.memory.items()}
+    (again,) = FrameDecoder().feed(device.feed(frame))
+    assert again == first and unpack_record(CHOICE, first.payload)["state"] != settings["state"]
+    assert all(np.array_equal(memory[space], device.memory[space]) for space in Space)
