@@ -8,6 +8,8 @@ and stops it when the model is closed.
 
 import sys
 
+import numpy as np
+
 from ..contract.design import boards_running, simulated_parameters
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
@@ -17,8 +19,9 @@ from .board_ops import BoardOps
 from .driver import AcceleratorDriver, check_info
 from .golden import IntegerGPTNeo
 from .link import Link
+from .token_program import TokenProgram
 
-__all__ = ["BoardModel", "check_board_gateware", "connect_board", "open_board_model"]
+__all__ = ["BoardModel", "ProgramModel", "check_board_gateware", "connect_board", "open_board_model"]
 
 
 class BoardModel(IntegerGPTNeo):
@@ -46,6 +49,45 @@ class BoardModel(IntegerGPTNeo):
         if self.on_close is not None:
             self.on_close()
             self.on_close = None
+
+
+class ProgramModel(BoardModel):
+    """The model on a board that runs its program (:class:`~neofpga.host.token_program.TokenProgram`):
+    one TOKEN a token. :meth:`step` lets the device choose the next id; :meth:`forward` reads the
+    logits back as well, for what must see them (compare, scoring, ``--keep-logits``)."""
+
+    GREEDY = dict(greedy=1)
+
+    def forward(self, ids, last_only=False):
+        """Logits [1, T, vocab] for token ids [1, T] that follow what the caches hold."""
+        rows = []
+        for last, _ in self._tokens(ids, lambda last: self.GREEDY):
+            if last or not last_only:
+                rows.append(self.ops.logits())
+        return np.array(rows)[None].astype(np.float32) * self.logit_scale
+
+    def step(self, ids, chooser):
+        """Feed token ids [1, T]; the id the device chooses after the last, as ``chooser`` (an
+        :class:`~neofpga.host.sampling.IntegerChooser`) would. The tokens before the last choose
+        greedily and are not used, so the PRNG draws once a generated token, as on the host."""
+        for last, choice in self._tokens(ids, lambda last: chooser.settings if last else self.GREEDY):
+            pass
+        chooser.state = choice["state"]
+        return choice["id"]
+
+    def _tokens(self, ids, settings):
+        """TOKEN for each id in turn: (whether it is the last, the device's CHOICE)."""
+        ids = np.asarray(ids)
+        if ids.shape[0] != 1:
+            raise UserError(f"the board runs one sequence at a time, not a batch of {ids.shape[0]}")
+        if self.length + ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(f"position {self.length + ids.shape[1] - 1} is past the context of "
+                             f"{self.config.max_position_embeddings}")
+        for i, token in enumerate(ids[0]):
+            last = i == ids.shape[1] - 1
+            choice = self.ops.token(token, self.length, settings(last))
+            self.length += 1
+            yield last, choice
 
 
 def _log(text):
@@ -134,12 +176,17 @@ def connect_board(backend, trace=None, uart=False, board=None):
         raise
 
 
-def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None):
-    """The model ``image`` on board back end ``backend``; ``residency`` auto, resident or stream;
-    ``uart``, ``board``: as :func:`connect_board` takes them."""
+def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False):
+    """The model ``image`` on board back end ``backend``: its program (one TOKEN a token) where
+    the device runs programs, unless ``per_op``; else each op as its own command, with
+    ``residency`` auto, resident or stream. ``uart``, ``board``: as :func:`connect_board` takes them."""
     backend = parse_backend(backend)
     accelerator, close = connect_board(backend, trace, uart, board)
     try:
+        if accelerator.device_info["program_words"] and not per_op:
+            program = TokenProgram(image, accelerator)
+            accelerator.reset_counters()
+            return ProgramModel(image, program, accelerator.link, str(backend), on_close=close)
         if residency == "auto":
             try:
                 ops = BoardOps(image, accelerator, "resident")

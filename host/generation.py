@@ -74,15 +74,23 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
     stream = TextStream(tokenizer, write or (lambda text: None))
     choose = model.chooser(sampler)
     new_ids, kept = [], []
+    step = None if keep_logits else getattr(model, "step", None)  # a model that chooses on its device
+
+    def next_token(batch):
+        """The id after the tokens ``batch``."""
+        if step is not None:
+            return step(np.array([batch]), choose)
+        logits = model.forward(np.array([batch]), last_only=True)[0, -1]
+        if keep_logits:
+            kept.append(logits)
+        return choose(logits)
+
     model.reset(1)
     start = time.perf_counter()
-    logits = model.forward(np.array([ids]), last_only=True)[0, -1]
+    token = next_token(ids)
     prefill = time.perf_counter() - start
     stop = "max-new-tokens"
     while len(new_ids) < max_new_tokens:
-        if keep_logits:
-            kept.append(logits)
-        token = choose(logits)
         new_ids.append(token)
         if token == eos_id:  # kept in the ids, not printed
             stop = "eos"
@@ -92,7 +100,7 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
             stop = "context"
             break
         if len(new_ids) < max_new_tokens:
-            logits = model.forward(np.array([[token]]), last_only=True)[0, -1]
+            token = next_token([token])
     decode = time.perf_counter() - start - prefill
     text = stream.flush()
     return GenerationResult(list(ids), new_ids, text, stop, prefill, decode, kept)

@@ -9,11 +9,14 @@ from neofpga.contract.protocol import CHOICE, TOKEN, FrameDecoder, Opcode, Space
     unpack_record
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.backends import load_source
+from neofpga.host.board_backend import ProgramModel
 from neofpga.host.driver import AcceleratorDriver
+from neofpga.host.generation import generate
 from neofpga.host.golden import golden_model
 from neofpga.host.kernels import argmax, first_state, integer_sample, sampling_parameters
 from neofpga.host.link import Link, LinkError
 from neofpga.host.quantize import quantize_checkpoint
+from neofpga.host.sampling import Sampler
 from neofpga.host.token_program import TokenProgram
 from neofpga.host.training.corpus import calibration_text
 
@@ -134,3 +137,20 @@ def test_a_retried_token_is_answered_again_with_its_choice_but_not_run_again(odd
     (again,) = FrameDecoder().feed(device.feed(frame))
     assert again == first and unpack_record(CHOICE, first.payload)["state"] != settings["state"]
     assert all(np.array_equal(memory[space], device.memory[space]) for space in Space)
+
+
+@pytest.mark.parametrize("sampler", [Sampler(), Sampler(temperature=0.9, top_k=30, top_p=0.95, seed=11)])
+def test_generation_with_the_device_choosing_equals_the_golden_model_in_one_command_a_token(odd, sampler):
+    program, device = open_program(odd, rows=3, cols=4)
+    link = program.driver.link
+    board = ProgramModel(odd, program, link, "model")
+    tokenizer = odd.tokenizer
+    prompt = [5, 17, 2, 40]
+    expected = generate(golden_model(odd), tokenizer, prompt, sampler, 14, eos_id=-1)
+    commands = link.commands
+    result = generate(board, tokenizer, prompt, sampler, 14, eos_id=-1)
+    assert result.new_ids == expected.new_ids
+    assert link.commands - commands == len(prompt) + len(result.new_ids) - 1  # one TOKEN a token, no READ
+    board.reset()
+    kept = generate(board, tokenizer, prompt, sampler, 14, eos_id=-1, keep_logits=True)
+    assert kept.new_ids == expected.new_ids  # the host choosing from the logits read back
