@@ -6,7 +6,8 @@ A frame, in either direction::
 
 The CRC is zlib's CRC-32 (CRC-32/ISO-HDLC) over opcode, sequence, length and payload. Every command
 frame gets exactly one answer frame with the same sequence number: the command's opcode with
-:data:`ANSWER` set and its data, or :data:`ERROR` with a one-byte :class:`Error` code. A frame that
+:data:`ANSWER` set and its data, or :data:`ERROR` with a one-byte :class:`Error` code (GENERATE
+sends :data:`STREAM` frames with that sequence first, one an id). A frame that
 fails its CRC, is longer than the device's buffer, or stops arriving for a timeout is answered
 with an error and changes nothing; the decoder then hunts for the next SYNC.
 
@@ -33,7 +34,8 @@ import zlib
 
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
            "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
-           "CONSTANT", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE",
+           "CONSTANT", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE", "GENERATE",
+           "STREAM", "STREAMED", "GENERATED", "Stop",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
            "record_size", "pack_record", "unpack_record"]
 
@@ -42,6 +44,7 @@ HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
 CRC_BYTES = 4
 ANSWER = 0x80                  # set in the opcode of every answer
 ERROR = 0xFF                   # the opcode of an error answer; its payload is one Error byte
+STREAM = 0xFE                  # the opcode of a running GENERATE's frames, one an id (a STREAMED record)
 
 
 class Error(enum.IntEnum):
@@ -52,6 +55,7 @@ class Error(enum.IntEnum):
     UNKNOWN_OPCODE = 4
     BAD_ARGUMENT = 5     # an address or length out of range, or a payload of the wrong size
     BUSY = 6             # the device cannot take the command now
+    INTERRUPTED = 7      # a GENERATE stopped by a frame arriving while it ran (between two tokens)
 
 
 class Frame:
@@ -142,10 +146,11 @@ class Opcode(enum.IntEnum):
     NORM = 0x08            # NORM record -> nothing, once the residual and normalised rows are written
     SAMPLE = 0x09          # SAMPLE record -> a CHOICE record
     TOKEN = 0x0A           # TOKEN record -> a CHOICE record, once the program has run (contract/program.py)
+    GENERATE = 0x0B        # GENERATE record + prompt ids -> STREAM frames, one an id, then a GENERATED record
 
 
 APPLIED_ONCE = frozenset({Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS, Opcode.EMBED, Opcode.NORM,
-                          Opcode.TOKEN})
+                          Opcode.TOKEN, Opcode.GENERATE})
 """The commands that change the device: a retry of one that succeeded is answered, not applied again."""
 
 
@@ -264,6 +269,26 @@ TOKEN = [("id", 2, False), ("position", 2, False)] + SETTINGS
 """Run the program for token ``id`` at ``position`` (contract/program.py): a CHOICE."""
 CHOICE = [("id", 2, False), ("state", 4, False)]
 """The id chosen, and the PRNG's state after its draw."""
+GENERATE = [("position", 2, False), ("count", 2, False), ("eos", 2, False), ("stop_at_eos", 1, False)] + SETTINGS
+"""Generation on the device: the prompt's ids (2 bytes each, at least one) follow the record. The
+device runs TOKEN for each at ``position`` onwards (those before the last choosing greedily, the
+state untouched), then streams each id it chooses (a STREAM frame) and, unless it was the
+``count``-th, was ``eos`` with ``stop_at_eos`` set, or filled the context (its position the
+last), runs TOKEN for it at the next position. Then a GENERATED answer. Any byte that arrives
+while it runs stops it between two tokens: INTERRUPTED, the caches holding every token it ran.
+The checks of TOKEN come first, for every prompt id (BAD_ARGUMENT, nothing run); a generated
+token whose program would be refused stops it there (BAD_ARGUMENT after the ids streamed)."""
+STREAMED = [("index", 2, False), ("id", 2, False), ("state", 4, False)]
+"""A STREAM frame: the ``index``-th id generated (from 0), and the PRNG's state after it."""
+GENERATED = [("count", 2, False), ("stop", 1, False), ("state", 4, False)]
+"""GENERATE's answer: the ids streamed, why it stopped (:class:`Stop`), the PRNG's state."""
+
+
+class Stop(enum.IntEnum):
+    """Why a GENERATE stopped."""
+    COUNT = 0    # it streamed ``count`` ids
+    EOS = 1      # the last id is ``eos`` (and ``stop_at_eos`` was set)
+    CONTEXT = 2  # the last id's position would be past the context
 
 
 def record_size(fields):

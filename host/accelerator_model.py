@@ -27,10 +27,10 @@ import numpy as np
 from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, SAMPLE_CANDIDATES,
                                  TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
-from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, INFO,
-                                 INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE, SETTINGS, SYNC,
-                                 TOKEN, WORD_BYTES, Error, FrameDecoder, Mode, Opcode, Space, encode_frame,
-                                 pack_record, record_size, unpack_record)
+from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, GENERATE,
+                                 GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE,
+                                 SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder, Mode,
+                                 Opcode, Space, Stop, encode_frame, pack_record, record_size, unpack_record)
 from .driver import record_dtype
 from .kernels import (argmax, exact_matmul, integer_gelu, integer_layer_norm, integer_sample, integer_softmax,
                       requantize, residual_add)
@@ -99,24 +99,49 @@ class AcceleratorModel:
         self.receiver = _Receiver(max_payload)
         self.previous = None  # the previous good command frame's (opcode, sequence, whether a retry is only answered)
         self.previous_answer = b""  # the payload a retry of an applied one is answered with again
+        self.running = None  # a GENERATE that runs: (its sequence, its steps)
         self.handlers = {Opcode.INFO: self._info, Opcode.WRITE: self._write, Opcode.READ: self._read,
                          Opcode.MATMUL: self._matmul, Opcode.COUNTERS: self._counters,
                          Opcode.RESET_COUNTERS: self._reset_counters}
         if norm_length:  # the vector units
             self.handlers.update({Opcode.EMBED: self._embed, Opcode.NORM: self._norm, Opcode.SAMPLE: self._sample})
         if program_words:
-            self.handlers[Opcode.TOKEN] = self._token
+            self.handlers.update({Opcode.TOKEN: self._token, Opcode.GENERATE: self._generate})
         self.plans = {Opcode.MATMUL: self._plan_matmul, Opcode.EMBED: self._plan_embed, Opcode.NORM: self._plan_norm,
                       Opcode.SAMPLE: self._plan_sample}
 
     # -- the link ------------------------------------------------------------------------------
 
     def feed(self, data):
-        """Link bytes in; out, the answers to the frames they complete (the bad ones' errors first)."""
+        """Link bytes in; out, the answers to the frames they complete (the bad ones' errors first).
+        Bytes that arrive while a GENERATE runs stop it first (INTERRUPTED)."""
+        interrupted = b""
+        if data and self.running is not None:
+            interrupted = self._error(self.running[0], Error.INTERRUPTED)
+            self.previous, self.running = (Opcode.GENERATE, self.running[0], False), None
         frames = self.receiver.feed(bytes(data))
         answers = [self._error(sequence, code) for sequence, code in self.receiver.dropped]
         self.receiver.dropped.clear()
-        return b"".join(answers + [self._answer(frame) for frame in frames])
+        return interrupted + b"".join(answers + [self._answer(frame) for frame in frames])
+
+    def run(self):
+        """A running GENERATE's next frame (its steps up to the next id, or its answer); b"" if none runs."""
+        while self.running is not None:
+            sequence, steps = self.running
+            try:
+                step = next(steps)
+            except CommandError as e:  # a generated token's program is refused: it stops there
+                self.previous, self.running = (Opcode.GENERATE, sequence, False), None
+                return self._error(sequence, e.code)
+            if step is None:
+                continue
+            opcode, payload = step
+            if opcode != STREAM:  # the answer
+                self.previous, self.previous_answer = (Opcode.GENERATE, sequence, True), payload
+                self.running = None
+                self.counters["commands"] += 1
+            return encode_frame(opcode, sequence, payload)
+        return b""
 
     def idle(self):
         """The receive timeout passes: a partly received frame is dropped and answered TRUNCATED."""
@@ -143,6 +168,9 @@ class AcceleratorModel:
             except CommandError as e:
                 self.previous = (frame.opcode, frame.sequence, False)
                 return self._error(frame.sequence, e.code)
+            if frame.opcode == Opcode.GENERATE:  # it streams its frames from run()
+                self.running = (frame.sequence, payload)
+                return b""
             self.previous = (frame.opcode, frame.sequence, frame.opcode in APPLIED_ONCE)
             self.previous_answer = payload
         self.counters["commands"] += 1  # after the command: COUNTERS reports the count before itself
@@ -212,32 +240,84 @@ class AcceleratorModel:
         """TOKEN: every op of the program planned (checked) for this id and position, then run."""
         _require(len(payload) == record_size(TOKEN))
         token = unpack_record(TOKEN, payload)
+        settings = {name: token[name] for name, _, _ in SETTINGS}
+        return pack_record(CHOICE, **self._plan_token(token["id"], token["position"], settings)())
+
+    def _program_header(self):
+        """The loaded program's HEADER, once there is one of this format."""
         program = self.memory[Space.PROGRAM][0]
         _require(len(program) > 1)
         header = unpack_record(HEADER, program[0].tobytes()[:record_size(HEADER)])
         _require(header["version"] == PROGRAM_VERSION and 0 < header["entries"] < len(program))
-        _require(token["id"] < header["vocab"] and token["position"] < header["context"])
-        settings = {name: token[name] for name, _, _ in SETTINGS}
+        return header
+
+    def _plan_token(self, token, position, settings):
+        """The program for ``token`` at ``position``, every op relocated and checked; a function that
+        runs it and returns the CHOICE of its SAMPLE ops (with ``settings``) as a dict."""
+        header = self._program_header()
+        _require(token < header["vocab"] and position < header["context"])
         runs, samples = [], 0
-        for word in program[1:header["entries"] + 1]:
+        for word in self.memory[Space.PROGRAM][0, 1:header["entries"] + 1]:
             try:
                 opcode, fields, relocations = unpack_entry(word.tobytes())
             except ValueError:
                 raise CommandError() from None
-            fields = relocate(opcode, fields, relocations, token["position"], token["id"])
+            fields = relocate(opcode, fields, relocations, position, token)
             if opcode == Opcode.SAMPLE:
                 fields.update(settings)
                 samples += 1
             runs.append((opcode, self.plans[opcode](fields)))
         _require(samples > 0)
-        for opcode, run in runs:
-            if opcode == Opcode.SAMPLE:
-                run.settings["state"] = settings["state"]
-                choice = run()
-                settings["state"] = choice["state"]
+
+        def run():
+            state = settings["state"]
+            for opcode, op in runs:
+                if opcode == Opcode.SAMPLE:
+                    op.settings["state"] = state
+                    choice = op()
+                    state = choice["state"]
+                else:
+                    op()
+            return choice
+        return run
+
+    def _generate(self, payload):
+        """GENERATE: the prompt's programs checked, then the run handed to :meth:`run`, a token a step."""
+        size = record_size(GENERATE)
+        _require(len(payload) > size and (len(payload) - size) % 2 == 0)
+        g = unpack_record(GENERATE, payload[:size])
+        prompt = np.frombuffer(payload[size:], "<u2").tolist()
+        settings = {name: g[name] for name, _, _ in SETTINGS}
+        greedy = dict(settings, greedy=1)
+        context = self._program_header()["context"]
+        _require(g["count"] > 0)
+        steps = [self._plan_token(token, g["position"] + i, greedy if i < len(prompt) - 1 else settings)
+                 for i, token in enumerate(prompt)]
+        return self._generation(g, steps, settings, context, g["position"] + len(prompt))
+
+    def _generation(self, g, prefill, settings, context, position):
+        """The steps of a running GENERATE, one token each; yields its frames' payloads as
+        (opcode, payload), the last its answer."""
+        for step in prefill[:-1]:
+            step()
+            yield None
+        choice = prefill[-1]()
+        for index in range(g["count"]):
+            settings["state"] = choice["state"]
+            yield STREAM, pack_record(STREAMED, index=index, id=choice["id"], state=choice["state"])
+            if g["stop_at_eos"] and choice["id"] == g["eos"]:
+                stop = Stop.EOS
+            elif position + 1 >= context:  # the stream holds the context's worth of tokens
+                stop = Stop.CONTEXT
+            elif index + 1 == g["count"]:
+                stop = Stop.COUNT
             else:
-                run()
-        return pack_record(CHOICE, **choice)
+                choice = self._plan_token(choice["id"], position, settings)()
+                position += 1
+                yield None
+                continue
+            break
+        yield Opcode.GENERATE | ANSWER, pack_record(GENERATED, count=index + 1, stop=stop, state=choice["state"])
 
     # -- ops, planned: every check made, then a function that runs the op ----------------------
 
@@ -414,7 +494,7 @@ class ModelTransport:
     def read(self, size=1):
         """Up to ``size`` bytes of the answers (nothing: the line stayed silent)."""
         if not self.pending:
-            self.pending += self.model.idle()
+            self.pending += self.model.run() or self.model.idle()
         data = bytes(self.pending[:size])
         del self.pending[:size]
         return data

@@ -14,11 +14,12 @@ from ..contract.design import boards_running, simulated_parameters
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from ..contract.numerics import NUMERICS_VERSION
+from ..contract.protocol import GENERATE, GENERATED, STREAMED, Opcode, Stop, pack_record, unpack_record
 from .backends import parse_backend
 from .board_ops import BoardOps
 from .driver import AcceleratorDriver, check_info
 from .golden import IntegerGPTNeo
-from .link import Link
+from .link import Link, LinkError, StreamBroken
 from .token_program import TokenProgram
 
 __all__ = ["BoardModel", "ProgramModel", "check_board_gateware", "connect_board", "open_board_model"]
@@ -52,31 +53,73 @@ class BoardModel(IntegerGPTNeo):
 
 
 class ProgramModel(BoardModel):
-    """The model on a board that runs its program (:class:`~neofpga.host.token_program.TokenProgram`):
-    one TOKEN a token. :meth:`step` lets the device choose the next id; :meth:`forward` reads the
-    logits back as well, for what must see them (compare, scoring, ``--keep-logits``)."""
+    """The model on a board that runs its program (:class:`~neofpga.host.token_program.TokenProgram`).
+    :meth:`generate_ids` lets the device run the whole loop (GENERATE); :meth:`forward` runs one
+    TOKEN a token and reads the logits back, for what must see them (scoring, ``keep_logits``)."""
 
     GREEDY = dict(greedy=1)
 
     def forward(self, ids, last_only=False):
         """Logits [1, T, vocab] for token ids [1, T] that follow what the caches hold."""
         rows = []
-        for last, _ in self._tokens(ids, lambda last: self.GREEDY):
+        for last in self._tokens(ids):
             if last or not last_only:
                 rows.append(self.ops.logits())
         return np.array(rows)[None].astype(np.float32) * self.logit_scale
 
-    def step(self, ids, chooser):
-        """Feed token ids [1, T]; the id the device chooses after the last, as ``chooser`` (an
-        :class:`~neofpga.host.sampling.IntegerChooser`) would. The tokens before the last choose
-        greedily and are not used, so the PRNG draws once a generated token, as on the host."""
-        for last, choice in self._tokens(ids, lambda last: chooser.settings if last else self.GREEDY):
-            pass
-        chooser.state = choice["state"]
-        return choice["id"]
+    def generate_ids(self, prompt, count, eos, chooser, on_id):
+        """GENERATE: the device runs ``prompt`` (ids) and chooses up to ``count`` ids as ``chooser``
+        (an :class:`~neofpga.host.sampling.IntegerChooser`) would, each to ``on_id`` as it streams
+        back; returns the :class:`~neofpga.contract.protocol.Stop`. If the stream breaks (a lost
+        or damaged frame, silence), the host stops the device and runs GENERATE again from the
+        start with the ids it has and the state the last one carried, saying so on stderr."""
+        ids, start, produced = [int(i) for i in prompt], self.length, 0
+        for attempt in range(1 + self.link.retries):
+            got = []
 
-    def _tokens(self, ids, settings):
-        """TOKEN for each id in turn: (whether it is the last, the device's CHOICE)."""
+            def on_frame(payload):
+                streamed = unpack_record(STREAMED, payload)
+                if streamed["index"] != len(got):
+                    raise StreamBroken(f"GENERATE: id {produced + len(got)} was lost")
+                got.append(streamed)
+                on_id(streamed["id"])
+
+            record = pack_record(GENERATE, position=start, count=min(count - produced, 0xFFFF),
+                                 eos=eos if eos is not None and 0 <= eos <= 0xFFFF else 0,
+                                 stop_at_eos=int(eos is not None and 0 <= eos <= 0xFFFF), **chooser.settings)
+            try:
+                answer = unpack_record(GENERATED, self.link.stream(Opcode.GENERATE,
+                                                                   record + np.asarray(ids, "<u2").tobytes(), on_frame))
+                if answer["count"] != len(got):
+                    raise StreamBroken(f"GENERATE: {answer['count'] - len(got)} of its last ids were lost")
+            except StreamBroken as e:
+                self.link.command(Opcode.INFO)  # stops the device if it still runs
+                ids += [streamed["id"] for streamed in got]
+                produced += len(got)
+                if got:
+                    chooser.state = got[-1]["state"]
+                    stop = self._stopped(ids[-1], eos, start + len(ids), produced == count)
+                    if stop is not None:  # only the answer was lost
+                        self.length = start + len(ids) - 1
+                        return stop
+                _log(f"{e}; running GENERATE again from the {len(ids)} tokens so far")
+                self.link.resends += 1
+                continue
+            chooser.state = answer["state"]
+            self.length = start + len(ids) + len(got) - 1
+            return Stop(answer["stop"])
+        raise LinkError(f"GENERATE failed after {1 + self.link.retries} tries")
+
+    def _stopped(self, last, eos, tokens, counted):
+        """Why a GENERATE whose stream holds ``tokens`` tokens, ``last`` the last id, stopped; None if it did not."""
+        if last == eos:
+            return Stop.EOS
+        if tokens >= self.config.max_position_embeddings:
+            return Stop.CONTEXT
+        return Stop.COUNT if counted else None
+
+    def _tokens(self, ids):
+        """TOKEN for each id in turn (choosing greedily: the choice is not used); yields whether it was the last."""
         ids = np.asarray(ids)
         if ids.shape[0] != 1:
             raise UserError(f"the board runs one sequence at a time, not a batch of {ids.shape[0]}")
@@ -84,10 +127,9 @@ class ProgramModel(BoardModel):
             raise ValueError(f"position {self.length + ids.shape[1] - 1} is past the context of "
                              f"{self.config.max_position_embeddings}")
         for i, token in enumerate(ids[0]):
-            last = i == ids.shape[1] - 1
-            choice = self.ops.token(token, self.length, settings(last))
+            self.ops.token(token, self.length, self.GREEDY)
             self.length += 1
-            yield last, choice
+            yield i == ids.shape[1] - 1
 
 
 def _log(text):

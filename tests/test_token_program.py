@@ -3,10 +3,11 @@ integers (every logit code) and its choices, greedy and sampled, past the local 
 
 import numpy as np
 import pytest
+from faulty_transport import FaultyTransport
 from neofpga.contract.errors import UserError
 from neofpga.contract.program import Relocation, Source, pack_entry, unpack_entry
-from neofpga.contract.protocol import CHOICE, TOKEN, FrameDecoder, Opcode, Space, encode_frame, pack_record, \
-    unpack_record
+from neofpga.contract.protocol import (ANSWER, CHOICE, ERROR, GENERATE, STREAM, STREAMED, TOKEN, Error, FrameDecoder, Opcode,
+                                       Space, encode_frame, pack_record, unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.backends import load_source
 from neofpga.host.board_backend import ProgramModel
@@ -139,18 +140,80 @@ def test_a_retried_token_is_answered_again_with_its_choice_but_not_run_again(odd
     assert all(np.array_equal(memory[space], device.memory[space]) for space in Space)
 
 
-@pytest.mark.parametrize("sampler", [Sampler(), Sampler(temperature=0.9, top_k=30, top_p=0.95, seed=11)])
-def test_generation_with_the_device_choosing_equals_the_golden_model_in_one_command_a_token(odd, sampler):
-    program, device = open_program(odd, rows=3, cols=4)
-    link = program.driver.link
-    board = ProgramModel(odd, program, link, "model")
-    tokenizer = odd.tokenizer
+SAMPLERS = [Sampler(), Sampler(temperature=0.9, top_k=30, top_p=0.95, seed=11)]
+
+
+def program_board(model, faults=None, **device):
+    """ProgramModel on a fresh reference device (``faults``: FaultyTransport's); returns (board, device, link)."""
+    program, device = open_program(model, **device)
+    if faults is not None:
+        link = Link(FaultyTransport(ModelTransport(device), np.random.default_rng(faults.pop("seed")), **faults),
+                    timeout=0)
+        program.driver.link = link
+    return ProgramModel(model, program, program.driver.link, "model"), device, program.driver.link
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_generate_on_the_device_equals_the_golden_model_in_one_command(odd, sampler):
+    board, device, link = program_board(odd, rows=3, cols=4)
     prompt = [5, 17, 2, 40]
-    expected = generate(golden_model(odd), tokenizer, prompt, sampler, 14, eos_id=-1)
+    expected = generate(golden_model(odd), odd.tokenizer, prompt, sampler, 14, eos_id=-1)
     commands = link.commands
-    result = generate(board, tokenizer, prompt, sampler, 14, eos_id=-1)
+    streamed = []
+    result = generate(board, odd.tokenizer, prompt, sampler, 14, eos_id=-1, write=streamed.append)
+    assert result.new_ids == expected.new_ids and result.stop_reason == "max-new-tokens"
+    assert link.commands - commands == 1 and streamed == [text for text in streamed if text]
+    kept = generate(board, odd.tokenizer, prompt, sampler, 14, eos_id=-1, keep_logits=True)
+    assert kept.new_ids == expected.new_ids  # TOKEN a token, the host choosing from the logits read back
+
+
+def test_generate_stops_at_eos_and_at_the_context_as_the_host_does(odd):
+    board, device, link = program_board(odd, rows=3, cols=4)
+    golden = golden_model(odd)
+    prompt = [5, 17, 2, 40]
+    free = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=-1).new_ids
+    eos = free[6]
+    expected = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
+    result = generate(board, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
+    assert (result.new_ids, result.stop_reason) == (expected.new_ids, "eos") and result.new_ids[-1] == eos
+    long_prompt = list(range(10, 10 + odd.config.max_position_embeddings - 3))
+    expected = generate(golden, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
+    result = generate(board, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
+    assert (result.new_ids, result.stop_reason) == (expected.new_ids, "context") and len(result.new_ids) == 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_generate_through_link_damage_resumes_and_gives_the_same_ids(odd, seed, capsys):
+    sampler = SAMPLERS[1]
+    prompt = [5, 17, 2, 40]
+    expected = generate(golden_model(odd), odd.tokenizer, prompt, sampler, 20, eos_id=-1)
+    board, device, link = program_board(odd, faults=dict(seed=seed, flip=0.03, drop=0.02, duplicate=0.01,
+                                                                garbage=0.01), rows=3, cols=4)
+    result = generate(board, odd.tokenizer, prompt, sampler, 20, eos_id=-1)
     assert result.new_ids == expected.new_ids
-    assert link.commands - commands == len(prompt) + len(result.new_ids) - 1  # one TOKEN a token, no READ
-    board.reset()
-    kept = generate(board, tokenizer, prompt, sampler, 14, eos_id=-1, keep_logits=True)
-    assert kept.new_ids == expected.new_ids  # the host choosing from the logits read back
+    assert link.resends > 0 and "running GENERATE again" in capsys.readouterr().err
+
+
+def test_a_frame_during_generate_interrupts_it_between_tokens(odd):
+    program, device = open_program(odd, rows=3, cols=4)
+    settings = settings_for(odd)
+    frame = encode_frame(Opcode.GENERATE, 9, pack_record(GENERATE, count=8, **settings) + bytes([5, 0, 17, 0]))
+    assert device.feed(frame) == b""  # it runs; its frames come as the line is read
+    first = FrameDecoder().feed(device.run())
+    assert [f.opcode for f in first] == [STREAM] and unpack_record(STREAMED, first[0].payload)["index"] == 0
+    answers = FrameDecoder().feed(device.feed(encode_frame(Opcode.INFO, 10)))
+    assert [(f.opcode, f.sequence, f.payload) for f in answers][0] == (ERROR, 9, bytes([Error.INTERRUPTED]))
+    assert answers[1].opcode == Opcode.INFO | ANSWER and device.run() == b""
+
+
+def test_a_bad_generate_is_refused_before_any_token_runs(odd):
+    program, device = open_program(odd, rows=3, cols=4)
+    settings, c = settings_for(odd), odd.config
+    for record, prompt in [(dict(count=4), [5, c.vocab_size]), (dict(count=4, position=c.max_position_embeddings - 1),
+                                                                 [5, 6]), (dict(count=0), [5]), (dict(count=3), [])]:
+        before = {space: memory.copy() for space, memory in device.memory.items()}
+        payload = pack_record(GENERATE, **record, **settings) + np.asarray(prompt, "<u2").tobytes()
+        (answer,) = FrameDecoder().feed(device.feed(encode_frame(Opcode.GENERATE, 3, payload)))
+        assert (answer.opcode, answer.payload) == (ERROR, bytes([Error.BAD_ARGUMENT]))
+        assert device.run() == b""
+        assert all(np.array_equal(before[space], device.memory[space]) for space in Space)
