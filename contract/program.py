@@ -19,10 +19,11 @@ the slot ``position % ring`` the token's key and value go to and the number of k
 ``min(position + 1, ring)``. The fields that may be relocated are :data:`RELOCATABLE`'s.
 
 Inside a program, SAMPLE's :data:`~neofpga.contract.protocol.SETTINGS` are ignored: it chooses
-with the TOKEN command's, and its state is the one TOKEN answers with.
+with the TOKEN command's, and its state is the one TOKEN answers with. A program holds at least
+one SAMPLE; TOKEN answers the last one's choice.
 
 **Checks before anything runs.** TOKEN is refused with BAD_ARGUMENT, and changes nothing, when no
-program of :data:`PROGRAM_VERSION` is loaded, when the id is not below the header's ``vocab`` or
+program of :data:`PROGRAM_VERSION` with a SAMPLE is loaded, when the id is not below the header's ``vocab`` or
 the position not below its ``context``, or when any op of the program, relocated for this id and
 position, would be refused on its own (an address outside its memory, an opcode a program cannot
 hold): the device checks every op before it runs the first.
@@ -40,7 +41,7 @@ __all__ = ["PROGRAM_VERSION", "Source", "RELOCATION", "RELOCATIONS", "RELOCATABL
            "relocate"]
 
 PROGRAM_VERSION = 1
-"""INFO reports it; the host refuses a device that runs another program format."""
+"""INFO reports it; the host runs no program on a device of another program format."""
 
 
 class Source(enum.IntEnum):

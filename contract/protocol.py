@@ -288,7 +288,7 @@ class Stop(enum.IntEnum):
     """Why a GENERATE stopped."""
     COUNT = 0    # it streamed ``count`` ids
     EOS = 1      # the last id is ``eos`` (and ``stop_at_eos`` was set)
-    CONTEXT = 2  # the last id's position would be past the context
+    CONTEXT = 2  # the last id's position is the context's last: the stream holds the context
 
 
 def record_size(fields):

@@ -105,7 +105,7 @@ class AcceleratorModel:
                          Opcode.RESET_COUNTERS: self._reset_counters}
         if norm_length:  # the vector units
             self.handlers.update({Opcode.EMBED: self._embed, Opcode.NORM: self._norm, Opcode.SAMPLE: self._sample})
-        if program_words:
+        if program_words and norm_length:  # a program's ops need the vector units
             self.handlers.update({Opcode.TOKEN: self._token, Opcode.GENERATE: self._generate})
         self.plans = {Opcode.MATMUL: self._plan_matmul, Opcode.EMBED: self._plan_embed, Opcode.NORM: self._plan_norm,
                       Opcode.SAMPLE: self._plan_sample}
@@ -115,14 +115,21 @@ class AcceleratorModel:
     def feed(self, data):
         """Link bytes in; out, the answers to the frames they complete (the bad ones' errors first).
         Bytes that arrive while a GENERATE runs stop it first (INTERRUPTED)."""
-        interrupted = b""
-        if data and self.running is not None:
-            interrupted = self._error(self.running[0], Error.INTERRUPTED)
-            self.previous, self.running = (Opcode.GENERATE, self.running[0], False), None
+        answers = [self._interrupt()] if data else []
         frames = self.receiver.feed(bytes(data))
-        answers = [self._error(sequence, code) for sequence, code in self.receiver.dropped]
+        answers += [self._error(sequence, code) for sequence, code in self.receiver.dropped]
         self.receiver.dropped.clear()
-        return interrupted + b"".join(answers + [self._answer(frame) for frame in frames])
+        for frame in frames:
+            answers += [self._interrupt(), self._answer(frame)]  # a GENERATE it started, by the frames after it
+        return b"".join(answers)
+
+    def _interrupt(self):
+        """Stop a running GENERATE (INTERRUPTED): bytes arrived. b"" if none runs."""
+        if self.running is None:
+            return b""
+        sequence, self.running = self.running[0], None
+        self.previous = (Opcode.GENERATE, sequence, False)
+        return self._error(sequence, Error.INTERRUPTED)
 
     def run(self):
         """A running GENERATE's next frame (its steps up to the next id, or its answer); b"" if none runs."""
@@ -291,17 +298,19 @@ class AcceleratorModel:
         greedy = dict(settings, greedy=1)
         context = self._program_header()["context"]
         _require(g["count"] > 0)
-        steps = [self._plan_token(token, g["position"] + i, greedy if i < len(prompt) - 1 else settings)
-                 for i, token in enumerate(prompt)]
-        return self._generation(g, steps, settings, context, g["position"] + len(prompt))
+        prefill = [(token, g["position"] + i, greedy if i < len(prompt) - 1 else settings)
+                   for i, token in enumerate(prompt)]
+        for token in prefill:  # every check first (the plans are made again as they run: they are big)
+            self._plan_token(*token)
+        return self._generation(g, prefill, settings, context, g["position"] + len(prompt))
 
     def _generation(self, g, prefill, settings, context, position):
         """The steps of a running GENERATE, one token each; yields its frames' payloads as
         (opcode, payload), the last its answer."""
-        for step in prefill[:-1]:
-            step()
+        for token in prefill[:-1]:
+            self._plan_token(*token)()
             yield None
-        choice = prefill[-1]()
+        choice = self._plan_token(*prefill[-1])()
         for index in range(g["count"]):
             settings["state"] = choice["state"]
             yield STREAM, pack_record(STREAMED, index=index, id=choice["id"], state=choice["state"])

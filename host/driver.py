@@ -36,8 +36,12 @@ class AcceleratorDriver:
         self.device_info = self.info()
 
     def info(self):
-        """The device's INFO record as a dict."""
-        return unpack_record(INFO, self.link.command(Opcode.INFO))
+        """The device's INFO record as a dict; a one-line error for one of another size (other gateware)."""
+        payload = self.link.command(Opcode.INFO)
+        if len(payload) != record_size(INFO):
+            raise UserError(f"the device's INFO is {len(payload)} bytes, this neofpga reads {record_size(INFO)}: "
+                            f"its gateware is another version (rebuild the bitstream with neofpga build and flash it)")
+        return unpack_record(INFO, payload)
 
     def write(self, space, bank, address, data):
         """Write words (``data``: their little-endian bytes) from ``address`` on, in as many frames as needed."""

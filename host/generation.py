@@ -85,7 +85,9 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
 
     model.reset(1)
     start = time.perf_counter()
-    device_generates = None if keep_logits else getattr(model, "generate_ids", None)  # a device that runs the loop
+    device_generates = getattr(model, "generate_ids", None)  # a device that runs the loop
+    if keep_logits or max_new_tokens < 1:
+        device_generates = None
     if device_generates is not None:
         return _generate_on_device(device_generates, ids, choose, max_new_tokens, eos_id, stream, start)
     token = next_token(ids)

@@ -23,8 +23,9 @@ import numpy as np
 
 from ..contract.errors import UserError
 from ..contract.numerics import RESIDUAL
-from ..contract.program import Relocation, Source, pack_entry, pack_header
-from ..contract.protocol import CONSTANT, NORM_COLUMN, SETTINGS, Mode, Opcode, Space
+from ..contract.program import PROGRAM_VERSION, Relocation, Source, pack_entry, pack_header
+from ..contract.protocol import (ACCESS, CONSTANT, NORM_COLUMN, PROGRAM_ENTRY_BYTES, SETTINGS, Mode, Opcode, Space,
+                                 record_size)
 from .board_ops import BoardOps, _check_fit
 from .driver import record_dtype
 
@@ -38,18 +39,24 @@ class TokenProgram(BoardOps):
     runs one token."""
 
     def __init__(self, model, driver):
-        info = driver.device_info
+        info, c = driver.device_info, model.config
         if not info.get("program_words") or not info.get("norm_length"):
             raise UserError("the device runs no programs (its INFO reports no program words or vector units)")
-        self.layer_norms = [f"h.{i}.{name}" for i in range(model.config.num_layers) for name in ("ln_1", "ln_2")]
+        if info["program_version"] != PROGRAM_VERSION:
+            raise UserError(f"the device runs program format {info['program_version']}, this neofpga compiles "
+                            f"{PROGRAM_VERSION}: rebuild the bitstream (neofpga build) and flash it")
+        if info["cols"] & (info["cols"] - 1):
+            raise UserError(f"the device's {info['cols']} weight banks are not a power of two, which the "
+                            f"program's cache slots need")
+        if info["max_payload"] < record_size(ACCESS) + PROGRAM_ENTRY_BYTES:
+            raise UserError(f"the device takes frames of {info['max_payload']} bytes, too short for a program "
+                            f"word ({PROGRAM_ENTRY_BYTES} bytes and the WRITE's address)")
+        if c.hidden_size > info["norm_length"]:
+            raise UserError(f"the model's width {c.hidden_size} is longer than the device's LayerNorm unit takes "
+                            f"({info['norm_length']})")
+        self.layer_norms = [f"h.{i}.{name}" for i in range(c.num_layers) for name in ("ln_1", "ln_2")]
         self.layer_norms.append("ln_f")
-        super().__init__(model, driver, residency="resident")
-        if model.config.hidden_size > info["norm_length"]:
-            raise UserError(f"the model's width {model.config.hidden_size} is longer than the device's LayerNorm "
-                            f"unit takes ({info['norm_length']})")
-        self.entries = self._compile()
-        _check_fit(len(self.entries) + 1, info["program_words"], "program words (one an op, and the header)")
-        self._upload_program()
+        super().__init__(model, driver, residency="resident")  # plans, compiles, checks, then uploads
 
     # -- the memory plan, extended ---------------------------------------------------------------
 
@@ -89,6 +96,10 @@ class TokenProgram(BoardOps):
     # -- uploads -----------------------------------------------------------------------------------
 
     def _upload_everything(self):
+        """The program compiled and every check made; then the weights, the embedding, the
+        LayerNorms and the program uploaded."""
+        self.entries = self._compile()
+        _check_fit(len(self.entries) + 1, self.info["program_words"], "program words (one an op, and the header)")
         super()._upload_everything()
         t, cols = self.t, self.cols
         wpe = t["wpe.weight"]
@@ -103,8 +114,6 @@ class TokenProgram(BoardOps):
             columns = np.zeros(self.config.hidden_size, record_dtype(NORM_COLUMN))
             columns["gain"], columns["bias"] = t[f"{name}.gain"], t[f"{name}.bias"]
             self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], columns.tobytes())
-
-    def _upload_program(self):
         c = self.config
         words = [pack_header(len(self.entries), c.vocab_size, c.max_position_embeddings), *self.entries]
         self.driver.write(Space.PROGRAM, 0, 0, b"".join(words))

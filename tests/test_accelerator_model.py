@@ -331,6 +331,6 @@ def test_sample_chooses_as_the_kernels_do():
 
 def test_a_device_without_vector_units_or_programs_knows_none_of_their_opcodes():
     model = small_device(norm_length=0, program_words=0)
-    for opcode in (Opcode.EMBED, Opcode.NORM, Opcode.SAMPLE, Opcode.TOKEN):
+    for opcode in (Opcode.EMBED, Opcode.NORM, Opcode.SAMPLE, Opcode.TOKEN, Opcode.GENERATE):
         assert refused(model, opcode, code=Error.UNKNOWN_OPCODE)
     assert refused(model, Opcode.WRITE, pack_record(ACCESS, space=Space.PROGRAM))  # no PROGRAM memory

@@ -10,6 +10,7 @@ from neofpga.contract.protocol import (ANSWER, CHOICE, ERROR, GENERATE, STREAM, 
                                        Space, encode_frame, pack_record, unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.backends import load_source
+from neofpga.host import board_backend
 from neofpga.host.board_backend import ProgramModel
 from neofpga.host.driver import AcceleratorDriver
 from neofpga.host.generation import generate
@@ -122,11 +123,31 @@ def test_a_program_that_would_write_outside_memory_runs_no_op(odd):
     assert refused(program, device, id=3, position=0)
 
 
-def test_a_device_without_programs_is_refused(odd):
+def test_a_device_without_programs_or_room_for_this_one_is_refused_before_any_upload(odd):
     with pytest.raises(UserError, match="runs no programs"):
         open_program(odd, program_words=0)
+    with pytest.raises(UserError, match="not a power of two"):
+        open_program(odd, rows=3, cols=6)
+    with pytest.raises(UserError, match="frames of 64 bytes"):
+        open_program(odd, rows=3, cols=4, max_payload=64)
+    device = AcceleratorModel(**dict(DEVICE, rows=3, cols=4, program_words=10))
     with pytest.raises(UserError, match="program words"):
-        open_program(odd, rows=3, cols=4, program_words=10)
+        TokenProgram(odd, AcceleratorDriver(Link(ModelTransport(device), timeout=0)))
+    assert device.counters["commands"] == 1  # INFO only
+
+
+def test_open_board_model_runs_the_program_and_falls_back_per_op_where_it_does_not_fit(odd, monkeypatch):
+    def connect(device):
+        driver = AcceleratorDriver(Link(ModelTransport(AcceleratorModel(**device)), timeout=0))
+        monkeypatch.setattr(board_backend, "connect_board", lambda *args: (driver, lambda: None))
+
+    connect(dict(DEVICE, rows=3, cols=4))
+    assert isinstance(board_backend.open_board_model("sim", odd), ProgramModel)
+    assert not isinstance(board_backend.open_board_model("sim", odd, per_op=True), ProgramModel)
+    connect(dict(DEVICE, rows=3, cols=4, program_words=10))
+    assert not isinstance(board_backend.open_board_model("sim", odd), ProgramModel)
+    with pytest.raises(UserError, match="program words"):
+        board_backend.open_board_model("sim", odd, residency="resident")
 
 
 def test_a_retried_token_is_answered_again_with_its_choice_but_not_run_again(odd):
@@ -182,7 +203,7 @@ def test_generate_stops_at_eos_and_at_the_context_as_the_host_does(odd):
     assert (result.new_ids, result.stop_reason) == (expected.new_ids, "context") and len(result.new_ids) == 3
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 11])  # 11: a run whose answer alone is lost
 def test_generate_through_link_damage_resumes_and_gives_the_same_ids(odd, seed, capsys):
     sampler = SAMPLERS[1]
     prompt = [5, 17, 2, 40]
@@ -217,3 +238,30 @@ def test_a_bad_generate_is_refused_before_any_token_runs(odd):
         assert (answer.opcode, answer.payload) == (ERROR, bytes([Error.BAD_ARGUMENT]))
         assert device.run() == b""
         assert all(np.array_equal(before[space], device.memory[space]) for space in Space)
+
+
+def test_a_frame_in_the_same_write_as_a_generate_interrupts_it(odd):
+    program, device = open_program(odd, rows=3, cols=4)
+    generate_frame = encode_frame(Opcode.GENERATE, 9, pack_record(GENERATE, count=8, **settings_for(odd)) + bytes(2))
+    answers = FrameDecoder().feed(device.feed(generate_frame + encode_frame(Opcode.INFO, 10)))
+    assert [(f.opcode, f.sequence) for f in answers] == [(ERROR, 9), (Opcode.INFO | ANSWER, 10)]
+    assert device.run() == b""
+
+
+def test_a_prompt_longer_than_a_frame_goes_in_by_token_first(odd):
+    board, device, link = program_board(odd, rows=3, cols=4, max_payload=100)  # 38 ids a GENERATE frame
+    prompt = list(range(3, 50))
+    expected = generate(golden_model(odd), odd.tokenizer, prompt, SAMPLERS[1], 6, eos_id=-1)
+    commands = link.commands
+    result = generate(board, odd.tokenizer, prompt, SAMPLERS[1], 6, eos_id=-1)
+    assert result.new_ids == expected.new_ids
+    assert link.commands - commands == len(prompt) - (100 - 23) // 2 + 1
+
+
+def test_a_device_of_other_gateware_is_one_line_error(odd):
+    class OldDevice(AcceleratorModel):
+        def _info(self, payload):
+            return super()._info(payload)[:-6]  # INFO before the program fields
+
+    with pytest.raises(UserError, match="INFO is 37 bytes, this neofpga reads 43"):
+        AcceleratorDriver(Link(ModelTransport(OldDevice(**DEVICE)), timeout=0))
