@@ -158,14 +158,14 @@ class Space(enum.IntEnum):
     """The device's memories, as WRITE and READ address them (``bank``, then ``address`` in words)."""
     ACTIVATIONS = 0  # ``rows`` banks of 16-bit words: matmul operand A, results, probabilities
     WEIGHTS = 1      # ``cols`` banks of bytes: matmul operand W, the K and V caches
-    CONSTANTS = 2    # one bank of CONSTANT records, one per output column: the requantizer's
+    CONSTANTS = 2    # one bank of 8-byte words: CONSTANT records (a requantizer's columns), NORM_COLUMNs
     GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
     PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header
 
 
 PROGRAM_ENTRY_BYTES = 80
 """A PROGRAM word: one entry of contract/program.py's format (an op, its relocations and its record)."""
-WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 12, Space.GELU: 4,
+WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 8, Space.GELU: 4,
               Space.PROGRAM: PROGRAM_ENTRY_BYTES}
 """Bytes per word of each space, little-endian."""
 
@@ -193,7 +193,8 @@ MATMUL = [
     ("m", 2, False), ("k", 2, False), ("n", 2, False),
     ("a_base", 4, False), ("a_stride", 4, False), ("w_base", 4, False), ("w_stride", 4, False),
     ("mode", 1, False),
-    ("constants", 4, False),    # REQUANTIZE, GELU: the CONSTANT record of column 0
+    ("constants", 4, False),    # REQUANTIZE, GELU: the CONSTANT record of column 0,
+    ("low", 2, True), ("high", 2, True),  # and the requantizer's limits (one pair for the product)
     ("gelu_table", 1, False), ("gelu_low", 2, True), ("gelu_high", 2, True),
     # SOFTMAX: integer_softmax's (pre, C, shift); the query's position and the local window
     # (0: global); key j is visible when j <= position and position - j < window
@@ -215,8 +216,8 @@ INFO = [
     ("activation_words", 4, False), ("weight_words", 4, False), ("constant_words", 4, False),
     ("gelu_tables", 1, False), ("max_payload", 2, False), ("softmax_length", 2, False),
     ("clock_hz", 4, False),
-    # the whole token (contract/program.py): the program format, the PROGRAM words (0: no
-    # programs), the longest NORM row
+    # the whole token (contract/program.py): the program format and the PROGRAM words (0 and 0: no
+    # programs), the longest NORM row (0: no vector units)
     ("program_version", 2, False), ("program_words", 2, False), ("norm_length", 2, False),
 ]
 # COUNTERS: ``cycles`` clock cycles and ``matmul_cycles`` those spent running products; ``macs``
@@ -226,9 +227,9 @@ INFO = [
 # before its own frame is counted; RESET_COUNTERS zeroes them all, then counts itself (commands 1).
 COUNTERS = [("cycles", 8, False), ("matmul_cycles", 8, False), ("macs", 8, False),
             ("commands", 4, False), ("errors", 4, False)]
-CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False),
-            ("low", 2, True), ("high", 2, True)]
-NORM_COLUMN = [("bias", 4, True), ("gain", 2, True), ("reserved", 2, False), ("reserved_2", 4, False)]
+CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False)]
+"""A requantizer column's bias, multiplier and shift (its limits are the MATMUL's)."""
+NORM_COLUMN = [("bias", 4, True), ("gain", 2, True), ("reserved", 2, False)]
 """A LayerNorm column's gain and bias: a CONSTANTS word, as a CONSTANT record is."""
 INFO_MAGIC = int.from_bytes(b"NEOF", "little")
 
@@ -240,7 +241,7 @@ EMBED = [
     # ``token_base`` (a WEIGHTS matrix in MATMUL's layout: row r in bank r % cols at
     # token_base + (r // cols) * d) requantized by CONSTANT record token_constants + id, plus row
     # ``position`` of the matrix at ``position_base`` requantized by record position_constants +
-    # position, saturated to numerics.RESIDUAL
+    # position, each part and their sum saturated to numerics.RESIDUAL
     ("id", 2, False), ("position", 2, False), ("d", 2, False),
     ("token_base", 4, False), ("position_base", 4, False),
     ("token_constants", 4, False), ("position_constants", 4, False),

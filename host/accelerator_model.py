@@ -24,8 +24,8 @@ Rules the gateware shares:
 
 import numpy as np
 
-from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, SAMPLE_CANDIDATES,
-                                 TOP_P_BITS)
+from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL,
+                                 SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
 from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, GENERATE,
                                  GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE,
@@ -87,8 +87,9 @@ class AcceleratorModel:
         self.info = dict(magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
                          rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
                          constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
-                         softmax_length=softmax_length, clock_hz=clock_hz, program_version=PROGRAM_VERSION,
-                         program_words=program_words, norm_length=norm_length)
+                         softmax_length=softmax_length, clock_hz=clock_hz,
+                         program_version=PROGRAM_VERSION if program_words else 0, program_words=program_words,
+                         norm_length=norm_length)
         self.banks = {Space.ACTIVATIONS: rows, Space.WEIGHTS: cols, Space.CONSTANTS: 1, Space.GELU: 1,
                       Space.PROGRAM: 1}
         depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
@@ -363,7 +364,7 @@ class AcceleratorModel:
         def run():
             rows = (self.memory[Space.WEIGHTS][token], self.memory[Space.WEIGHTS][place])
             records = (self.memory[Space.CONSTANTS][0, token_record], self.memory[Space.CONSTANTS][0, place_record])
-            parts = [self._requantize(row.astype(np.int64), r) for row, r in zip(rows, records)]
+            parts = [self._requantize(row.astype(np.int64), r, *RESIDUAL) for row, r in zip(rows, records)]
             self._store(out, residual_add(*parts))
         return run
 
@@ -425,7 +426,7 @@ class AcceleratorModel:
         """The mode's work on the int32 sums [m, n] (a function to the values to write), checked."""
         if c["mode"] == Mode.REQUANTIZE:
             records = self._constants(c["constants"], c["n"])
-            return lambda sums: self._requantize(sums, self.memory[Space.CONSTANTS][0, records])
+            return lambda sums: self._requantize(sums, self.memory[Space.CONSTANTS][0, records], c["low"], c["high"])
         if c["mode"] == Mode.GELU:
             _require(c["gelu_table"] < self.info["gelu_tables"])
             records = self._constants(c["constants"], c["n"])
@@ -433,7 +434,7 @@ class AcceleratorModel:
 
             def gelu(sums):
                 knots = self.memory[Space.GELU][0, start:start + GELU_KNOTS].astype(np.int64)
-                requantized = self._requantize(sums, self.memory[Space.CONSTANTS][0, records])
+                requantized = self._requantize(sums, self.memory[Space.CONSTANTS][0, records], c["low"], c["high"])
                 return integer_gelu(requantized, knots, c["gelu_low"], c["gelu_high"])
             return gelu
         if c["mode"] == Mode.SOFTMAX:
@@ -443,10 +444,9 @@ class AcceleratorModel:
                                                 c["softmax_shift"])
         raise CommandError()
 
-    def _requantize(self, sums, records):
-        """The requantizer with CONSTANT ``records`` (one per column, or one for the row)."""
-        return requantize(sums, records["bias"], records["multiplier"], records["shift"], records["low"],
-                          records["high"])
+    def _requantize(self, sums, records, low, high):
+        """The requantizer with CONSTANT ``records`` (one per column, or one for the row) and limits."""
+        return requantize(sums, records["bias"], records["multiplier"], records["shift"], low, high)
 
     def _visible(self, c):
         """SOFTMAX's mask over keys j < n: j <= position, and position - j < window unless window is 0."""

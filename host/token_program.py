@@ -22,11 +22,10 @@ The program, for token ``id`` at position ``p`` (the relocations in brackets)::
 import numpy as np
 
 from ..contract.errors import UserError
-from ..contract.numerics import RESIDUAL
 from ..contract.program import PROGRAM_VERSION, Relocation, Source, pack_entry, pack_header
 from ..contract.protocol import (ACCESS, CONSTANT, NORM_COLUMN, PROGRAM_ENTRY_BYTES, SETTINGS, Mode, Opcode, Space,
                                  record_size)
-from .board_ops import BoardOps, _check_fit
+from .board_ops import BoardOps, _check_fit, one_value
 from .driver import record_dtype
 
 __all__ = ["TokenProgram"]
@@ -108,7 +107,6 @@ class TokenProgram(BoardOps):
         for name in EMBEDDINGS:
             records = np.zeros(len(t[f"{name}.multiplier"]), record_dtype(CONSTANT))
             records["multiplier"], records["shift"] = t[f"{name}.multiplier"], t[f"{name}.shift"]
-            records["low"], records["high"] = RESIDUAL
             self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
         for name in self.layer_norms:
             columns = np.zeros(self.config.hidden_size, record_dtype(NORM_COLUMN))
@@ -155,7 +153,7 @@ class TokenProgram(BoardOps):
         """NORM ``name``: the residual (plus the block output at ``out``, if ``add``) -> x."""
         t = self.t
         low, high = (int(v) for v in t[f"{name}.limits"])
-        multiplier, shift = (_one_value(t[f"{name}.{field}"], f"{name}'s {field}") for field in ("multiplier", "shift"))
+        multiplier, shift = (one_value(t[f"{name}.{field}"], f"{name}'s {field}") for field in ("multiplier", "shift"))
         mean_multiplier, mean_shift, epsilon = (int(v) for v in t["layer_norm.statistics"])
         self.entries.append(pack_entry(Opcode.NORM, dict(
             d=self.config.hidden_size, residual_address=self.residual_base, add=int(add),
@@ -170,14 +168,15 @@ class TokenProgram(BoardOps):
         w_base, constants = self._parameters(f"h.{layer}.qkv")
         part = d // cols * d
         product = dict(m=1, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE)
+        q, k, v = (self._limits(f"h.{layer}.qkv", i * d, d) for i in range(3))
         slot = dict(source=Source.SLOT, ring=ring)
-        self._product("qkv", **product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
+        self._product("qkv", **product, **q, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
                       out_address0=self.q_base, out_stride=d)
-        self._product("qkv", **product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
+        self._product("qkv", **product, **k, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
                       out_banked=1, out_address0=kbase, out_stride=d,
                       relocations=[Relocation("out_bank0", **slot, mask=cols - 1),
                                    Relocation("out_address0", **slot, shift=cols.bit_length() - 1, scale=d)])
-        self._product("qkv", **product, w_base=w_base + 2 * part, constants=constants + 2 * d,
+        self._product("qkv", **product, **v, w_base=w_base + 2 * part, constants=constants + 2 * d,
                       out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=ring,
                       relocations=[Relocation("out_offset", **slot)])
 
@@ -195,7 +194,8 @@ class TokenProgram(BoardOps):
                       out_space=Space.ACTIVATIONS, out_address0=self.p_base,
                       relocations=[Relocation("n", **keys), Relocation("position", **keys)])
         self._product("P x V", m=1, k=0, n=hd, a_base=self.p_base, w_base=vbase + head * hd // self.cols * ring,
-                      w_stride=ring, mode=Mode.REQUANTIZE, constants=pv + head * hd, out_space=Space.ACTIVATIONS,
+                      w_stride=ring, mode=Mode.REQUANTIZE, constants=pv + head * hd,
+                      **self._limits(f"h.{layer}.pv"), out_space=Space.ACTIVATIONS,
                       out_banked=1, out_address0=self.hidden_base + head * hd, out_stride=d,
                       relocations=[Relocation("k", **keys)])
 
@@ -212,10 +212,3 @@ class TokenProgram(BoardOps):
         v = self.config.vocab_size
         return np.frombuffer(self.driver.read(Space.ACTIVATIONS, self.logits_bank, self.logits_base, v), "<i2")
 
-
-def _one_value(values, what):
-    """The one value of a LayerNorm's per-column requantizer constant (the unit takes one for the row)."""
-    values = np.asarray(values).reshape(-1)
-    if (values != values[0]).any():
-        raise UserError(f"{what} differs between columns: the device's LayerNorm unit takes one for the row")
-    return int(values[0])

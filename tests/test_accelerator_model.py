@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from neofpga.contract.numerics import NORM_EPSILON_MAX, NUMERICS_VERSION, SAMPLE_CANDIDATES
+from neofpga.contract.numerics import NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL, SAMPLE_CANDIDATES
 from neofpga.contract.program import PROGRAM_VERSION
 from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, INFO, INFO_MAGIC,
                                        MATMUL, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, Error, Frame, FrameDecoder,
@@ -57,12 +57,12 @@ def loaded():
         accelerator.write(WGT, row % 2, row // 2 * 2, W[row].astype("i1").tobytes())
     records = np.zeros(3, record_dtype(CONSTANT))
     records["bias"], records["multiplier"], records["shift"] = [0, 100, 10], 2 ** 15, 15
-    records["low"], records["high"] = -100, 105
     accelerator.write(CON, 0, 0, records.tobytes())
     return model, accelerator
 
 
-PRODUCT_FIELDS = dict(m=3, k=2, n=3, a_base=0, a_stride=2, w_base=0, w_stride=2, mode=Mode.REQUANTIZE, constants=0)
+PRODUCT_FIELDS = dict(m=3, k=2, n=3, a_base=0, a_stride=2, w_base=0, w_stride=2, mode=Mode.REQUANTIZE, constants=0,
+                      low=-100, high=105)
 
 
 def test_info_reports_the_device():
@@ -77,7 +77,7 @@ def test_info_reports_the_device():
 def test_write_then_read_every_space():
     model = small_device()
     words = {ACT: np.array([-2, 32767], "<i2"), WGT: np.array([-128, 5], "i1"),
-             CON: np.array([(-3, 40000, 15, 0, -6, 7), (5, 2 ** 15, 2, 0, 0, 1)], record_dtype(CONSTANT))}
+             CON: np.array([(-3, 40000, 15, 0), (5, 2 ** 15, 2, 0)], record_dtype(CONSTANT))}
     for space, data in words.items():
         head = pack_record(ACCESS, space=space, bank=0, address=3)
         assert send(model, Opcode.WRITE, head + data.tobytes()) == Frame(Opcode.WRITE | ANSWER, 1)
@@ -142,9 +142,10 @@ def test_a_weights_word_keeps_the_low_byte(loaded):
     accelerator.write(WGT, 0, 12, np.array([3], "i1").tobytes())
     accelerator.write(WGT, 1, 12, np.array([-2], "i1").tobytes())
     records = np.zeros(2, record_dtype(CONSTANT))
-    records["multiplier"], records["shift"], records["low"], records["high"] = 2 ** 15, 15, -1000, 1000
+    records["multiplier"], records["shift"] = 2 ** 15, 15
     accelerator.write(CON, 0, 4, records.tobytes())
-    accelerator.matmul(m=1, k=1, n=2, a_base=12, w_base=12, constants=4, out_space=WGT, out_address0=14)
+    accelerator.matmul(m=1, k=1, n=2, a_base=12, w_base=12, constants=4, low=-1000, high=1000, out_space=WGT,
+                       out_address0=14)
     assert model.memory[WGT][0, 14:16].tolist() == [300 - 256, -200 + 256]  # 44, 56
 
 
@@ -217,8 +218,9 @@ def overlapping_product(model):
     """A MATMUL whose result overwrites its own input: A = [1, 2] -> [1, 2] @ [[1, 1], [0, 1]].T = [3, 2]."""
     model.memory[ACT][0, :2] = [1, 2]
     model.memory[WGT][:, :2] = [[1, 1], [0, 1]]
-    model.memory[CON][0, :2] = np.array([(0, 2 ** 15, 15, 0, -100, 100)] * 2, record_dtype(CONSTANT))
-    return encode_frame(Opcode.MATMUL, 5, matmul_record(m=1, k=2, n=2, out_space=ACT, mode=Mode.REQUANTIZE))
+    model.memory[CON][0, :2] = np.array([(0, 2 ** 15, 15, 0)] * 2, record_dtype(CONSTANT))
+    return encode_frame(Opcode.MATMUL, 5, matmul_record(m=1, k=2, n=2, out_space=ACT, mode=Mode.REQUANTIZE, low=-100,
+                                                        high=100))
 
 
 def test_a_retried_matmul_is_answered_but_not_applied_again():
@@ -268,7 +270,7 @@ def vector_device():
     model.memory[WGT][:] = rng.integers(-128, 128, model.memory[WGT].shape)
     records = model.memory[CON][0]
     records["bias"], records["multiplier"] = rng.integers(-2 ** 20, 2 ** 20, 32), rng.integers(2 ** 14, 2 ** 16, 32)
-    records["shift"], records["low"], records["high"] = rng.integers(4, 12, 32), -32767, 32767
+    records["shift"] = rng.integers(4, 12, 32)
     return model, rng
 
 
@@ -279,8 +281,8 @@ def test_embed_adds_the_token_row_and_the_position_row_in_residual_units():
                   out_bank=1, out_address=40)
     assert send(model, Opcode.EMBED, pack_record(EMBED, **fields), sequence=9).opcode == Opcode.EMBED | ANSWER
     wgt, con = model.memory[WGT], model.memory[CON][0]
-    parts = [requantize(wgt[r % 4, base + r // 4 * 6:][:6].astype(np.int64), *(con[record][f] for f in
-                        ("bias", "multiplier", "shift", "low", "high")))
+    parts = [requantize(wgt[r % 4, base + r // 4 * 6:][:6].astype(np.int64),
+                        *(con[record][f] for f in ("bias", "multiplier", "shift")), *RESIDUAL)
              for r, base, record in ((5, 1, 8), (2, 20, 12))]
     assert model.memory[ACT][1, 40:46].tolist() == residual_add(*parts).tolist()
     assert refused(model, Opcode.EMBED, pack_record(EMBED, **dict(fields, position=30, position_constants=0)))
