@@ -6,20 +6,23 @@ A frame, in either direction::
 
 The CRC is zlib's CRC-32 (CRC-32/ISO-HDLC) over opcode, sequence, length and payload. Every command
 frame gets exactly one answer frame with the same sequence number: the command's opcode with
-:data:`ANSWER` set and its data, or :data:`ERROR` with a one-byte :class:`Error` code. A frame that
+:data:`ANSWER` set and its data, or :data:`ERROR` with a one-byte :class:`Error` code (GENERATE
+sends :data:`STREAM` frames with that sequence first, one an id). A frame that
 fails its CRC, is longer than the device's buffer, or stops arriving for a timeout is answered
 with an error and changes nothing; the decoder then hunts for the next SYNC.
 
 Commands (:class:`Opcode`) carry little-endian records whose fields are listed once here
-(:data:`ACCESS`, :data:`MATMUL`, :data:`INFO`, :data:`COUNTERS`, :data:`CONSTANT`): the host packs
-them with :func:`pack_record`, the gateware derives its struct layouts from the same lists.
+(:data:`ACCESS`, :data:`MATMUL`, :data:`INFO`, :data:`COUNTERS`, :data:`CONSTANT`, the vector ops'
+and TOKEN's): the host packs them with :func:`pack_record`, the gateware derives its struct
+layouts from the same lists.
 
 **The retry rule.** A good command frame whose opcode and sequence number equal those of the
 previous good command frame is a retry. If that previous command was one of :data:`APPLIED_ONCE`
-and succeeded, the retry is answered again (the same empty answer) without being applied again;
-any other command (READ, INFO, COUNTERS, or one that failed) is simply executed again. A damaged
-frame leaves the rule's memory alone. The host resends the very same frame when an answer does
-not come, so a device that applied a command and lost only the answer never applies it twice.
+and succeeded, the retry is answered again (the same answer: empty, or TOKEN's CHOICE) without
+being applied again; any other command (READ, INFO, COUNTERS, SAMPLE, or one that failed) is
+simply executed again. A damaged frame leaves the rule's memory alone. The host resends the very
+same frame when an answer does not come, so a device that applied a command and lost only the
+answer never applies it twice.
 
 This module is plain Python (no Amaranth, no numpy): ``hdl/`` builds its decoder and encoder from
 these constants, ``host/`` encodes commands and decodes answers with :func:`encode_frame` and
@@ -31,7 +34,9 @@ import zlib
 
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
            "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
-           "CONSTANT", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
+           "CONSTANT", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE", "GENERATE",
+           "STREAM", "STREAMED", "GENERATED", "Stop",
+           "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
            "record_size", "pack_record", "unpack_record"]
 
 SYNC = b"\xa5\x5a"
@@ -39,6 +44,7 @@ HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
 CRC_BYTES = 4
 ANSWER = 0x80                  # set in the opcode of every answer
 ERROR = 0xFF                   # the opcode of an error answer; its payload is one Error byte
+STREAM = 0xFE                  # the opcode of a running GENERATE's frames, one an id (a STREAMED record)
 
 
 class Error(enum.IntEnum):
@@ -49,6 +55,7 @@ class Error(enum.IntEnum):
     UNKNOWN_OPCODE = 4
     BAD_ARGUMENT = 5     # an address or length out of range, or a payload of the wrong size
     BUSY = 6             # the device cannot take the command now
+    INTERRUPTED = 7      # a GENERATE stopped by a frame arriving while it ran (between two tokens)
 
 
 class Frame:
@@ -135,9 +142,15 @@ class Opcode(enum.IntEnum):
     MATMUL = 0x04          # MATMUL record -> nothing, once every result is written
     COUNTERS = 0x05        # -> a COUNTERS record
     RESET_COUNTERS = 0x06  # -> nothing
+    EMBED = 0x07           # EMBED record -> nothing, once the residual row is written
+    NORM = 0x08            # NORM record -> nothing, once the residual and normalised rows are written
+    SAMPLE = 0x09          # SAMPLE record -> a CHOICE record
+    TOKEN = 0x0A           # TOKEN record -> a CHOICE record, once the program has run (contract/program.py)
+    GENERATE = 0x0B        # GENERATE record + prompt ids -> STREAM frames, one an id, then a GENERATED record
 
 
-APPLIED_ONCE = frozenset({Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS})
+APPLIED_ONCE = frozenset({Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS, Opcode.EMBED, Opcode.NORM,
+                          Opcode.TOKEN, Opcode.GENERATE})
 """The commands that change the device: a retry of one that succeeded is answered, not applied again."""
 
 
@@ -145,11 +158,15 @@ class Space(enum.IntEnum):
     """The device's memories, as WRITE and READ address them (``bank``, then ``address`` in words)."""
     ACTIVATIONS = 0  # ``rows`` banks of 16-bit words: matmul operand A, results, probabilities
     WEIGHTS = 1      # ``cols`` banks of bytes: matmul operand W, the K and V caches
-    CONSTANTS = 2    # one bank of CONSTANT records, one per output column: the requantizer's
+    CONSTANTS = 2    # one bank of 8-byte words: CONSTANT records (a requantizer's columns), NORM_COLUMNs
     GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
+    PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header
 
 
-WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 12, Space.GELU: 4}
+PROGRAM_ENTRY_BYTES = 80
+"""A PROGRAM word: one entry of contract/program.py's format (an op, its relocations and its record)."""
+WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 8, Space.GELU: 4,
+              Space.PROGRAM: PROGRAM_ENTRY_BYTES}
 """Bytes per word of each space, little-endian."""
 
 MATMUL_SIZE_BITS = 12
@@ -176,7 +193,8 @@ MATMUL = [
     ("m", 2, False), ("k", 2, False), ("n", 2, False),
     ("a_base", 4, False), ("a_stride", 4, False), ("w_base", 4, False), ("w_stride", 4, False),
     ("mode", 1, False),
-    ("constants", 4, False),    # REQUANTIZE, GELU: the CONSTANT record of column 0
+    ("constants", 4, False),    # REQUANTIZE, GELU: the CONSTANT record of column 0,
+    ("low", 2, True), ("high", 2, True),  # and the requantizer's limits (one pair for the product)
     ("gelu_table", 1, False), ("gelu_low", 2, True), ("gelu_high", 2, True),
     # SOFTMAX: integer_softmax's (pre, C, shift); the query's position and the local window
     # (0: global); key j is visible when j <= position and position - j < window
@@ -198,6 +216,9 @@ INFO = [
     ("activation_words", 4, False), ("weight_words", 4, False), ("constant_words", 4, False),
     ("gelu_tables", 1, False), ("max_payload", 2, False), ("softmax_length", 2, False),
     ("clock_hz", 4, False),
+    # the whole token (contract/program.py): the program format and the PROGRAM words (0 and 0: no
+    # programs), the longest NORM row (0: no vector units)
+    ("program_version", 2, False), ("program_words", 2, False), ("norm_length", 2, False),
 ]
 # COUNTERS: ``cycles`` clock cycles and ``matmul_cycles`` those spent running products; ``macs``
 # m * k * n of every MATMUL applied; ``commands`` the command frames answered without an error
@@ -206,9 +227,69 @@ INFO = [
 # before its own frame is counted; RESET_COUNTERS zeroes them all, then counts itself (commands 1).
 COUNTERS = [("cycles", 8, False), ("matmul_cycles", 8, False), ("macs", 8, False),
             ("commands", 4, False), ("errors", 4, False)]
-CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False),
-            ("low", 2, True), ("high", 2, True)]
+CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False)]
+"""A requantizer column's bias, multiplier and shift (its limits are the MATMUL's)."""
+NORM_COLUMN = [("bias", 4, True), ("gain", 2, True), ("reserved", 2, False)]
+"""A LayerNorm column's gain and bias: a CONSTANTS word, as a CONSTANT record is."""
 INFO_MAGIC = int.from_bytes(b"NEOF", "little")
+
+# -- the vector ops and the token ----------------------------------------------------------------
+# Each writes one row (not banked: bank, then consecutive addresses); every word it reads or
+# writes must lie in its bank, and every record it reads in CONSTANTS (else BAD_ARGUMENT).
+EMBED = [
+    # the residual row [d] of token ``id`` at ``position``: row ``id`` of the int8 matrix at
+    # ``token_base`` (a WEIGHTS matrix in MATMUL's layout: row r in bank r % cols at
+    # token_base + (r // cols) * d) requantized by CONSTANT record token_constants + id, plus row
+    # ``position`` of the matrix at ``position_base`` requantized by record position_constants +
+    # position, each part and their sum saturated to numerics.RESIDUAL
+    ("id", 2, False), ("position", 2, False), ("d", 2, False),
+    ("token_base", 4, False), ("position_base", 4, False),
+    ("token_constants", 4, False), ("position_constants", 4, False),
+    ("out_bank", 1, False), ("out_address", 4, False),
+]
+NORM = [
+    # the residual row [d] (ACTIVATIONS) plus, if ``add``, the addend row (saturated to
+    # numerics.RESIDUAL), written back; then its LayerNorm (kernels.integer_layer_norm) with the
+    # NORM_COLUMN records from ``columns`` and these scalars, written to the out row
+    ("d", 2, False), ("residual_bank", 1, False), ("residual_address", 4, False),
+    ("add", 1, False), ("addend_bank", 1, False), ("addend_address", 4, False),
+    ("columns", 4, False), ("multiplier", 2, False), ("shift", 1, False), ("low", 2, True), ("high", 2, True),
+    ("mean_multiplier", 2, False), ("mean_shift", 1, False), ("epsilon", 6, False),
+    ("out_bank", 1, False), ("out_address", 4, False),
+]
+SETTINGS = [
+    # how the next id is chosen: argmax if ``greedy`` (the state is left as it is), else
+    # kernels.integer_sample with (pre, constant, shift, k, top_p) from kernels.sampling_parameters
+    # and the PRNG's ``state`` (kernels.first_state of the seed)
+    ("greedy", 1, False), ("pre", 1, False), ("constant", 4, False), ("shift", 1, False),
+    ("k", 1, False), ("top_p", 4, False), ("state", 4, False),
+]
+SAMPLE = [("n", 2, False), ("bank", 1, False), ("address", 4, False)] + SETTINGS
+"""The next id from the int16 codes [n] at ``address`` of ACTIVATIONS bank ``bank``: a CHOICE."""
+TOKEN = [("id", 2, False), ("position", 2, False)] + SETTINGS
+"""Run the program for token ``id`` at ``position`` (contract/program.py): a CHOICE."""
+CHOICE = [("id", 2, False), ("state", 4, False)]
+"""The id chosen, and the PRNG's state after its draw."""
+GENERATE = [("position", 2, False), ("count", 2, False), ("eos", 2, False), ("stop_at_eos", 1, False)] + SETTINGS
+"""Generation on the device: the prompt's ids (2 bytes each, at least one) follow the record. The
+device runs TOKEN for each at ``position`` onwards (those before the last choosing greedily, the
+state untouched), then streams each id it chooses (a STREAM frame) and, unless it was the
+``count``-th, was ``eos`` with ``stop_at_eos`` set, or filled the context (its position the
+last), runs TOKEN for it at the next position. Then a GENERATED answer. Any byte that arrives
+while it runs stops it between two tokens: INTERRUPTED, the caches holding every token it ran.
+The checks of TOKEN come first, for every prompt id (BAD_ARGUMENT, nothing run); a generated
+token whose program would be refused stops it there (BAD_ARGUMENT after the ids streamed)."""
+STREAMED = [("index", 2, False), ("id", 2, False), ("state", 4, False)]
+"""A STREAM frame: the ``index``-th id generated (from 0), and the PRNG's state after it."""
+GENERATED = [("count", 2, False), ("stop", 1, False), ("state", 4, False)]
+"""GENERATE's answer: the ids streamed, why it stopped (:class:`Stop`), the PRNG's state."""
+
+
+class Stop(enum.IntEnum):
+    """Why a GENERATE stopped."""
+    COUNT = 0    # it streamed ``count`` ids
+    EOS = 1      # the last id is ``eos`` (and ``stop_at_eos`` was set)
+    CONTEXT = 2  # the last id's position is the context's last: the stream holds the context
 
 
 def record_size(fields):

@@ -23,7 +23,8 @@ from .results import ResultWrite
 __all__ = ["CONSTANT_WIDTH", "Banks"]
 
 CONSTANT_WIDTH = 8 * record_size(CONSTANT)
-"""Bits of a constants word (one CONSTANT record), the widest word of any space."""
+"""Bits of a constants word (one CONSTANT record), the widest word of any space (the bits no unit
+reads, the reserved byte's and the shift's top two, are Yosys's to drop)."""
 
 
 class Banks(wiring.Component):

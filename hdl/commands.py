@@ -53,14 +53,18 @@ class Decoder(wiring.Component):
         return m
 
 
+SPACES = (Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU)
+"""The memories the gateware holds (not yet PROGRAM: its INFO reports no program words)."""
+
+
 def word_bytes_of(space):
     """The bytes of a word of ``space`` (indexed by its low two bits)."""
-    return Array(Const(WORD_BYTES[s], 4) for s in Space)[space[:2]]
+    return Array(Const(WORD_BYTES[s], 4) for s in SPACES)[space[:2]]
 
 
 def payload_bytes(space, words):
     """``words * word_bytes_of(space)``, by shifts and adds: no multiplier on this path."""
-    return Array(sum(words << bit for bit in range(4) if WORD_BYTES[s] >> bit & 1) for s in Space)[space[:2]]
+    return Array(sum(words << bit for bit in range(4) if WORD_BYTES[s] >> bit & 1) for s in SPACES)[space[:2]]
 
 
 def access_refused(opcode, access, words, remaining, byte_count, *, rows, cols, depths, max_payload):
@@ -74,7 +78,7 @@ def access_refused(opcode, access, words, remaining, byte_count, *, rows, cols, 
     """
     space = access.space
     banks = Array(Const(n, 9) for n in (rows, cols, 1, 1))[space[:2]]
-    depth = Array(Const(depths[s], 33) for s in Space)[space[:2]]
+    depth = Array(Const(depths[s], 33) for s in SPACES)[space[:2]]
     readable = (opcode == Opcode.WRITE) | (space != Space.GELU)
     fits = byte_count <= max_payload
     return ((space > Space.GELU) | (access.bank >= banks) | (remaining != 0) | ~readable | ~fits

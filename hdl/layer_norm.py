@@ -6,8 +6,8 @@ A row streams in once and is kept in a row buffer; the unit then works through i
 1. *accept*: store each ``x`` and sum the row;
 2. *mean*: ``round_half_even(sum * mean_M / 2**mean_shift)``, by shift and add (16 cycles);
 3. *squares*: ``power = sum((x - mean)**2) + epsilon`` from the buffer (one multiplier);
-4. *root*: ``sigma = isqrt(power)``, digit by digit, two bits a cycle; then the reciprocal unit's
-   ``(k, r = 2**(k + 15) // sigma)``;
+4. *root*: ``sigma = isqrt(power)``, one bit of the root (two of the power) a cycle; then the
+   reciprocal unit's ``(k, r = 2**(k + 15) // sigma)``;
 5. *output*: for each ``x`` from the buffer and the column's ``(gain, bias)`` from :attr:`columns`:
    ``n = round_half_even((x - mean) * r / 2**k)``, then the requantizer on ``n * gain`` with
    ``bias``, the LayerNorm's ``M``, ``shift`` and limits.

@@ -131,8 +131,8 @@ class ResultPath(wiring.Component):
             requantizer.i.payload.bias.eq(constants.bias),
             requantizer.i.payload.multiplier.eq(constants.multiplier),
             requantizer.i.payload.shift.eq(constants.shift),
-            requantizer.i.payload.low.eq(constants.low),
-            requantizer.i.payload.high.eq(constants.high),
+            requantizer.i.payload.low.eq(command.low),
+            requantizer.i.payload.high.eq(command.high),
         ]
         to_requantizer = Signal()
         m.d.comb += to_requantizer.eq(element.valid & ~softmax_mode)

@@ -150,10 +150,11 @@ def load_source(spec):
     return ModelSource(str(spec), checkpoint=load_checkpoint(spec))
 
 
-def open_model(backend, source, residency="auto", trace=None, uart=False, board=None):
+def open_model(backend, source, residency="auto", trace=None, uart=False, board=None, per_op=False):
     """The model on ``backend`` (a :class:`Backend` or its text) for ``source``.
 
-    ``residency``, ``trace``, ``uart`` and ``board`` concern the board back ends (see :mod:`neofpga.host.board_backend`)."""
+    ``residency``, ``trace``, ``uart``, ``board`` and ``per_op`` concern the board back ends (see
+    :mod:`neofpga.host.board_backend`)."""
     backend = parse_backend(backend)
     if trace is not None and backend.kind != "sim":
         raise UserError("--trace needs --device sim (the board it starts records the waveform)")
@@ -173,4 +174,4 @@ def open_model(backend, source, residency="auto", trace=None, uart=False, board=
         from .golden import golden_model
         return golden_model(source.quantized())
     from .board_backend import open_board_model
-    return open_board_model(backend, source.quantized(), residency, trace, uart, board)
+    return open_board_model(backend, source.quantized(), residency, trace, uart, board, per_op)

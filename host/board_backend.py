@@ -8,17 +8,21 @@ and stops it when the model is closed.
 
 import sys
 
+import numpy as np
+
 from ..contract.design import boards_running, simulated_parameters
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from ..contract.numerics import NUMERICS_VERSION
+from ..contract.protocol import GENERATE, GENERATED, STREAMED, Opcode, Stop, pack_record, record_size, unpack_record
 from .backends import parse_backend
 from .board_ops import BoardOps
 from .driver import AcceleratorDriver, check_info
 from .golden import IntegerGPTNeo
-from .link import Link
+from .link import Link, LinkError, StreamBroken
+from .token_program import TokenProgram
 
-__all__ = ["BoardModel", "check_board_gateware", "connect_board", "open_board_model"]
+__all__ = ["BoardModel", "ProgramModel", "check_board_gateware", "connect_board", "open_board_model"]
 
 
 class BoardModel(IntegerGPTNeo):
@@ -46,6 +50,102 @@ class BoardModel(IntegerGPTNeo):
         if self.on_close is not None:
             self.on_close()
             self.on_close = None
+
+
+class ProgramModel(BoardModel):
+    """The model on a board that runs its program (:class:`~neofpga.host.token_program.TokenProgram`).
+    :meth:`generate_ids` lets the device run the whole loop (GENERATE); :meth:`forward` runs one
+    TOKEN a token and reads the logits back, for what must see them (scoring, ``keep_logits``)."""
+
+    GREEDY = dict(greedy=1)
+
+    def forward(self, ids, last_only=False):
+        """Logits [1, T, vocab] for token ids [1, T] that follow what the caches hold."""
+        rows = []
+        for last in self._tokens(ids):
+            if last or not last_only:
+                rows.append(self.ops.logits())
+        return np.array(rows)[None].astype(np.float32) * self.logit_scale
+
+    def generate_ids(self, prompt, count, eos, chooser, on_id):
+        """GENERATE: the device runs ``prompt`` (ids) and chooses up to ``count`` ids as ``chooser``
+        (an :class:`~neofpga.host.sampling.IntegerChooser`) would, each to ``on_id`` as it streams
+        back; returns the :class:`~neofpga.contract.protocol.Stop`. A prompt longer than a frame
+        holds goes in by TOKEN first. If the stream breaks (a lost or damaged frame, silence), the
+        host stops the device and runs GENERATE again from the start with the ids it has and the
+        state the last one carried, saying so on stderr; ``link.retries`` breaks in a row without
+        a new id give up."""
+        ids, start, produced, failures = [int(i) for i in prompt], self.length, 0, 0
+        eos_field = dict(eos=eos, stop_at_eos=1) if eos is not None and 0 <= eos <= 0xFFFF else {}
+        while True:
+            got = []
+
+            def on_frame(payload):
+                streamed = unpack_record(STREAMED, payload)
+                if streamed["index"] < len(got):  # a duplicated frame
+                    return
+                if streamed["index"] > len(got):
+                    raise StreamBroken(f"GENERATE: id {produced + len(got)} was lost")
+                got.append(streamed)
+                on_id(streamed["id"])
+
+            self.length = start
+            fed = self._prefill_to_fit(ids)
+            record = pack_record(GENERATE, position=self.length, count=min(count - produced, 0xFFFF), **eos_field,
+                                 **chooser.settings)
+            try:
+                answer = unpack_record(GENERATED, self.link.stream(
+                    Opcode.GENERATE, record + np.asarray(ids[fed:], "<u2").tobytes(), on_frame))
+                if answer["count"] != len(got):
+                    raise StreamBroken(f"GENERATE: {answer['count'] - len(got)} of its last ids were lost")
+            except StreamBroken as e:
+                self.link.command(Opcode.INFO)  # stops the device if it still runs
+                ids += [streamed["id"] for streamed in got]
+                produced += len(got)
+                failures = 0 if got else failures + 1
+                if got:
+                    chooser.state = got[-1]["state"]
+                    stop = self._stopped(ids[-1], eos, start + len(ids), produced == count)
+                    if stop is not None:  # only the answer was lost
+                        self.length = start + len(ids) - 1
+                        return stop
+                if failures > self.link.retries:
+                    raise LinkError(f"GENERATE failed {failures} times in a row: {e}") from None
+                _log(f"{e}; running GENERATE again from the {len(ids)} tokens so far")
+                self.link.resends += 1
+                continue
+            chooser.state = answer["state"]
+            self.length = start + len(ids) + len(got) - 1
+            return Stop(answer["stop"])
+
+    def _prefill_to_fit(self, ids):
+        """TOKEN for the first ids, as many as a GENERATE frame with the rest would not hold; how many."""
+        room = (self.driver.device_info["max_payload"] - record_size(GENERATE)) // 2
+        fed = max(len(ids) - room, 0)
+        for _ in self._tokens([ids[:fed]]):
+            pass
+        return fed
+
+    def _stopped(self, last, eos, tokens, counted):
+        """Why a GENERATE whose stream holds ``tokens`` tokens, ``last`` the last id, stopped; None if it did not."""
+        if last == eos:
+            return Stop.EOS
+        if tokens >= self.config.max_position_embeddings:
+            return Stop.CONTEXT
+        return Stop.COUNT if counted else None
+
+    def _tokens(self, ids):
+        """TOKEN for each id in turn (choosing greedily: the choice is not used); yields whether it was the last."""
+        ids = np.asarray(ids)
+        if ids.shape[0] != 1:
+            raise UserError(f"the board runs one sequence at a time, not a batch of {ids.shape[0]}")
+        if self.length + ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(f"position {self.length + ids.shape[1] - 1} is past the context of "
+                             f"{self.config.max_position_embeddings}")
+        for i, token in enumerate(ids[0]):
+            self.ops.token(token, self.length, self.GREEDY)
+            self.length += 1
+            yield i == ids.shape[1] - 1
 
 
 def _log(text):
@@ -134,12 +234,23 @@ def connect_board(backend, trace=None, uart=False, board=None):
         raise
 
 
-def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None):
-    """The model ``image`` on board back end ``backend``; ``residency`` auto, resident or stream;
-    ``uart``, ``board``: as :func:`connect_board` takes them."""
+def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False):
+    """The model ``image`` on board back end ``backend``: its program (GENERATE, TOKEN) where the
+    device runs programs and it fits, unless ``per_op`` or ``residency`` "stream"; else each op as
+    its own command, with ``residency`` auto, resident or stream. ``uart``, ``board``: as
+    :func:`connect_board` takes them."""
     backend = parse_backend(backend)
     accelerator, close = connect_board(backend, trace, uart, board)
     try:
+        if accelerator.device_info["program_words"] and not per_op and residency in ("auto", "resident"):
+            try:
+                program = TokenProgram(image, accelerator)
+                accelerator.reset_counters()
+                return ProgramModel(image, program, accelerator.link, str(backend), on_close=close)
+            except UserError as e:  # checked before anything is uploaded
+                if isinstance(e, LinkError) or residency != "auto":
+                    raise
+                _log(f"the model's program does not fit the device ({e}): running it op by op")
         if residency == "auto":
             try:
                 ops = BoardOps(image, accelerator, "resident")

@@ -169,12 +169,19 @@ class BoardOps(VectorUnits):
         if weight is not None:
             for bank in range(self.cols):
                 self.driver.write(Space.WEIGHTS, bank, self.weight_base[name], weight[bank::self.cols].tobytes())
-        bias, limits = self.t[f"{name}.bias"], self.t[f"{name}.limits"]
+        bias = self.t[f"{name}.bias"]
         records = np.zeros(len(bias), record_dtype(CONSTANT))
         records["bias"], records["multiplier"], records["shift"] = bias, self.t[f"{name}.multiplier"], \
             self.t[f"{name}.shift"]
-        records["low"], records["high"] = np.broadcast_to(limits, (len(bias), 2)).T
         self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
+
+    def _limits(self, name, start=0, count=None):
+        """MATMUL's ``low`` and ``high`` for ``count`` columns (default: all) of requantizer ``name``
+        from ``start``: one pair for the product (qkv's k and v, for the int8 caches, have their own)."""
+        limits = np.asarray(self.t[f"{name}.limits"]).reshape(-1, 2)
+        limits = limits[start:start + count if count is not None else None] if len(limits) > 1 else limits
+        return dict(low=one_value(limits[:, 0], f"{name}'s low limit"),
+                    high=one_value(limits[:, 1], f"{name}'s high limit"))
 
     def _upload_knots(self, layer, table):
         """Layer ``layer``'s GELU knots into GELU table ``table``."""
@@ -226,8 +233,8 @@ class BoardOps(VectorUnits):
         for start in range(0, n, part):
             self._product(name.split(".")[-1], m=m, k=k, n=min(part, n - start), a_base=a_base, a_stride=k,
                           w_base=w_base + start // self.cols * k, w_stride=k, constants=constants + start,
-                          out_space=Space.ACTIVATIONS, out_banked=out_banked, out_bank0=out_bank0,
-                          out_address0=out_base + start, out_stride=n, **fields)
+                          **self._limits(name, start, part), out_space=Space.ACTIVATIONS, out_banked=out_banked,
+                          out_bank0=out_bank0, out_address0=out_base + start, out_stride=n, **fields)
 
     def _in_chunks(self, op, x, *per_row, sizes=None):
         """``op`` over the rows of x [1, T, D] (and the matching parts of ``per_row`` arrays),
@@ -296,12 +303,13 @@ class BoardOps(VectorUnits):
         w_base, constants = self._parameters(f"h.{layer}.qkv")
         part = d // self.cols * d  # the words per bank of each of q, k and v in the qkv matrix
         product = dict(m=m, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE)
-        self._product("qkv", **product, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
+        q, k, v = (self._limits(f"h.{layer}.qkv", i * d, d) for i in range(3))
+        self._product("qkv", **product, **q, w_base=w_base, constants=constants, out_space=Space.ACTIVATIONS,
                       out_address0=self.q_base, out_stride=d)
-        self._product("qkv", **product, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
+        self._product("qkv", **product, **k, w_base=w_base + part, constants=constants + d, out_space=Space.WEIGHTS,
                       out_banked=1, out_bank0=start % self.cols, out_address0=kbase + start // self.cols * d,
                       out_stride=d)
-        self._product("qkv", **product, w_base=w_base + 2 * part, constants=constants + 2 * d,
+        self._product("qkv", **product, **v, w_base=w_base + 2 * part, constants=constants + 2 * d,
                       out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=t, out_offset=start)
 
     def _attend(self, layer, row, position, head, pv):
@@ -319,7 +327,8 @@ class BoardOps(VectorUnits):
                       out_space=Space.ACTIVATIONS, out_address0=self.p_base, out_stride=keys)
         self._product("P x V", m=1, k=keys, n=hd, a_base=self.p_base, a_stride=keys,
                       w_base=vbase + head * hd // self.cols * t, w_stride=t, mode=Mode.REQUANTIZE,
-                      constants=pv + head * hd, out_space=Space.ACTIVATIONS, out_banked=1, out_bank0=row % self.rows,
+                      constants=pv + head * hd, **self._limits(f"h.{layer}.pv"), out_space=Space.ACTIVATIONS,
+                      out_banked=1, out_bank0=row % self.rows,
                       out_address0=self.hidden_base + row // self.rows * d + head * hd, out_stride=d)
 
     def _mlp(self, layer, x):
@@ -345,3 +354,11 @@ def _check_fit(needed, available, what, hint=""):
     if needed > available:
         raise UserError(f"the model needs {needed:,} {what}, the device has {available:,}"
                         + (f": {hint}" if hint else ""))
+
+
+def one_value(values, what):
+    """The one value of a constant the device takes once for many columns; a one-line error if they differ."""
+    values = np.asarray(values).reshape(-1)
+    if (values != values[0]).any():
+        raise UserError(f"{what} differs between columns: the device takes one for them all")
+    return int(values[0])

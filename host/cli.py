@@ -72,7 +72,8 @@ def _open_models(devices, source, args):
     models = []
     try:
         for device in devices:
-            models.append(open_model(device, source, args.residency, args.trace, args.uart, args.board))
+            models.append(open_model(device, source, args.residency, args.trace, args.uart, args.board,
+                                     per_op=getattr(args, "per_op", True)))
     except BaseException:
         for model in models:
             model.close()
@@ -92,7 +93,7 @@ def cmd_generate(args):
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if args.device.integer:  # the device's sampler refuses what it cannot follow before a board starts
         sampler.integer_chooser(source.quantized().scales["logits"])
-    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -124,7 +125,7 @@ def cmd_score(args):
 
     text = _read_text(args.file)
     source = _load(args)
-    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op)
     try:
         result = score(model, source.tokenizer.encode(text))
     finally:
@@ -400,6 +401,10 @@ def build_parser():
                        "in the loop (4 clock cycles a bit), as on a real board")
         sim_board_option(p)
 
+    def per_op_option(p):
+        p.add_argument("--per-op", action="store_true", help="board devices: send each op as its own command "
+                       "instead of running the model's program on the device (one TOKEN a token) where it can")
+
     def sim_board_option(p):
         p.add_argument("--board", metavar="NAME", help="--device sim: simulate that board's accelerator (its "
                        "memories and clock) instead of the simulated board's 80 MB one")
@@ -408,6 +413,7 @@ def build_parser():
         p.add_argument("--device", type=_backend, default=_backend(DEFAULT_BACKEND),
                        help=f"the back end the model runs on: {', '.join(BACKENDS)} (default {DEFAULT_BACKEND})")
         board_options(p)
+        per_op_option(p)
 
     def format_option(p):
         p.add_argument("--format", choices=["text", "json"], default="text")

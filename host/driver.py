@@ -13,8 +13,8 @@ board or on the simulated board, or its Python reference model
 import numpy as np
 
 from ..contract.errors import UserError
-from ..contract.protocol import (ACCESS, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, WORD_BYTES, Opcode, pack_record,
-                                 record_size, unpack_record)
+from ..contract.protocol import (ACCESS, CHOICE, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode,
+                                 pack_record, record_size, unpack_record)
 
 __all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
 
@@ -36,8 +36,12 @@ class AcceleratorDriver:
         self.device_info = self.info()
 
     def info(self):
-        """The device's INFO record as a dict."""
-        return unpack_record(INFO, self.link.command(Opcode.INFO))
+        """The device's INFO record as a dict; a one-line error for one of another size (other gateware)."""
+        payload = self.link.command(Opcode.INFO)
+        if len(payload) != record_size(INFO):
+            raise UserError(f"the device's INFO is {len(payload)} bytes, this neofpga reads {record_size(INFO)}: "
+                            f"its gateware is another version (rebuild the bitstream with neofpga build and flash it)")
+        return unpack_record(INFO, payload)
 
     def write(self, space, bank, address, data):
         """Write words (``data``: their little-endian bytes) from ``address`` on, in as many frames as needed."""
@@ -60,6 +64,10 @@ class AcceleratorDriver:
     def matmul(self, **fields):
         """One MATMUL (fields of :data:`~neofpga.contract.protocol.MATMUL`; those not given are 0)."""
         self.link.command(Opcode.MATMUL, pack_record(MATMUL, **fields))
+
+    def token(self, **fields):
+        """One TOKEN (fields of :data:`~neofpga.contract.protocol.TOKEN`): the device's CHOICE as a dict."""
+        return unpack_record(CHOICE, self.link.command(Opcode.TOKEN, pack_record(TOKEN, **fields)))
 
     def counters(self):
         """The device's COUNTERS record as a dict."""

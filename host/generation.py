@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..contract.errors import UserError
+from ..contract.protocol import Stop
 
 __all__ = ["GenerationResult", "TextStream", "generate", "prompt_ids", "render_summary"]
 
@@ -74,15 +75,25 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
     stream = TextStream(tokenizer, write or (lambda text: None))
     choose = model.chooser(sampler)
     new_ids, kept = [], []
+
+    def next_token(batch):
+        """The id after the tokens ``batch``."""
+        logits = model.forward(np.array([batch]), last_only=True)[0, -1]
+        if keep_logits:
+            kept.append(logits)
+        return choose(logits)
+
     model.reset(1)
     start = time.perf_counter()
-    logits = model.forward(np.array([ids]), last_only=True)[0, -1]
+    device_generates = getattr(model, "generate_ids", None)  # a device that runs the loop
+    if keep_logits or max_new_tokens < 1:
+        device_generates = None
+    if device_generates is not None:
+        return _generate_on_device(device_generates, ids, choose, max_new_tokens, eos_id, stream, start)
+    token = next_token(ids)
     prefill = time.perf_counter() - start
     stop = "max-new-tokens"
     while len(new_ids) < max_new_tokens:
-        if keep_logits:
-            kept.append(logits)
-        token = choose(logits)
         new_ids.append(token)
         if token == eos_id:  # kept in the ids, not printed
             stop = "eos"
@@ -92,10 +103,30 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
             stop = "context"
             break
         if len(new_ids) < max_new_tokens:
-            logits = model.forward(np.array([[token]]), last_only=True)[0, -1]
+            token = next_token([token])
     decode = time.perf_counter() - start - prefill
     text = stream.flush()
     return GenerationResult(list(ids), new_ids, text, stop, prefill, decode, kept)
+
+
+STOP_REASONS = {Stop.COUNT: "max-new-tokens", Stop.EOS: "eos", Stop.CONTEXT: "context"}
+
+
+def _generate_on_device(device_generates, ids, choose, max_new_tokens, eos_id, stream, start):
+    """Generation by a model whose device runs the loop (GENERATE), the ids streaming as they come."""
+    new_ids, first = [], []
+
+    def on_id(token):
+        if not first:
+            first.append(time.perf_counter() - start)
+        new_ids.append(token)
+        if token != eos_id:
+            stream.push(token)
+
+    stop = device_generates(ids, max_new_tokens, eos_id, choose, on_id)
+    prefill = first[0] if first else time.perf_counter() - start
+    decode = time.perf_counter() - start - prefill
+    return GenerationResult(list(ids), new_ids, stream.flush(), STOP_REASONS[stop], prefill, decode, [])
 
 
 def render_summary(backend, result, stats):

@@ -14,9 +14,10 @@ import collections
 import time
 
 from ..contract.errors import UserError
-from ..contract.protocol import ANSWER, CRC_BYTES, ERROR, HEADER_BYTES, Error, FrameDecoder, Opcode, encode_frame
+from ..contract.protocol import (ANSWER, CRC_BYTES, ERROR, HEADER_BYTES, STREAM, Error, FrameDecoder, Opcode,
+                                 encode_frame)
 
-__all__ = ["LINK_DAMAGE", "LinkError", "Link"]
+__all__ = ["LINK_DAMAGE", "LinkError", "StreamBroken", "Link"]
 
 LINK_DAMAGE = {Error.BAD_CRC, Error.TRUNCATED, Error.TOO_LONG}
 """Error answers that mean the command frame was damaged on its way, so nothing was applied: retried.
@@ -26,11 +27,17 @@ ERROR_MEANINGS = {
     Error.UNKNOWN_OPCODE: "the device does not know this command",
     Error.BAD_ARGUMENT: "an address or length out of range, or a payload of the wrong size",
     Error.BUSY: "the device cannot take the command now",
+    Error.INTERRUPTED: "a frame arrived while it ran",
+    Error.BAD_CRC: "a damaged frame", Error.TRUNCATED: "a frame cut short", Error.TOO_LONG: "a frame too long",
 }
 
 
 class LinkError(UserError):
     """The device refused a command, or no good answer came through the retries (one line)."""
+
+
+class StreamBroken(LinkError):
+    """A streaming command's frames stopped coming, or one was lost or damaged: the caller may run it again."""
 
 
 def _name(opcode):
@@ -83,17 +90,42 @@ class Link:
         raise LinkError(f"{_name(opcode)} failed after {1 + self.retries} tries: {problem} "
                         f"(is the board connected and running the neofpga gateware?)")
 
+    def stream(self, opcode, payload, on_frame):
+        """Send a command that streams frames of its own before its answer (GENERATE's STREAM
+        frames): each one's payload goes to ``on_frame`` as it comes; returns the answer's payload.
+        It is sent once: a silence of ``timeout`` or a damaged command is a :class:`StreamBroken`
+        (``on_frame`` may raise one too, for a frame it finds missing), any other error a
+        :class:`LinkError`; running it again is the caller's."""
+        self.sequence = (self.sequence + 1) % 256
+        self.commands += 1
+        frame = encode_frame(opcode, self.sequence, payload)
+        self.transport.write(frame)
+        self.bytes_sent += len(frame)
+        while True:
+            answer = self._receive(opcode, STREAM)
+            if answer is None:
+                raise StreamBroken(f"{_name(opcode)}: no frame within {self.timeout} s")
+            if answer.opcode == STREAM:
+                on_frame(answer.payload)
+            elif answer.opcode == opcode | ANSWER:
+                return answer.payload
+            else:
+                code = self._error_code(opcode, answer)
+                error = StreamBroken if code in LINK_DAMAGE | {Error.INTERRUPTED} else LinkError  # bytes in its way
+                raise error(f"the device stopped {_name(opcode)}: {code.name} ({ERROR_MEANINGS[code]})")
+
     def close(self):
         """Close the transport."""
         self.transport.close()
 
-    def _receive(self, opcode):
-        """This command's answer or error frame, or None once the line has been silent for ``timeout``."""
+    def _receive(self, opcode, *others):
+        """This command's answer or error frame (or one of opcodes ``others`` it sends), or None once
+        the line has been silent for ``timeout``."""
         deadline = time.monotonic() + self.timeout
         while True:
             while self.frames:
                 frame = self.frames.popleft()
-                if frame.sequence == self.sequence and frame.opcode in (opcode | ANSWER, ERROR):
+                if frame.sequence == self.sequence and frame.opcode in (opcode | ANSWER, ERROR, *others):
                     return frame  # anything else is a stale answer to an earlier frame
             data = self.transport.read(self._wanted())
             if data:

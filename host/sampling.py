@@ -102,6 +102,14 @@ class IntegerChooser:
                 raise UserError(f"--temperature {sampler.temperature} is too small for the device's sampler "
                                 f"(use 0 for greedy)") from None
 
+    @property
+    def settings(self):
+        """TOKEN's SETTINGS (contract/protocol.py) for the device to choose as this chooser does."""
+        if self.greedy:
+            return dict(greedy=1, state=self.state)
+        pre, constant, shift, k, p = self.parameters
+        return dict(greedy=0, pre=pre, constant=constant, shift=shift, k=k, top_p=p, state=self.state)
+
     def codes(self, logits):
         """The int16 codes of dequantized logits."""
         return quantize(logits, self.scale, INT16)

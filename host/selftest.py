@@ -21,7 +21,7 @@ from .link import Link, LinkError
 __all__ = ["Check", "run_selftest"]
 
 MODEL_FIELDS = ("rows", "cols", "activation_words", "weight_words", "constant_words", "gelu_tables",
-                "max_payload", "softmax_length", "gateware_version", "clock_hz")
+                "max_payload", "softmax_length", "program_words", "norm_length", "gateware_version", "clock_hz")
 PATTERN_WORDS = 256       # words written and read back at each end of every bank (--full: all of them)
 THROUGHPUT_BYTES = 65536  # written to, then read from, weight bank 0
 ROUND_TRIPS = 20          # INFO commands timed for the latency
@@ -102,14 +102,13 @@ def _refusals(board, info):
     return Check("range checks", all(refused), "reads past the last word of a bank are refused")
 
 
-def _constants(rng, count, limits=(-32768, 32767)):
+def _constants(rng, count):
     records = np.zeros(count, record_dtype(CONSTANT))
     factors = 10 ** rng.uniform(-6, 0, count)
     factors[::4] = 1.0  # results equal to sum + bias: a sum off by one shows
     multiplier, shift = multiplier_and_shift(factors)
     records["bias"] = rng.integers(-2 ** 12, 2 ** 12, count)
     records["multiplier"], records["shift"] = multiplier, shift
-    records["low"], records["high"] = limits
     return records.tobytes()
 
 
@@ -134,10 +133,10 @@ def _matmul_check(mirror, info, rng):
     rows, cols = info["rows"], info["cols"]
     m, k, n = 2 * rows + 1, 67, 3 * cols + 5
     _operands(rng, mirror, info, m, k, n)
-    mirror.write(Space.CONSTANTS, 0, 0, _constants(rng, n, limits=(-20000, 20000)))
+    mirror.write(Space.CONSTANTS, 0, 0, _constants(rng, n))
     out = k * ((m + rows - 1) // rows)
     mirror.matmul(m=m, k=k, n=n, a_base=0, a_stride=k, w_base=0, w_stride=k, mode=Mode.REQUANTIZE, constants=0,
-                  out_space=Space.ACTIVATIONS, out_banked=1, out_address0=out, out_stride=n)
+                  low=-20000, high=20000, out_space=Space.ACTIVATIONS, out_banked=1, out_address0=out, out_stride=n)
     per_bank = ((m + rows - 1) // rows) * n
     return _compare("matmul", mirror.read(Space.ACTIVATIONS, 0, out, per_bank),
                     f"[{m}x{k}] @ [{k}x{n}] requantized, saturating at +-20000")
@@ -166,7 +165,7 @@ def _gelu_check(mirror, info, rng):
     mirror.write(Space.CONSTANTS, 0, 0, _constants(rng, n))
     out = k
     mirror.matmul(m=m, k=k, n=n, a_base=0, a_stride=k, w_base=0, w_stride=k, mode=Mode.GELU, constants=0,
-                  gelu_table=table, gelu_low=-1000, gelu_high=30000, out_space=Space.ACTIVATIONS, out_banked=1,
+                  low=-32768, high=32767, gelu_table=table, gelu_low=-1000, gelu_high=30000, out_space=Space.ACTIVATIONS, out_banked=1,
                   out_address0=out, out_stride=n)
     return _compare("gelu", mirror.read(Space.ACTIVATIONS, 0, out, n), f"[{m}x{k}] @ [{k}x{n}] through GELU "
                     f"table {table}")

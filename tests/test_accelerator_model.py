@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
-from neofpga.contract.numerics import NUMERICS_VERSION
-from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ,
-                                       SYNC, Error, Frame, FrameDecoder, Mode, Opcode, Space, encode_frame,
-                                       pack_record, unpack_record)
+from neofpga.contract.numerics import NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL, SAMPLE_CANDIDATES
+from neofpga.contract.program import PROGRAM_VERSION
+from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, INFO, INFO_MAGIC,
+                                       MATMUL, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, Error, Frame, FrameDecoder,
+                                       Mode, Opcode, Space, encode_frame, pack_record, unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.driver import AcceleratorDriver, record_dtype
+from neofpga.host.kernels import integer_layer_norm, integer_sample, requantize, residual_add, sampling_parameters
 from neofpga.host.link import Link
 
 ACT, WGT, CON, GELU = Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU
@@ -22,8 +24,8 @@ PRODUCT = np.array([[1, 102, 9], [3, 104, 9], [5, 105, 9]])
 def small_device(**changes):
     """A 2 x 2 device with tiny memories."""
     return AcceleratorModel(**{**dict(rows=2, cols=2, activation_words=16, weight_words=16, constant_words=8,
-                                      gelu_tables=2, max_payload=64, softmax_length=8, gateware_version=7,
-                                      clock_hz=48_000_000), **changes})
+                                      gelu_tables=2, max_payload=64, softmax_length=8, program_words=4,
+                                      norm_length=8, gateware_version=7, clock_hz=48_000_000), **changes})
 
 
 def send(model, opcode, payload=b"", sequence=1):
@@ -55,12 +57,12 @@ def loaded():
         accelerator.write(WGT, row % 2, row // 2 * 2, W[row].astype("i1").tobytes())
     records = np.zeros(3, record_dtype(CONSTANT))
     records["bias"], records["multiplier"], records["shift"] = [0, 100, 10], 2 ** 15, 15
-    records["low"], records["high"] = -100, 105
     accelerator.write(CON, 0, 0, records.tobytes())
     return model, accelerator
 
 
-PRODUCT_FIELDS = dict(m=3, k=2, n=3, a_base=0, a_stride=2, w_base=0, w_stride=2, mode=Mode.REQUANTIZE, constants=0)
+PRODUCT_FIELDS = dict(m=3, k=2, n=3, a_base=0, a_stride=2, w_base=0, w_stride=2, mode=Mode.REQUANTIZE, constants=0,
+                      low=-100, high=105)
 
 
 def test_info_reports_the_device():
@@ -69,13 +71,13 @@ def test_info_reports_the_device():
     assert unpack_record(INFO, answer.payload) == dict(
         magic=INFO_MAGIC, gateware_version=7, numerics_version=NUMERICS_VERSION, rows=2, cols=2,
         activation_words=16, weight_words=16, constant_words=8, gelu_tables=2, max_payload=64,
-        softmax_length=8, clock_hz=48_000_000)
+        softmax_length=8, clock_hz=48_000_000, program_version=PROGRAM_VERSION, program_words=4, norm_length=8)
 
 
 def test_write_then_read_every_space():
     model = small_device()
     words = {ACT: np.array([-2, 32767], "<i2"), WGT: np.array([-128, 5], "i1"),
-             CON: np.array([(-3, 40000, 15, 0, -6, 7), (5, 2 ** 15, 2, 0, 0, 1)], record_dtype(CONSTANT))}
+             CON: np.array([(-3, 40000, 15, 0), (5, 2 ** 15, 2, 0)], record_dtype(CONSTANT))}
     for space, data in words.items():
         head = pack_record(ACCESS, space=space, bank=0, address=3)
         assert send(model, Opcode.WRITE, head + data.tobytes()) == Frame(Opcode.WRITE | ANSWER, 1)
@@ -92,7 +94,7 @@ def test_bad_accesses_are_refused():
     def access(space=ACT, bank=0, address=0):
         return pack_record(ACCESS, space=space, bank=bank, address=address)
 
-    assert refused(model, Opcode.WRITE, access(space=4) + bytes(2))             # no such space
+    assert refused(model, Opcode.WRITE, access(space=5) + bytes(2))             # no such space
     assert refused(model, Opcode.WRITE, access(bank=2) + bytes(2))              # two ACTIVATIONS banks
     assert refused(model, Opcode.WRITE, access(address=15) + bytes(4))          # past the 16 words
     assert refused(model, Opcode.WRITE, access() + bytes(3))                    # 1.5 words
@@ -140,9 +142,10 @@ def test_a_weights_word_keeps_the_low_byte(loaded):
     accelerator.write(WGT, 0, 12, np.array([3], "i1").tobytes())
     accelerator.write(WGT, 1, 12, np.array([-2], "i1").tobytes())
     records = np.zeros(2, record_dtype(CONSTANT))
-    records["multiplier"], records["shift"], records["low"], records["high"] = 2 ** 15, 15, -1000, 1000
+    records["multiplier"], records["shift"] = 2 ** 15, 15
     accelerator.write(CON, 0, 4, records.tobytes())
-    accelerator.matmul(m=1, k=1, n=2, a_base=12, w_base=12, constants=4, out_space=WGT, out_address0=14)
+    accelerator.matmul(m=1, k=1, n=2, a_base=12, w_base=12, constants=4, low=-1000, high=1000, out_space=WGT,
+                       out_address0=14)
     assert model.memory[WGT][0, 14:16].tolist() == [300 - 256, -200 + 256]  # 44, 56
 
 
@@ -215,8 +218,9 @@ def overlapping_product(model):
     """A MATMUL whose result overwrites its own input: A = [1, 2] -> [1, 2] @ [[1, 1], [0, 1]].T = [3, 2]."""
     model.memory[ACT][0, :2] = [1, 2]
     model.memory[WGT][:, :2] = [[1, 1], [0, 1]]
-    model.memory[CON][0, :2] = np.array([(0, 2 ** 15, 15, 0, -100, 100)] * 2, record_dtype(CONSTANT))
-    return encode_frame(Opcode.MATMUL, 5, matmul_record(m=1, k=2, n=2, out_space=ACT, mode=Mode.REQUANTIZE))
+    model.memory[CON][0, :2] = np.array([(0, 2 ** 15, 15, 0)] * 2, record_dtype(CONSTANT))
+    return encode_frame(Opcode.MATMUL, 5, matmul_record(m=1, k=2, n=2, out_space=ACT, mode=Mode.REQUANTIZE, low=-100,
+                                                        high=100))
 
 
 def test_a_retried_matmul_is_answered_but_not_applied_again():
@@ -255,3 +259,80 @@ def test_a_failed_command_runs_again_when_retried():
     bad = encode_frame(Opcode.WRITE, 3, pack_record(ACCESS, space=ACT, address=16) + bytes(2))
     assert FrameDecoder().feed(model.feed(bad + bad)) == [Frame(ERROR, 3, bytes([Error.BAD_ARGUMENT]))] * 2
     assert model.counters["errors"] == 2
+
+
+# -- the vector ops --------------------------------------------------------------------------------
+
+def vector_device():
+    """A 2 x 4 device with vector units, random int8 weights and random CONSTANTS words."""
+    rng = np.random.default_rng(7)
+    model = small_device(cols=4, activation_words=64, weight_words=64, constant_words=32)
+    model.memory[WGT][:] = rng.integers(-128, 128, model.memory[WGT].shape)
+    records = model.memory[CON][0]
+    records["bias"], records["multiplier"] = rng.integers(-2 ** 20, 2 ** 20, 32), rng.integers(2 ** 14, 2 ** 16, 32)
+    records["shift"] = rng.integers(4, 12, 32)
+    return model, rng
+
+
+def test_embed_adds_the_token_row_and_the_position_row_in_residual_units():
+    model, _ = vector_device()
+    # rows of 6 over 4 banks: row r in bank r % 4 at base + (r // 4) * 6
+    fields = dict(id=5, position=2, d=6, token_base=1, position_base=20, token_constants=3, position_constants=10,
+                  out_bank=1, out_address=40)
+    assert send(model, Opcode.EMBED, pack_record(EMBED, **fields), sequence=9).opcode == Opcode.EMBED | ANSWER
+    wgt, con = model.memory[WGT], model.memory[CON][0]
+    parts = [requantize(wgt[r % 4, base + r // 4 * 6:][:6].astype(np.int64),
+                        *(con[record][f] for f in ("bias", "multiplier", "shift")), *RESIDUAL)
+             for r, base, record in ((5, 1, 8), (2, 20, 12))]
+    assert model.memory[ACT][1, 40:46].tolist() == residual_add(*parts).tolist()
+    assert refused(model, Opcode.EMBED, pack_record(EMBED, **dict(fields, position=30, position_constants=0)))
+    assert refused(model, Opcode.EMBED, pack_record(EMBED, **dict(fields, token_constants=27)))  # record 32
+    assert refused(model, Opcode.EMBED, pack_record(EMBED, **dict(fields, out_address=59)))
+
+
+@pytest.mark.parametrize("add", [0, 1])
+def test_norm_adds_writes_the_residual_back_and_normalises_it(add):
+    model, rng = vector_device()
+    residual, addend = rng.integers(-32768, 32768, 8), rng.integers(-32768, 32768, 8)
+    residual[0], addend[0] = 32767, 32767  # the add saturates
+    model.memory[ACT][0, 3:11], model.memory[ACT][1, 20:28] = residual, addend
+    columns = model.memory[CON][0, 16:24].view(record_dtype(NORM_COLUMN))
+    fields = dict(d=8, residual_bank=0, residual_address=3, add=add, addend_bank=1, addend_address=20, columns=16,
+                  multiplier=40000, shift=20, low=-1000, high=30000, mean_multiplier=2 ** 15, mean_shift=18,
+                  epsilon=77, out_bank=1, out_address=40)
+    assert send(model, Opcode.NORM, pack_record(NORM, **fields), sequence=9).opcode == Opcode.NORM | ANSWER
+    x = residual_add(residual, addend) if add else residual
+    assert model.memory[ACT][0, 3:11].tolist() == x.tolist()
+    expected = integer_layer_norm(x, columns["gain"], columns["bias"], 40000, 20, -1000, 30000, 2 ** 15, 18, 77)
+    assert model.memory[ACT][1, 40:48].tolist() == expected.tolist()
+    assert refused(model, Opcode.NORM, pack_record(NORM, **dict(fields, d=9)))  # norm_length 8
+    assert refused(model, Opcode.NORM, pack_record(NORM, **dict(fields, columns=25)))
+    assert refused(model, Opcode.NORM, pack_record(NORM, **dict(fields, add=1, addend_address=57)))
+    assert refused(model, Opcode.NORM, pack_record(NORM, **dict(fields, epsilon=NORM_EPSILON_MAX + 1)))
+
+
+def test_sample_chooses_as_the_kernels_do():
+    model, rng = vector_device()
+    codes = rng.integers(-3000, 3000, 30)
+    codes[[4, 9]] = 3000  # a tie for the top: the lower id
+    model.memory[ACT][1, 2:32] = codes
+    greedy = send(model, Opcode.SAMPLE, pack_record(SAMPLE, n=30, bank=1, address=2, greedy=1, state=99), sequence=9)
+    assert unpack_record(CHOICE, greedy.payload) == dict(id=4, state=99)
+    pre, constant, shift, k, p = sampling_parameters(0.01, 1.0, 10, 0.8)
+    for state in (1, 12345, 2 ** 32 - 1):
+        answer = send(model, Opcode.SAMPLE, pack_record(SAMPLE, n=30, bank=1, address=2, greedy=0, pre=pre,
+                                                       constant=constant, shift=shift, k=k, top_p=p, state=state),
+                      sequence=10)
+        token, after = integer_sample(codes, pre, constant, shift, k, p, state)
+        assert unpack_record(CHOICE, answer.payload) == dict(id=token, state=after)
+    sampled = dict(n=30, bank=1, address=2, greedy=0, pre=pre, constant=constant, shift=shift, k=k, top_p=p)
+    assert refused(model, Opcode.SAMPLE, pack_record(SAMPLE, **dict(sampled, k=SAMPLE_CANDIDATES + 1)))
+    assert refused(model, Opcode.SAMPLE, pack_record(SAMPLE, **dict(sampled, top_p=0)))
+    assert refused(model, Opcode.SAMPLE, pack_record(SAMPLE, **dict(sampled, address=40)))
+
+
+def test_a_device_without_vector_units_or_programs_knows_none_of_their_opcodes():
+    model = small_device(norm_length=0, program_words=0)
+    for opcode in (Opcode.EMBED, Opcode.NORM, Opcode.SAMPLE, Opcode.TOKEN, Opcode.GENERATE):
+        assert refused(model, opcode, code=Error.UNKNOWN_OPCODE)
+    assert refused(model, Opcode.WRITE, pack_record(ACCESS, space=Space.PROGRAM))  # no PROGRAM memory

@@ -224,9 +224,9 @@ def test_a_command_whose_answer_was_lost_is_not_applied_twice(opcode):
     accelerator.write(Space.ACTIVATIONS, 0, 0, np.array([1, 2], "<i2").tobytes())
     accelerator.write(Space.WEIGHTS, 0, 0, np.array([1, 1], "i1").tobytes())
     accelerator.write(Space.WEIGHTS, 1, 0, np.array([0, 1], "i1").tobytes())
-    identity = np.array([(0, 2 ** 15, 15, 0, -100, 100)] * 2, record_dtype(CONSTANT)).tobytes()
+    identity = np.array([(0, 2 ** 15, 15, 0)] * 2, record_dtype(CONSTANT)).tobytes()
     accelerator.write(Space.CONSTANTS, 0, 0, identity)
-    accelerator.matmul(m=1, k=2, n=2, out_space=Space.ACTIVATIONS)
+    accelerator.matmul(m=1, k=2, n=2, low=-100, high=100, out_space=Space.ACTIVATIONS)
     assert link.resends == 1
     assert np.frombuffer(accelerator.read(Space.ACTIVATIONS, 0, 0, 2), "<i2").tolist() == [3, 2]
     assert accelerator.counters()["macs"] == 4

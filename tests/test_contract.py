@@ -14,7 +14,7 @@ from amaranth.back import verilog
 from neofpga.contract import design
 from neofpga.contract.gateware_version import GATEWARE_PACKAGES, gateware_roots, gateware_version, sources_digest
 from neofpga.contract.numerics import EXP2_FRAC_BITS, EXP2_ONE, EXP2_TABLE, GELU_KNOT_BITS, GELU_KNOTS
-from neofpga.contract.protocol import CONSTANT, INFO, MATMUL_MAX_SIZE, WORD_BYTES, Space, record_size
+from neofpga.contract.protocol import CONSTANT, INFO, MATMUL_MAX_SIZE, NORM_COLUMN, WORD_BYTES, Space, record_size
 from neofpga.hdl.accelerator import Accelerator
 from neofpga.hdl.gelu import GELU
 from neofpga.hdl.matmul import MatmulCommand
@@ -50,7 +50,7 @@ def test_the_gateware_sizes_are_the_contracts():
     assert accelerator.depths[Space.GELU] == GELU_KNOTS * SMALL["gelu_tables"]
     assert len(accelerator.info) == record_size(INFO)
     assert 2 ** MatmulCommand(8)["m"].shape.width - 1 == MATMUL_MAX_SIZE
-    assert WORD_BYTES[Space.CONSTANTS] == record_size(CONSTANT)
+    assert WORD_BYTES[Space.CONSTANTS] == record_size(CONSTANT) == record_size(NORM_COLUMN)
 
 
 def test_every_board_design_is_a_catalogue_board_and_fits_its_baud():
