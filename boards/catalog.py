@@ -57,8 +57,8 @@ ULX3S_LEDS = (("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, N
 # die's left edge; docs/BOARDS.md): with the static placer and the pinned YoWASP tools of
 # pyproject.toml, and the netlist of the accelerator split into banks, decode and state machine,
 # seeds 3 and 5 diverge and seed 4 routes (before the split, seeds 1 and 2 diverged, 3 and 4 routed).
-# The ECPIX-5's: seeds 1 and 2 diverge, seed 3 routes. Issue 14's netlist (numerics version 3) has
-# routed at no seed on either 85F die yet (docs/BOARDS.md): these are issue 13's.
+# The ECPIX-5's: seeds 1 and 2 diverge, seed 3 routes. Issue 14's netlists have routed at no seed
+# on either 85F die yet (docs/BOARDS.md): these are issue 13's.
 ULX3S_85F_SEED = 4
 ECPIX5_85_SEED = 3
 
