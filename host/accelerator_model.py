@@ -210,8 +210,7 @@ class AcceleratorModel:
         return b""
 
     def _read(self, payload):
-        _require(len(payload) == record_size(READ))
-        access = unpack_record(READ, payload)
+        access = self._record(READ, payload)
         space = self._space(access["space"])
         _require(space != Space.GELU and access["words"] * WORD_BYTES[space] <= self.info["max_payload"])
         return self._words(space, access["bank"], access["address"], access["words"]).tobytes()
@@ -225,29 +224,29 @@ class AcceleratorModel:
         _require(bank < self.banks[space] and address + count <= self.memory[space].shape[1])
         return self.memory[space][bank, address:address + count]
 
+    def _record(self, fields, payload):
+        """A command's record, once the payload is exactly its size."""
+        _require(len(payload) == record_size(fields))
+        return unpack_record(fields, payload)
+
     def _matmul(self, payload):
-        _require(len(payload) == record_size(MATMUL))
-        self._plan_matmul(unpack_record(MATMUL, payload))()
+        self._plan_matmul(self._record(MATMUL, payload))()
         return b""
 
     def _embed(self, payload):
-        _require(len(payload) == record_size(EMBED))
-        self._plan_embed(unpack_record(EMBED, payload))()
+        self._plan_embed(self._record(EMBED, payload))()
         return b""
 
     def _norm(self, payload):
-        _require(len(payload) == record_size(NORM))
-        self._plan_norm(unpack_record(NORM, payload))()
+        self._plan_norm(self._record(NORM, payload))()
         return b""
 
     def _sample(self, payload):
-        _require(len(payload) == record_size(SAMPLE))
-        return pack_record(CHOICE, **self._plan_sample(unpack_record(SAMPLE, payload))())
+        return pack_record(CHOICE, **self._plan_sample(self._record(SAMPLE, payload))())
 
     def _token(self, payload):
         """TOKEN: every op of the program planned (checked) for this id and position, then run."""
-        _require(len(payload) == record_size(TOKEN))
-        token = unpack_record(TOKEN, payload)
+        token = self._record(TOKEN, payload)
         settings = {name: token[name] for name, _, _ in SETTINGS}
         return pack_record(CHOICE, **self._plan_token(token["id"], token["position"], settings)())
 
