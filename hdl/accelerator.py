@@ -22,8 +22,8 @@ arguments, the addresses of a product) are :mod:`.commands`.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
@@ -149,7 +149,13 @@ class Accelerator(wiring.Component):
                      # WRITE's word with the byte taken this cycle
                      banks.write_word.eq(word), banks.write_word.word_select(byte_in_word, 8).eq(rx.payload_data)]
 
-        info = Array(Const(b, 8) for b in self.info)
+        # INFO's bytes are a block-RAM ROM, so that their values (the gateware version, a hash of
+        # the sources) live in its contents and do not shape the logic: an edit that changes
+        # only the version leaves the netlist, and so its placement and routing, as they were
+        m.submodules.info = info_rom = memory.Memory(shape=8, depth=len(self.info), init=self.info,
+                                                     attrs={"ram_style": "block"})
+        info = info_rom.read_port()
+        m.d.comb += info.addr.eq(sent)  # ANSWER_PAYLOAD moves it on a byte as it sends one
         payload_byte = Signal(8)
 
         # what the groups of states share: the parts and the signals
@@ -365,7 +371,9 @@ class Accelerator(wiring.Component):
                 with m.If(s.answer_opcode == ERROR):
                     m.d.comb += s.payload_byte.eq(s.error_code)
                 with m.Elif(s.answer_opcode == (Opcode.INFO | ANSWER)):
-                    m.d.comb += s.payload_byte.eq(s.info[s.sent[:6]])
+                    m.d.comb += s.payload_byte.eq(s.info.data)
+                    with m.If(s.tx.payload.ready):
+                        m.d.comb += s.info.addr.eq(s.sent + 1)
                 with m.Else():
                     m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:5], 8))
                 m.d.comb += [s.tx.payload.valid.eq(1), s.tx.payload.payload.eq(s.payload_byte)]
