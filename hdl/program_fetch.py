@@ -2,8 +2,9 @@
 token, bit for bit :func:`neofpga.contract.program.unpack_entry` then
 :func:`~neofpga.contract.program.relocate`.
 
-An entry's :data:`~neofpga.contract.protocol.PROGRAM_ENTRY_BYTES` bytes are read one a cycle from
-a synchronous read port (shifted into a register, so no byte decoder), then each used relocation
+An entry's :data:`~neofpga.contract.protocol.PROGRAM_ENTRY_BYTES` bytes are read a memory word a
+cycle from a synchronous read port (shifted into a register, so no byte decoder): 20 cycles for
+words of 4 bytes, 80 for bytes. Then each used relocation
 asks :class:`~.relocation.Relocator` for its term and adds it to its field, modulo the field's
 width. An entry that :func:`~neofpga.contract.program.unpack_entry` refuses (an opcode a program
 cannot hold, a relocation of an undefined source or field, a ring of 0 slots) comes out marked
@@ -19,13 +20,18 @@ from ..contract.protocol import PROGRAM_ENTRY_BYTES
 from .relocation import Relocator
 from .results import record_layout
 
-__all__ = ["ProgramRequest", "RelocatedEntry", "ProgramFetch", "field_slices"]
+__all__ = ["ProgramRequest", "RelocatedEntry", "ProgramFetch", "field_slices", "times_constant"]
 
 ProgramRequest = data.StructLayout({"entry": unsigned(16), "position": unsigned(16), "token": unsigned(16)})
 """Which PROGRAM word to fetch (1 is the first op), and the token it is relocated for."""
 
 RelocatedEntry = data.StructLayout({"opcode": unsigned(8), "record": unsigned(8 * RECORD_BYTES), "malformed": 1})
 """An op of the program as it runs for the token: its opcode and its relocated record."""
+
+
+def times_constant(value, constant):
+    """``value * constant`` by shifts and adds over the constant's set bits (no multiplier)."""
+    return sum((value << bit for bit in range(constant.bit_length()) if constant >> bit & 1), 0)
 
 
 def field_slices():
@@ -45,7 +51,8 @@ class ProgramFetch(wiring.Component):
 
     Parameters
     ----------
-    address_width : bits of a byte address in the PROGRAM memory
+    address_width : bits of a word address in the PROGRAM memory
+    word_bytes : bytes in a word of the PROGRAM memory (a divisor of PROGRAM_ENTRY_BYTES)
 
     Attributes
     ----------
@@ -54,14 +61,18 @@ class ProgramFetch(wiring.Component):
     o : Out(stream.Signature(RelocatedEntry))
         Their entries, in order. Both streams may stall at any point.
     addr : Out(address_width)
-        The PROGRAM byte to read: ``entry * PROGRAM_ENTRY_BYTES`` and on.
-    data : In(8)
-        The byte at the ``addr`` of the cycle before (a synchronous read port, always enabled).
+        The PROGRAM word to read: ``entry * PROGRAM_ENTRY_BYTES / word_bytes`` and on.
+    data : In(8 * word_bytes)
+        The word at the ``addr`` of the cycle before (a synchronous read port, always enabled),
+        its first byte in the low bits.
     """
 
-    def __init__(self, address_width):
+    def __init__(self, address_width, word_bytes=1):
+        if PROGRAM_ENTRY_BYTES % word_bytes:
+            raise ValueError(f"a PROGRAM entry of {PROGRAM_ENTRY_BYTES} bytes is no whole number of {word_bytes}-byte words")
+        self.words = PROGRAM_ENTRY_BYTES // word_bytes
         super().__init__({"i": In(stream.Signature(ProgramRequest)), "o": Out(stream.Signature(RelocatedEntry)),
-                          "addr": Out(address_width), "data": In(8)})
+                          "addr": Out(address_width), "data": In(8 * word_bytes)})
 
     def elaborate(self, platform):
         m = Module()
@@ -69,7 +80,7 @@ class ProgramFetch(wiring.Component):
         request = Signal(ProgramRequest)
         entry = Signal(record_layout(ENTRY))
         base = Signal.like(self.addr)
-        count = Signal(range(PROGRAM_ENTRY_BYTES + 1))
+        count = Signal(range(self.words + 1))
         which = Signal(range(RELOCATIONS))  # the relocation being applied
         relocations = [{name: getattr(entry, f"{name}_{i}") for name in
                         ("field", "source", "ring", "shift", "mask", "scale")} for i in range(RELOCATIONS)]
@@ -111,15 +122,15 @@ class ProgramFetch(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [request.eq(self.i.payload), count.eq(0),
-                                 base.eq((self.i.payload.entry << 6) + (self.i.payload.entry << 4))]
+                                 base.eq(times_constant(self.i.payload.entry, self.words))]
                     m.next = "FETCH"
 
-            with m.State("FETCH"):  # address count goes out; the byte of count - 1 comes in
+            with m.State("FETCH"):  # address count goes out; the word of count - 1 comes in
                 m.d.comb += self.addr.eq(base + count)
                 m.d.sync += count.eq(count + 1)
                 with m.If(count != 0):
-                    m.d.sync += entry.eq(Cat(entry.as_value()[8:], self.data))
-                with m.If(count == PROGRAM_ENTRY_BYTES):
+                    m.d.sync += entry.eq(Cat(entry.as_value()[len(self.data):], self.data))
+                with m.If(count == self.words):
                     m.d.sync += which.eq(0)
                     m.next = "RELOCATE"
 

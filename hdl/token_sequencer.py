@@ -38,7 +38,7 @@ class TokenSequencer(wiring.Component):
     Parameters
     ----------
     program_words : PROGRAM words in the memory (the header's included)
-    address_width : bits of a byte address in the PROGRAM memory
+    address_width, word_bytes : the PROGRAM memory's word address and word (as :class:`~.program_fetch.ProgramFetch`'s)
 
     Attributes
     ----------
@@ -55,18 +55,20 @@ class TokenSequencer(wiring.Component):
     addr, data : the PROGRAM memory's synchronous read port (as :class:`~.program_fetch.ProgramFetch`'s)
     """
 
-    def __init__(self, program_words, address_width):
-        self.program_words = program_words
+    def __init__(self, program_words, address_width, word_bytes=1):
+        self.program_words, self.word_bytes = program_words, word_bytes
         super().__init__({"i": In(stream.Signature(TokenRequest)), "o": Out(stream.Signature(1)),
                           "op": Out(stream.Signature(ProgramOp)), "verdict": In(stream.Signature(1)),
-                          "addr": Out(address_width), "data": In(8)})
+                          "addr": Out(address_width), "data": In(8 * word_bytes)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fetch = fetch = ProgramFetch(len(self.addr))
+        m.submodules.fetch = fetch = ProgramFetch(len(self.addr), self.word_bytes)
         request = Signal(TokenRequest)
-        header = Signal(record_layout(HEADER))
-        count = Signal(range(record_size(HEADER) + 1))
+        header_words = -(-record_size(HEADER) // self.word_bytes)
+        header_bits = Signal(8 * self.word_bytes * header_words)
+        header = data.View(record_layout(HEADER), header_bits[:8 * record_size(HEADER)])
+        count = Signal(range(header_words + 1))
         run = Signal()                 # the pass: 0 checks, 1 runs
         requested = Signal(16)         # the entries of this pass asked of the fetch unit
         offered = Signal(16)           # the entries of this pass answered by the executor
@@ -100,12 +102,12 @@ class TokenSequencer(wiring.Component):
                     m.d.sync += [request.eq(self.i.payload), count.eq(0), refused.eq(0), samples.eq(0)]
                     m.next = "HEADER"
 
-            with m.State("HEADER"):  # the header's bytes, as the fetch unit reads an entry's
+            with m.State("HEADER"):  # the header's words, as the fetch unit reads an entry's
                 m.d.comb += self.addr.eq(count)
                 m.d.sync += count.eq(count + 1)
                 with m.If(count != 0):
-                    m.d.sync += header.eq(Cat(header.as_value()[8:], self.data))
-                with m.If(count == record_size(HEADER)):
+                    m.d.sync += header_bits.eq(Cat(header_bits[len(self.data):], self.data))
+                with m.If(count == header_words):
                     m.next = "HEADER_CHECK"
 
             with m.State("HEADER_CHECK"):

@@ -3,7 +3,8 @@ memory and one TOKEN, with an executor that answers each op after a random delay
 check the case says; the ops offered and the verdict against contract/program.py.
 
 Environment (run_cocotb's extra_env): CASES (a JSON file: a list of {program: hex, token,
-position, refuse_at}), SEED, READY_PROBABILITY (the executor's stalls of the op stream).
+position, refuse_at}), PROGRAM_WORDS and WORD_BYTES (the memory's), SEED, READY_PROBABILITY (the
+executor's stalls of the op stream).
 """
 
 import json
@@ -80,10 +81,10 @@ class Executor:
             dut.verdict__valid.value = 0
 
 
-async def write_program(dut, program):
+async def write_program(dut, program, word_bytes):
     dut.w_en.value = 1
-    for address, byte in enumerate(program):
-        dut.w_addr.value, dut.w_data.value = address, byte
+    for address, at in enumerate(range(0, len(program), word_bytes)):
+        dut.w_addr.value, dut.w_data.value = address, int.from_bytes(program[at:at + word_bytes], "little")
         await RisingEdge(dut.clk)
     dut.w_en.value = 0
 
@@ -124,7 +125,7 @@ async def matches_reference(dut):
     cocotb.start_soon(executor.run())
     for number, case in enumerate(cases):
         program = bytes.fromhex(case["program"])
-        await write_program(dut, program)
+        await write_program(dut, program, int(os.environ["WORD_BYTES"]))
         executor.ops, executor.refuse_at = [], case["refuse_at"]
         ops, refused = expected(program, case["token"], case["position"], case["refuse_at"], program_words)
         verdict = await run_token(dut, case["token"], case["position"], within=400 * (len(ops) + 2) + 1000)

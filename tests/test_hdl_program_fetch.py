@@ -1,6 +1,6 @@
 """hdl/program_fetch.py in Verilator against contract/program.py (the testbench is
 tb_program_fetch.py): a program of random well-formed and malformed entries in a ROM, fetched for
-random tokens under random stalls."""
+random tokens under random stalls, from memories of bytes and of 4-byte words."""
 
 import random
 from pathlib import Path
@@ -19,19 +19,21 @@ ENTRIES = 96
 
 
 class FetchFromRom(wiring.Component):
-    """ProgramFetch reading a ROM that holds ``program``."""
+    """ProgramFetch reading a ROM of ``word_bytes``-byte words that holds ``program``."""
 
     i: In(stream.Signature(ProgramRequest))
     o: Out(stream.Signature(RelocatedEntry))
 
-    def __init__(self, program):
-        self.program = program
+    def __init__(self, program, word_bytes):
+        self.program, self.word_bytes = program, word_bytes
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fetch = fetch = ProgramFetch((len(self.program) - 1).bit_length())
-        m.submodules.rom = rom = memory.Memory(shape=8, depth=len(self.program), init=self.program)
+        wb = self.word_bytes
+        words = [int.from_bytes(self.program[at:at + wb], "little") for at in range(0, len(self.program), wb)]
+        m.submodules.fetch = fetch = ProgramFetch((len(words) - 1).bit_length(), wb)
+        m.submodules.rom = rom = memory.Memory(shape=8 * wb, depth=len(words), init=words)
         port = rom.read_port()
         m.d.comb += [port.addr.eq(fetch.addr), fetch.data.eq(port.data)]
         wiring.connect(m, wiring.flipped(self.i), fetch.i)
@@ -47,12 +49,14 @@ def random_requests(rng, count):
              rng.choice([0, 0xFFFF, rng.randint(0, 0xFFFF)])) for entry in entries]
 
 
-@pytest.mark.parametrize("seed, valid_probability, ready_probability", [(1, 1.0, 1.0), (2, 0.5, 0.4), (3, 0.9, 0.8)])
-def test_fetched_entries_match_the_contract_under_stalls(tmp_path, seed, valid_probability, ready_probability):
+@pytest.mark.parametrize("word_bytes, seed, valid_probability, ready_probability",
+                         [(1, 1, 1.0, 1.0), (1, 2, 0.5, 0.4), (4, 3, 0.9, 0.8), (4, 4, 1.0, 1.0)])
+def test_fetched_entries_match_the_contract_under_stalls(tmp_path, word_bytes, seed, valid_probability,
+                                                         ready_probability):
     rng = random.Random(seed)
     program = random_program(rng, ENTRIES)
     (tmp_path / "program.bin").write_bytes(program)
     (tmp_path / "requests.txt").write_text("".join(f"{e} {p} {t}\n" for e, p, t in random_requests(rng, 300)))
     env = {"SEED": str(seed), "VALID_PROBABILITY": str(valid_probability), "READY_PROBABILITY": str(ready_probability),
            "PROGRAM": str(tmp_path / "program.bin"), "REQUESTS": str(tmp_path / "requests.txt")}
-    run_cocotb(FetchFromRom(program), test_module=TB, testcase="matches_reference", run_dir=tmp_path, extra_env=env)
+    run_cocotb(FetchFromRom(program, word_bytes), test_module=TB, testcase="matches_reference", run_dir=tmp_path, extra_env=env)

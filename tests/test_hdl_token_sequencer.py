@@ -23,21 +23,21 @@ VOCAB, CONTEXT = 1000, 300
 
 
 class SequencerWithMemory(wiring.Component):
-    """TokenSequencer reading a PROGRAM memory of PROGRAM_WORDS words that the testbench writes."""
+    """TokenSequencer reading a PROGRAM memory of PROGRAM_WORDS words that the testbench writes,
+    in memory words of ``word_bytes``."""
 
-    i: In(stream.Signature(TokenRequest))
-    o: Out(stream.Signature(1))
-    op: Out(stream.Signature(ProgramOp))
-    verdict: In(stream.Signature(1))
-    w_en: In(1)
-    w_addr: In(range(PROGRAM_WORDS * PROGRAM_ENTRY_BYTES))
-    w_data: In(8)
+    def __init__(self, word_bytes):
+        self.word_bytes = word_bytes
+        super().__init__({"i": In(stream.Signature(TokenRequest)), "o": Out(stream.Signature(1)),
+                          "op": Out(stream.Signature(ProgramOp)), "verdict": In(stream.Signature(1)), "w_en": In(1),
+                          "w_addr": In(range(PROGRAM_WORDS * PROGRAM_ENTRY_BYTES // word_bytes)),
+                          "w_data": In(8 * word_bytes)})
 
     def elaborate(self, platform):
         m = Module()
-        depth = PROGRAM_WORDS * PROGRAM_ENTRY_BYTES
-        m.submodules.sequencer = sequencer = TokenSequencer(PROGRAM_WORDS, (depth - 1).bit_length())
-        m.submodules.memory = program = memory.Memory(shape=8, depth=depth, init=[])
+        depth = PROGRAM_WORDS * PROGRAM_ENTRY_BYTES // self.word_bytes
+        m.submodules.sequencer = sequencer = TokenSequencer(PROGRAM_WORDS, (depth - 1).bit_length(), self.word_bytes)
+        m.submodules.memory = program = memory.Memory(shape=8 * self.word_bytes, depth=depth, init=[])
         read, write = program.read_port(), program.write_port()
         m.d.comb += [read.addr.eq(sequencer.addr), sequencer.data.eq(read.data),
                      write.en.eq(self.w_en), write.addr.eq(self.w_addr), write.data.eq(self.w_data)]
@@ -87,9 +87,9 @@ def cases(rng):
     return [dict(why=why, program=p.hex(), token=t, position=pos, refuse_at=r) for why, p, t, pos, r in out]
 
 
-@pytest.mark.parametrize("seed, ready_probability", [(1, 1.0), (2, 0.4)])
-def test_token_passes_match_the_contract(tmp_path, seed, ready_probability):
+@pytest.mark.parametrize("word_bytes, seed, ready_probability", [(1, 1, 1.0), (4, 2, 0.4)])
+def test_token_passes_match_the_contract(tmp_path, word_bytes, seed, ready_probability):
     (tmp_path / "cases.json").write_text(json.dumps(cases(random.Random(seed))))
     env = {"SEED": str(seed), "READY_PROBABILITY": str(ready_probability), "CASES": str(tmp_path / "cases.json"),
-           "PROGRAM_WORDS": str(PROGRAM_WORDS)}
-    run_cocotb(SequencerWithMemory(), test_module=TB, testcase="matches_reference", run_dir=tmp_path, extra_env=env)
+           "PROGRAM_WORDS": str(PROGRAM_WORDS), "WORD_BYTES": str(word_bytes)}
+    run_cocotb(SequencerWithMemory(word_bytes), test_module=TB, testcase="matches_reference", run_dir=tmp_path, extra_env=env)
