@@ -3,7 +3,7 @@ unpack_entry and relocate, in order.
 
 Environment (run_cocotb's extra_env): PROGRAM (a file of the PROGRAM memory's bytes), REQUESTS (a
 file of one ``entry position token`` line a request), SEED, VALID_PROBABILITY and
-READY_PROBABILITY (the random stalls of the request and entry streams).
+READY_PROBABILITY (the random stalls of the request and entry streams), WORD_BYTES (the memory's).
 """
 
 import os
@@ -11,10 +11,10 @@ import random
 from pathlib import Path
 
 import cocotb
-from neofpga.contract.program import PROGRAM_OPS, relocate, unpack_entry
+from neofpga.contract.program import PROGRAM_OPS, Source, relocate, unpack_entry
 from neofpga.contract.protocol import PROGRAM_ENTRY_BYTES, pack_record, record_size
 from neofpga.hdl.program_fetch import ProgramRequest, RelocatedEntry
-from neofpga.sim.streams import StreamSink, StreamSource, pack, start, unpack
+from neofpga.sim.streams import StreamSink, StreamSource, pack, start, stream_unstalled, unpack
 
 CLOCK_NS = 10
 
@@ -54,3 +54,29 @@ async def matches_reference(dut):
             wrong.append((request, malformed, out["malformed"]))
     assert not wrong, f"{len(wrong)} of {len(requests)} wrong, first ones (request, malformed, got): {wrong[:3]}"
     await sink.expect_idle(40)
+
+
+def latency_of(program, entry, words):
+    """The cycles from an entry's request taken to the entry offered, unstalled: the words of the
+    fetch and 4, plus each used relocation's term (3 + the scale's bits, 17 more for a slot); a
+    malformed entry skips its relocations (3)."""
+    try:
+        _, _, relocations = unpack_entry(program[entry * PROGRAM_ENTRY_BYTES:(entry + 1) * PROGRAM_ENTRY_BYTES])
+    except ValueError:
+        return words + 3
+    return words + 4 + sum(3 + r["scale"].bit_length() + 17 * (r["source"] == Source.SLOT) for r in relocations)
+
+
+@cocotb.test()
+async def latency(dut):
+    """Unstalled, every entry of the program comes when latency_of says."""
+    program = Path(os.environ["PROGRAM"]).read_bytes()
+    words = PROGRAM_ENTRY_BYTES // int(os.environ["WORD_BYTES"])
+    await start(dut, CLOCK_NS)
+    wrong = []
+    for entry in range(len(program) // PROGRAM_ENTRY_BYTES):
+        taken, received = await stream_unstalled(dut, [pack(ProgramRequest, dict(entry=entry, position=300, token=7))],
+                                                 signed=False)
+        if received[0][0] - taken[0] != latency_of(program, entry, words):
+            wrong.append((entry, received[0][0] - taken[0], latency_of(program, entry, words)))
+    assert not wrong, f"{len(wrong)} entries late or early, first ones (entry, cycles, expected): {wrong[:3]}"

@@ -17,7 +17,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from neofpga.contract.program import HEADER, PROGRAM_OPS, PROGRAM_VERSION, relocate, unpack_entry
 from neofpga.contract.protocol import PROGRAM_ENTRY_BYTES, Opcode, pack_record, record_size, unpack_record
 from neofpga.hdl.token_sequencer import ProgramOp, TokenRequest
-from neofpga.sim.streams import pack, start, unpack
+from neofpga.sim.streams import StreamSource, pack, start, unpack
 
 CLOCK_NS = 10
 
@@ -50,8 +50,8 @@ class Executor:
     def __init__(self, dut, rng, ready_probability):
         self.dut, self.rng, self.probability = dut, rng, ready_probability
         self.ops, self.refuse_at = [], -1
+        self.verdict = StreamSource(dut, "verdict", rng)
         dut.op__ready.value = 0
-        dut.verdict__valid.value = 0
 
     async def run(self):
         dut = self.dut
@@ -71,14 +71,7 @@ class Executor:
             checks = sum(1 for run, _, _ in self.ops if not run)
             for _ in range(self.rng.choice([0, 1, 5, 30])):
                 await RisingEdge(dut.clk)
-            dut.verdict__valid.value = 1
-            dut.verdict__payload.value = int(not op["run"] and checks - 1 == self.refuse_at)
-            await ReadOnly()
-            while not dut.verdict__ready.value:
-                await RisingEdge(dut.clk)
-                await ReadOnly()
-            await RisingEdge(dut.clk)
-            dut.verdict__valid.value = 0
+            await self.verdict.send([int(not op["run"] and checks - 1 == self.refuse_at)])
 
 
 async def write_program(dut, program, word_bytes):
@@ -89,16 +82,9 @@ async def write_program(dut, program, word_bytes):
     dut.w_en.value = 0
 
 
-async def run_token(dut, token, position, within):
-    """Send one TOKEN and wait for its verdict."""
-    dut.i__valid.value = 1
-    dut.i__payload.value = pack(TokenRequest, dict(token=token, position=position))
-    await ReadOnly()
-    while not dut.i__ready.value:
-        await RisingEdge(dut.clk)
-        await ReadOnly()
-    await RisingEdge(dut.clk)
-    dut.i__valid.value = 0
+async def run_token(dut, tokens, token, position, within):
+    """Send one TOKEN (through the StreamSource ``tokens``) and wait for its verdict."""
+    await tokens.send([pack(TokenRequest, dict(token=token, position=position))])
     dut.o__ready.value = 1
     for _ in range(within):
         await ReadOnly()
@@ -118,8 +104,8 @@ async def matches_reference(dut):
     cases = json.loads(Path(os.environ["CASES"]).read_text())
     program_words = int(os.environ["PROGRAM_WORDS"])
     executor = Executor(dut, rng, float(os.environ["READY_PROBABILITY"]))
+    tokens = StreamSource(dut, "i", rng)
     dut.w_en.value = 0
-    dut.i__valid.value = 0
     dut.o__ready.value = 0
     await start(dut, CLOCK_NS)
     cocotb.start_soon(executor.run())
@@ -128,6 +114,6 @@ async def matches_reference(dut):
         await write_program(dut, program, int(os.environ["WORD_BYTES"]))
         executor.ops, executor.refuse_at = [], case["refuse_at"]
         ops, refused = expected(program, case["token"], case["position"], case["refuse_at"], program_words)
-        verdict = await run_token(dut, case["token"], case["position"], within=400 * (len(ops) + 2) + 1000)
+        verdict = await run_token(dut, tokens, case["token"], case["position"], within=400 * (len(ops) + 2) + 1000)
         assert executor.ops == ops, f"case {number} ({case['why']}): ops {len(executor.ops)} offered, {len(ops)} expected"
         assert verdict == refused, f"case {number} ({case['why']}): verdict {verdict}, expected {int(refused)}"

@@ -58,5 +58,15 @@ def test_fetched_entries_match_the_contract_under_stalls(tmp_path, word_bytes, s
     (tmp_path / "program.bin").write_bytes(program)
     (tmp_path / "requests.txt").write_text("".join(f"{e} {p} {t}\n" for e, p, t in random_requests(rng, 300)))
     env = {"SEED": str(seed), "VALID_PROBABILITY": str(valid_probability), "READY_PROBABILITY": str(ready_probability),
-           "PROGRAM": str(tmp_path / "program.bin"), "REQUESTS": str(tmp_path / "requests.txt")}
+           "PROGRAM": str(tmp_path / "program.bin"), "REQUESTS": str(tmp_path / "requests.txt"),
+           "WORD_BYTES": str(word_bytes)}
     run_cocotb(FetchFromRom(program, word_bytes), test_module=TB, testcase="matches_reference", run_dir=tmp_path, extra_env=env)
+
+
+@pytest.mark.parametrize("word_bytes", [1, 4])
+def test_fetch_latency(tmp_path, word_bytes):
+    """The cycles docs/PROGRAM.md gives for an entry: the fetch's words and 4, plus the relocations'."""
+    program = random_program(random.Random(5), 24)
+    (tmp_path / "program.bin").write_bytes(program)
+    env = {"PROGRAM": str(tmp_path / "program.bin"), "WORD_BYTES": str(word_bytes)}
+    run_cocotb(FetchFromRom(program, word_bytes), test_module=TB, testcase="latency", run_dir=tmp_path, extra_env=env)
