@@ -91,14 +91,14 @@ class ProgramFetch(wiring.Component):
             for opcode in PROGRAM_OPS:
                 with m.Case(opcode):
                     m.d.comb += program_op.eq(1)
+        fields = Signal(4)  # how many fields the op can relocate
+        with m.Switch(entry.opcode):
+            for opcode, names in RELOCATABLE.items():
+                with m.Case(opcode):
+                    m.d.comb += fields.eq(len(names))
         bad_relocation = []
         for r in relocations:
             bad = Signal()
-            fields = Signal(4)  # how many fields the op can relocate
-            with m.Switch(entry.opcode):
-                for opcode, names in RELOCATABLE.items():
-                    with m.Case(opcode):
-                        m.d.comb += fields.eq(len(names))
             ringed = (r["source"] == Source.SLOT) | (r["source"] == Source.KEYS)
             m.d.comb += bad.eq((r["source"] != Source.NONE)
                                & ((r["source"] > max(Source)) | (r["field"] >= fields) | (ringed & (r["ring"] == 0))))

@@ -81,6 +81,8 @@ class TokenSequencer(wiring.Component):
                      fetch.i.payload.token.eq(request.token),
                      self.op.payload.entry.eq(fetch.o.payload), self.op.payload.run.eq(run),
                      self.o.payload.eq(refused)]
+        # the next entry of the pass is asked for once the one before has left the fetch unit
+        ask_ahead = (requested != header.entries) & (outstanding == 0)
         asked = fetch.i.valid & fetch.i.ready
         taken = fetch.o.valid & fetch.o.ready
         m.d.sync += outstanding.eq(outstanding + asked - taken)
@@ -119,7 +121,7 @@ class TokenSequencer(wiring.Component):
                     start_pass(m, 0)
 
             with m.State("PASS"):  # fetch ahead while the executor has the op before
-                m.d.comb += fetch.i.valid.eq((requested != header.entries) & (outstanding == 0))
+                m.d.comb += fetch.i.valid.eq(ask_ahead)
                 with m.If(fetch.o.valid & ~run & fetch.o.payload.malformed):
                     m.d.comb += fetch.o.ready.eq(1)
                     refuse(m)
@@ -131,8 +133,7 @@ class TokenSequencer(wiring.Component):
                         m.next = "VERDICT"
 
             with m.State("VERDICT"):
-                m.d.comb += [self.verdict.ready.eq(1),
-                             fetch.i.valid.eq((requested != header.entries) & (outstanding == 0))]
+                m.d.comb += [self.verdict.ready.eq(1), fetch.i.valid.eq(ask_ahead)]
                 with m.If(self.verdict.valid):
                     m.d.sync += offered.eq(offered + 1)
                     with m.If(~run & self.verdict.payload):

@@ -19,9 +19,14 @@ from neofpga.sim.streams import StreamSink, StreamSource, pack, start, stream_un
 CLOCK_NS = 10
 
 
+def entry_word(program, entry):
+    """PROGRAM word ``entry`` of the memory's bytes."""
+    return program[entry * PROGRAM_ENTRY_BYTES:(entry + 1) * PROGRAM_ENTRY_BYTES]
+
+
 def expected(program, entry, position, token):
     """``(malformed, opcode, record bytes)`` of an entry as the contract relocates it."""
-    word = program[entry * PROGRAM_ENTRY_BYTES:(entry + 1) * PROGRAM_ENTRY_BYTES]
+    word = entry_word(program, entry)
     try:
         opcode, fields, relocations = unpack_entry(word)
     except ValueError:
@@ -61,7 +66,7 @@ def latency_of(program, entry, words):
     fetch and 4, plus each used relocation's term (3 + the scale's bits, 17 more for a slot); a
     malformed entry skips its relocations (3)."""
     try:
-        _, _, relocations = unpack_entry(program[entry * PROGRAM_ENTRY_BYTES:(entry + 1) * PROGRAM_ENTRY_BYTES])
+        _, _, relocations = unpack_entry(entry_word(program, entry))
     except ValueError:
         return words + 3
     return words + 4 + sum(3 + r["scale"].bit_length() + 17 * (r["source"] == Source.SLOT) for r in relocations)
@@ -77,6 +82,7 @@ async def latency(dut):
     for entry in range(len(program) // PROGRAM_ENTRY_BYTES):
         taken, received = await stream_unstalled(dut, [pack(ProgramRequest, dict(entry=entry, position=300, token=7))],
                                                  signed=False)
-        if received[0][0] - taken[0] != latency_of(program, entry, words):
-            wrong.append((entry, received[0][0] - taken[0], latency_of(program, entry, words)))
+        cycles, expected_cycles = received[0][0] - taken[0], latency_of(program, entry, words)
+        if cycles != expected_cycles:
+            wrong.append((entry, cycles, expected_cycles))
     assert not wrong, f"{len(wrong)} entries late or early, first ones (entry, cycles, expected): {wrong[:3]}"
