@@ -250,7 +250,9 @@ EMBED = [
 NORM = [
     # the residual row [d] (ACTIVATIONS) plus, if ``add``, the addend row (saturated to
     # numerics.RESIDUAL), written back; then its LayerNorm (kernels.integer_layer_norm) with the
-    # NORM_COLUMN records from ``columns`` and these scalars, written to the out row
+    # NORM_COLUMN records from ``columns`` and these scalars, written to the out row. An addend row
+    # that starts before the residual row in the same bank and overlaps it is undefined (the sums
+    # are written back while the rows are still read); the same row as addend is fine
     ("d", 2, False), ("residual_bank", 1, False), ("residual_address", 4, False),
     ("add", 1, False), ("addend_bank", 1, False), ("addend_address", 4, False),
     ("columns", 4, False), ("multiplier", 2, False), ("shift", 1, False), ("low", 2, True), ("high", 2, True),

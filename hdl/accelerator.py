@@ -8,14 +8,16 @@ It executes the commands of contract/protocol.py one at a time, each answered on
 * MATMUL: a product on the systolic array whose results go through :class:`ResultPath` into the
   banks, once its fields and every address it reads or writes are checked; answered when the last
   result is written;
-* COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors.
+* COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors;
+* EMBED, NORM, SAMPLE (where ``norm_length`` is set): the vector ops of :class:`~.vector_ops.VectorOps`,
+  checked, then run; SAMPLE answered with its CHOICE.
 
 A retry of a command that changed the device is answered again without being applied again
 (the retry rule and its APPLIED_ONCE commands are contract/protocol.py's).
 
 This module is the state machine that runs the commands: ``elaborate`` wires the parts, and a
 method for each group of states holds them (receiving and checking a command, word transfers,
-MATMUL, answering, sending a READ's words). The memories and the sharing of their ports are
+MATMUL, the vector ops, answering, sending a READ's words). The memories and the sharing of their ports are
 :class:`~.banks.Banks`; which opcodes exist and what a command may ask (its record's length, its
 arguments, the addresses of a product) are :mod:`.commands`.
 """
@@ -28,13 +30,14 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ, Error, Opcode, Space, pack_record,
-    record_size)
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ, Error, Opcode, Space,
+    pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
-from .commands import Decoder, RangeCheck, access_refused, matmul_refused, payload_bytes, word_bytes_of
+from .commands import RECORD_BYTES, Decoder, RangeCheck, access_refused, matmul_refused, payload_bytes, word_bytes_of
 from .framing import FrameReceiver, FrameTransmitter
 from .matmul import MatmulSequencer
 from .results import ResultPath, record_layout
+from .vector_ops import VECTOR_OPS, VectorOps
 
 __all__ = ["Accelerator"]
 
@@ -50,6 +53,7 @@ class Accelerator(wiring.Component):
     gelu_tables : knot tables of the GELU unit
     softmax_length : the longest softmax row (the model's context)
     max_payload : the frame buffer, in bytes
+    norm_length : the longest NORM row; 0: no vector ops (EMBED, NORM, SAMPLE are unknown opcodes)
     timeout_cycles : cycles of silence inside a frame after which it is TRUNCATED
     clock_hz : reported by INFO
     gateware_version : reported by INFO (see :mod:`neofpga.contract.gateware_version`)
@@ -59,18 +63,22 @@ class Accelerator(wiring.Component):
     o: Out(stream.Signature(8))
 
     def __init__(self, *, rows, cols, activation_words, weight_words, constant_words, gelu_tables=4,
-                 softmax_length=256, max_payload=4096, timeout_cycles=1_000_000, clock_hz=0,
+                 softmax_length=256, max_payload=4096, norm_length=0, timeout_cycles=1_000_000, clock_hz=0,
                  gateware_version=0):
         self.rows, self.cols = rows, cols
         self.depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
                        Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables}
         self.gelu_tables, self.softmax_length = gelu_tables, softmax_length
         self.max_payload, self.timeout_cycles = max_payload, timeout_cycles
+        self.norm_length = norm_length
+        self.record_bytes = dict(RECORD_BYTES)
+        if norm_length:
+            self.record_bytes.update({opcode: record_size(fields) for opcode, fields in VECTOR_OPS.items()})
         self.info = pack_record(
             INFO, magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
             constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
-            softmax_length=softmax_length, clock_hz=clock_hz)
+            softmax_length=softmax_length, clock_hz=clock_hz, norm_length=norm_length)
         self.address_width = max(d - 1 for d in self.depths.values()).bit_length()
         super().__init__()
 
@@ -85,7 +93,8 @@ class Accelerator(wiring.Component):
         # -- memories and the compute path -----------------------------------------------------
         m.submodules.banks = banks = Banks(
             rows, cols, activation_words=self.depths[Space.ACTIVATIONS], weight_words=self.depths[Space.WEIGHTS],
-            constant_words=self.depths[Space.CONSTANTS], address_width=aw, gelu_tables=self.gelu_tables)
+            constant_words=self.depths[Space.CONSTANTS], address_width=aw, gelu_tables=self.gelu_tables,
+            select_registered=bool(self.norm_length))
         m.submodules.sequencer = sequencer = MatmulSequencer(rows, cols, banks.a_read, banks.w_read, aw)
         m.submodules.results = results = ResultPath(rows, cols, aw, self.gelu_tables, self.softmax_length)
         # the array's result beats reach the result path through a small FIFO, which cuts the
@@ -97,7 +106,18 @@ class Accelerator(wiring.Component):
                      beats.r_en.eq(results.i.ready)]
         m.d.comb += [banks.c_read.addr.eq(results.constant_address), banks.c_read.en.eq(results.constant_enable),
                      results.constant_data.eq(banks.c_read.data)]
-        wiring.connect(m, results.o, banks.result)
+        vector = None
+        if self.norm_length:
+            m.submodules.vector = vector = VectorOps(
+                rows=rows, cols=cols, activation_words=self.depths[Space.ACTIVATIONS],
+                weight_words=self.depths[Space.WEIGHTS], constant_words=self.depths[Space.CONSTANTS],
+                norm_length=self.norm_length, address_width=aw)
+            # the result path's writes, or the vector ops' while one runs (never both at once)
+            m.d.comb += [banks.result.payload.eq(Mux(vector.busy, vector.write.payload, results.o.payload)),
+                         banks.result.valid.eq(Mux(vector.busy, vector.write.valid, results.o.valid)),
+                         results.o.ready.eq(banks.result.ready), vector.write.ready.eq(banks.result.ready)]
+        else:
+            wiring.connect(m, results.o, banks.result)
         wiring.connect(m, banks.gelu_load, results.gelu_load)
 
         # -- the command: its header, its record and the checks (commands.py) -------------------
@@ -109,7 +129,7 @@ class Accelerator(wiring.Component):
         byte_index = Signal(16)       # the payload byte being fetched
         fetched = Signal()            # rx.payload_data holds the byte at byte_index
         m.d.comb += rx.payload_addr.eq(byte_index)
-        m.submodules.decoder = decoder = Decoder()
+        m.submodules.decoder = decoder = Decoder(self.record_bytes)
         m.submodules.ranges = ranges = RangeCheck(rows, cols, activation_words=self.depths[Space.ACTIVATIONS],
                                                   weight_words=self.depths[Space.WEIGHTS])
         m.d.comb += [decoder.opcode.eq(opcode), ranges.command.eq(matmul)]
@@ -131,7 +151,12 @@ class Accelerator(wiring.Component):
         m.d.sync += cycles.eq(cycles + 1)
 
         # word transfers (WRITE, READ)
-        m.d.comb += [banks.space.eq(access.space), banks.bank.eq(access.bank)]
+        if vector is None:
+            m.d.comb += [banks.space.eq(access.space), banks.bank.eq(access.bank)]
+        else:  # a running vector op reads through the same port
+            m.d.comb += [vector.opcode.eq(opcode), vector.record.eq(record), vector.word.eq(banks.read_word),
+                         banks.space.eq(Mux(vector.busy, vector.space, access.space)),
+                         banks.bank.eq(Mux(vector.busy, vector.bank, access.bank))]
         word_bytes = Signal(range(13))
         m.d.comb += word_bytes.eq(word_bytes_of(access.space))
         word = Signal(CONSTANT_WIDTH)  # WRITE's word so far, or READ's
@@ -144,8 +169,12 @@ class Accelerator(wiring.Component):
         read_address = Signal(aw)
         writing = Signal()            # WRITE's word is complete this cycle
         write_address = Signal(aw)
-        m.d.comb += [banks.reading.eq(reading), banks.read_address.eq(read_address),
-                     banks.writing.eq(writing), banks.write_address.eq(write_address),
+        if vector is None:
+            m.d.comb += [banks.reading.eq(reading), banks.read_address.eq(read_address)]
+        else:
+            m.d.comb += [banks.reading.eq(reading | vector.reading),
+                         banks.read_address.eq(Mux(vector.busy, vector.address, read_address))]
+        m.d.comb += [banks.writing.eq(writing), banks.write_address.eq(write_address),
                      # WRITE's word with the byte taken this cycle
                      banks.write_word.eq(word), banks.write_word.word_select(byte_in_word, 8).eq(rx.payload_data)]
 
@@ -160,7 +189,7 @@ class Accelerator(wiring.Component):
 
         # what the groups of states share: the parts and the signals
         s = SimpleNamespace(
-            rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges,
+            rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
             opcode=opcode, sequence=sequence, length=length, record=record, access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
@@ -178,6 +207,8 @@ class Accelerator(wiring.Component):
             self._command_states(m, s)
             self._transfer_states(m, s)
             self._matmul_states(m, s)
+            if vector is not None:
+                self._vector_states(m, s)
             self._answer_states(m, s)
             self._read_answer_states(m, s)
             self._done_state(m, s)
@@ -248,6 +279,10 @@ class Accelerator(wiring.Component):
                     m.next = "CHECK_ACCESS"
                 with m.Case(Opcode.MATMUL):
                     m.next = "CHECK_MATMUL"
+                if s.vector is not None:
+                    with m.Case(*VECTOR_OPS):
+                        m.d.comb += s.vector.start.eq(1)
+                        m.next = "VECTOR"
 
     def _transfer_states(self, m, s):
         """COUNT_WORDS, CHECK_ACCESS, ACCESS_VERDICT, WRITE: check a WRITE or READ, write WRITE's words."""
@@ -353,6 +388,14 @@ class Accelerator(wiring.Component):
         with m.State("MATMUL_DONE"):  # a cycle between the result path and the answer, for timing
             self._answer(m, s, payload_length=0)
 
+    def _vector_states(self, m, s):
+        """VECTOR: an EMBED, NORM or SAMPLE, checked and (if good) run by the vector ops."""
+        with m.State("VECTOR"):
+            with m.If(s.vector.checked & s.vector.refused):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Elif(s.vector.done):
+                self._answer(m, s, payload_length=Mux(s.opcode == Opcode.SAMPLE, record_size(CHOICE), 0))
+
     def _answer_states(self, m, s):
         """ANSWER_HEADER, ANSWER_PAYLOAD: send the answer's header, then its payload (READ's from READ_FETCH)."""
         with m.State("ANSWER_HEADER"):
@@ -374,6 +417,9 @@ class Accelerator(wiring.Component):
                     m.d.comb += s.payload_byte.eq(s.info.data)
                     with m.If(s.tx.payload.ready):
                         m.d.comb += s.info.addr.eq(s.sent + 1)
+                if s.vector is not None:
+                    with m.Elif(s.answer_opcode == (Opcode.SAMPLE | ANSWER)):
+                        m.d.comb += s.payload_byte.eq(s.vector.choice.as_value().word_select(s.sent[:3], 8))
                 with m.Else():
                     m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:5], 8))
                 m.d.comb += [s.tx.payload.valid.eq(1), s.tx.payload.payload.eq(s.payload_byte)]

@@ -47,6 +47,10 @@ class Banks(wiring.Component):
         Width of every address port (enough for the deepest space).
     gelu_tables : int
         Knot tables of the GELU unit that ``gelu_load`` writes.
+    select_registered : bool
+        ``read_word`` comes from the memory that ``space`` and ``bank`` named in the ``reading``
+        cycle, not in its own: reads of different banks may follow each other every cycle (the
+        vector ops'). Without it, ``space`` and ``bank`` must hold for a cycle after each read.
 
     Attributes
     ----------
@@ -82,8 +86,9 @@ class Banks(wiring.Component):
     """
 
     def __init__(self, rows, cols, *, activation_words, weight_words, constant_words, address_width,
-                 gelu_tables):
+                 gelu_tables, select_registered=False):
         self.rows, self.cols = rows, cols
+        self.select_registered = select_registered
         self.activation_words, self.weight_words = activation_words, weight_words
         self.constant_words = constant_words
         self.address_width = address_width
@@ -132,8 +137,14 @@ class Banks(wiring.Component):
         m.d.comb += [c_read.addr.eq(Mux(reading, self.read_address, self.c_read.addr)),
                      c_read.en.eq(Mux(reading, space == Space.CONSTANTS, self.c_read.en)),
                      self.c_read.data.eq(c_read.data)]
-        m.d.comb += self.read_word.eq(Array([Array(p.data for p in a_reads)[bank],
-                                             Array(p.data for p in w_reads)[bank], c_read.data, 0])[space[:2]])
+        read_space, read_bank = space, bank
+        if self.select_registered:
+            read_space, read_bank = Signal.like(space), Signal.like(bank)
+            with m.If(reading):
+                m.d.sync += [read_space.eq(space), read_bank.eq(bank)]
+        m.d.comb += self.read_word.eq(Array([Array(p.data for p in a_reads)[read_bank],
+                                             Array(p.data for p in w_reads)[read_bank], c_read.data,
+                                             0])[read_space[:2]])
 
         # -- the write ports: the registered result, else WRITE's registered word ----------------
         stored, stored_word = Signal(), Signal(CONSTANT_WIDTH)  # WRITE's, registered

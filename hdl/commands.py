@@ -30,12 +30,18 @@ RECORD_BYTES = {Opcode.INFO: 0, Opcode.COUNTERS: 0, Opcode.RESET_COUNTERS: 0,
 class Decoder(wiring.Component):
     """An opcode's decode: whether the device knows it, and the length of its record.
 
+    Parameters
+    ----------
+    record_bytes : dict
+        The known opcodes and their records' bytes (:data:`RECORD_BYTES`, and the vector ops'
+        where the device has them).
+
     Attributes
     ----------
     opcode : Signal(8), in
         A command frame's opcode.
     known : Signal(1), out
-        The opcode is one of :data:`RECORD_BYTES`.
+        The opcode is one of ``record_bytes``.
     record_length : Signal(16), out
         Its record's length in bytes (0 if the opcode is unknown).
     """
@@ -44,10 +50,14 @@ class Decoder(wiring.Component):
     known: Out(1)
     record_length: Out(16)
 
+    def __init__(self, record_bytes=RECORD_BYTES):
+        self.record_bytes = record_bytes
+        super().__init__()
+
     def elaborate(self, platform):
         m = Module()
         with m.Switch(self.opcode):
-            for code, size in RECORD_BYTES.items():
+            for code, size in self.record_bytes.items():
                 with m.Case(code):
                     m.d.comb += [self.known.eq(1), self.record_length.eq(size)]
         return m

@@ -1,9 +1,10 @@
 """hdl/accelerator.py on the simulated board against host/accelerator_model.py, frame for frame.
 
-A small accelerator (3 x 4 array) is built once for the module (sim/simulated_board.py's cache: the first
-build takes about half a minute). Random command sequences go to the board as raw frames and to
-an :class:`AcceleratorModel` with the same parameters: every answer must be the same bytes (the
-counters' cycle fields aside: the model has no clock), and so must all of memory at the end.
+A small accelerator (3 x 4 array, NORM rows of up to 64) is built once for the module
+(sim/simulated_board.py's cache: the first build takes about half a minute). Random command
+sequences (products, the vector ops EMBED, NORM and SAMPLE, good and bad) go to the board as raw
+frames and to an :class:`AcceleratorModel` with the same parameters: every answer must be the same
+bytes (the counters' cycle fields aside: the model has no clock), and so must all of memory at the end.
 Damaged frames must be answered with the link's errors and leave the next good frame its answer;
 :class:`Link` over :class:`FaultyTransport` must leave the memory of a clean run.
 """
@@ -16,22 +17,24 @@ import pytest
 import serial
 from faulty_transport import FaultyTransport
 from neofpga.contract.gateware_version import gateware_version
-from neofpga.contract.numerics import GELU_KNOTS, NUMERICS_VERSION
-from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, CRC_BYTES, ERROR, HEADER_BYTES, INFO,
-                                       MATMUL, MATMUL_MAX_SIZE, READ, SYNC, WORD_BYTES, Error, FrameDecoder, Mode,
-                                       Opcode, Space, encode_frame, pack_record, record_size, unpack_record)
+from neofpga.contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION,
+                                       SAMPLE_CANDIDATES, TOP_P_BITS)
+from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, CRC_BYTES, EMBED, ERROR, HEADER_BYTES, INFO,
+                                       MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, WORD_BYTES,
+                                       Error, FrameDecoder, Mode, Opcode, Space, encode_frame, pack_record,
+                                       record_size, unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.backends import load_source
 from neofpga.host.driver import record_dtype
-from neofpga.host.kernels import softmax_parameters
+from neofpga.host.kernels import multiplier_and_shift, sampling_parameters, softmax_parameters
 from neofpga.host.link import Link
 from neofpga.sim.board_process import SimulatedBoard
 from neofpga.sim.simulated_board import board_executable
 
 SMALL = dict(rows=3, cols=4, activation_words=2 ** 11, weight_words=2 ** 12, constant_words=2 ** 10, gelu_tables=4,
-             softmax_length=64, max_payload=512, timeout_cycles=20_000)
+             softmax_length=64, max_payload=512, norm_length=64, timeout_cycles=20_000)
 ACT, WGT, CON, GELU = Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU
-ROWS, COLS, MAX_PAYLOAD = SMALL["rows"], SMALL["cols"], SMALL["max_payload"]
+ROWS, COLS, MAX_PAYLOAD, NORM_LENGTH = SMALL["rows"], SMALL["cols"], SMALL["max_payload"], SMALL["norm_length"]
 BANKS = {ACT: ROWS, WGT: COLS, CON: 1, GELU: 1}
 DEPTHS = {ACT: SMALL["activation_words"], WGT: SMALL["weight_words"], CON: SMALL["constant_words"],
           GELU: GELU_KNOTS * SMALL["gelu_tables"]}
@@ -399,11 +402,281 @@ def bad_matmul_fields(rng):
     return {**c, **choices[rng.integers(len(choices))]}
 
 
+CONSTANT_WORDS = SMALL["constant_words"]
+PAST = [1, 2, 3, 1000, 2 ** 20]  # how far past the end a bad row or record starts
+
+
+def far_address(rng):
+    """An address just below 2**32 (where a 32-bit sum of it and an offset wraps)."""
+    return 2 ** 32 - int(rng.integers(1, 50))
+
+
+def embed_ends(c):
+    """The end (last address + 1) of EMBED's token row and position row in their WEIGHTS banks."""
+    return (c["token_base"] + (c["id"] // COLS + 1) * c["d"], c["position_base"] + (c["position"] // COLS + 1) * c["d"])
+
+
+def embed_fields(rng):
+    """A good EMBED: the token's and the position's rows (WEIGHTS) and records (CONSTANTS) and the
+    out row (ACTIVATIONS) in range, some right against the ends. d is mostly a NORM row's, but
+    EMBED's is limited by the banks only."""
+    roll = rng.random()
+    d = int(rng.integers(1, NORM_LENGTH + 1)) if roll < 0.85 else int(rng.integers(NORM_LENGTH + 1, 201)) \
+        if roll < 0.98 else int(rng.integers(201, DEPTHS[ACT] + 1))
+    c = dict(d=d, out_bank=int(rng.integers(ROWS)), out_address=place(rng, DEPTHS[ACT], d))
+    most = min(DEPTHS[WGT] // d * COLS, CONSTANT_WORDS, 2 ** 16)  # the ids (or positions) whose row and record exist
+    for index, base, constants in (("id", "token_base", "token_constants"),
+                                   ("position", "position_base", "position_constants")):
+        c[index] = most - 1 if rng.random() < 0.1 else int(rng.integers(0, most))
+        c[base] = place(rng, DEPTHS[WGT], (c[index] // COLS + 1) * d)
+        c[constants] = place(rng, CONSTANT_WORDS, c[index] + 1)
+    return c
+
+
+def bad_embed_fields(rng):
+    """An EMBED the protocol refuses: a good one with one field made wrong."""
+    c = embed_fields(rng)
+    d, past = c["d"], int(rng.choice(PAST))
+    token_end, position_end = embed_ends(c)
+    choices = [dict(d=0), dict(d=DEPTHS[ACT] + int(rng.integers(1, 2 ** 16 - DEPTHS[ACT]))),  # no out row that long
+               dict(token_base=c["token_base"] + DEPTHS[WGT] - token_end + past),  # rows past the end
+               dict(position_base=c["position_base"] + DEPTHS[WGT] - position_end + past),
+               dict(token_base=far_address(rng)), dict(position_base=far_address(rng)),
+               dict(out_address=DEPTHS[ACT] - d + past), dict(out_address=far_address(rng)),
+               dict(out_bank=int(rng.integers(ROWS, 256))),
+               dict(token_constants=CONSTANT_WORDS - c["id"] - 1 + past),  # records past CONSTANTS
+               dict(position_constants=CONSTANT_WORDS - c["position"] - 1 + past),
+               dict(token_constants=far_address(rng)), dict(position_constants=far_address(rng)),
+               dict(id=int(rng.integers(CONSTANT_WORDS, 2 ** 16))),  # its record (and maybe its row) past the end
+               dict(position=int(rng.integers(CONSTANT_WORDS, 2 ** 16)))]
+    return {**c, **choices[rng.integers(len(choices))]}
+
+
+def overlaps(start, other, length):
+    """Whether rows of ``length`` words from ``start`` and from ``other`` share a word."""
+    return start < other + length and other < start + length
+
+
+def norm_fields(rng):
+    """A good NORM: d up to norm_length, the residual row, the addend row (added mostly: the residual
+    row itself sometimes, else over none of it), the NORM_COLUMN records, the scalars as images make
+    them and at their limits (epsilon 0, 1, its maximum), the out row anywhere (over the others too)."""
+    roll = rng.random()
+    d = 1 if roll < 0.12 else NORM_LENGTH if roll < 0.25 else int(rng.integers(1, NORM_LENGTH + 1))
+    c = dict(d=d, residual_bank=int(rng.integers(ROWS)), residual_address=place(rng, DEPTHS[ACT], d),
+             add=int(rng.random() < 0.8))
+    if c["add"] and rng.random() < 0.25:  # the residual row doubled
+        c.update(addend_bank=c["residual_bank"], addend_address=c["residual_address"])
+    elif c["add"]:
+        while True:  # an addend row over part of the residual row is undefined
+            bank, address = int(rng.integers(ROWS)), place(rng, DEPTHS[ACT], d)
+            if bank != c["residual_bank"] or not overlaps(address, c["residual_address"], d):
+                break
+        c.update(addend_bank=bank, addend_address=address)
+    elif rng.random() < 0.3:  # not added: anything
+        c.update(addend_bank=int(rng.integers(0, 256)), addend_address=int(rng.integers(0, 2 ** 32)))
+    low, high = LIMITS[rng.integers(len(LIMITS))]
+    c.update(columns=place(rng, CONSTANT_WORDS, d), multiplier=int(rng.integers(2 ** 15, 2 ** 16)),
+             shift=int(rng.integers(10, 41)), low=low, high=high)
+    mean_multiplier, mean_shift = multiplier_and_shift(1 / d if rng.random() < 0.9 else rng.uniform(0.97, 1.03) / d)
+    c.update(mean_multiplier=int(mean_multiplier), mean_shift=int(mean_shift))
+    roll = rng.random()
+    if roll < 0.5:  # as images make it: d * 1e-5 / s_res**2, at least 1
+        c["epsilon"] = max(1, round(d * 1e-5 / float(rng.choice([1e-4, 1e-3, 1e-2, 3e-2])) ** 2))
+    elif roll < 0.85:
+        c["epsilon"] = int(rng.choice([0, 1, NORM_EPSILON_MAX]))
+    else:
+        c["epsilon"] = int(rng.integers(0, NORM_EPSILON_MAX + 1))
+    c["out_bank"] = int(rng.integers(ROWS))
+    if rng.random() < 0.3:  # over the residual or addend row, or shifted from it
+        row = "residual" if not c["add"] or rng.random() < 0.5 else "addend"
+        c["out_bank"] = c[f"{row}_bank"]
+        c["out_address"] = min(max(c[f"{row}_address"] + int(rng.integers(-d + 1, d)), 0), DEPTHS[ACT] - d)
+    else:
+        c["out_address"] = place(rng, DEPTHS[ACT], d)
+    return c
+
+
+def bad_norm_fields(rng):
+    """A NORM the protocol refuses: a good one with one field made wrong."""
+    c = norm_fields(rng)
+    d, past = c["d"], int(rng.choice(PAST))
+    longer = NORM_LENGTH + (1 if rng.random() < 0.5 else int(rng.integers(2, NORM_LENGTH + 1)))
+    choices = [dict(d=0), dict(d=int(rng.integers(NORM_LENGTH + 1, 2 ** 16))),
+               # a row longer than norm_length, every row of it in range
+               dict(d=longer, residual_address=min(c["residual_address"], DEPTHS[ACT] - longer), add=0,
+                    columns=min(c["columns"], CONSTANT_WORDS - longer),
+                    out_address=min(c["out_address"], DEPTHS[ACT] - longer)),
+               dict(epsilon=NORM_EPSILON_MAX + 1), dict(epsilon=int(rng.integers(NORM_EPSILON_MAX + 2, 2 ** 48))),
+               dict(residual_address=DEPTHS[ACT] - d + past), dict(residual_address=far_address(rng)),
+               dict(residual_bank=int(rng.integers(ROWS, 256))),
+               dict(add=1, addend_address=DEPTHS[ACT] - d + past), dict(add=1, addend_address=far_address(rng)),
+               dict(add=1, addend_bank=int(rng.integers(ROWS, 256))),
+               dict(columns=CONSTANT_WORDS - d + past), dict(columns=far_address(rng)),
+               dict(out_address=DEPTHS[ACT] - d + past), dict(out_address=far_address(rng)),
+               dict(out_bank=int(rng.integers(ROWS, 256)))]
+    return {**c, **choices[rng.integers(len(choices))]}
+
+
+def sampling_settings(rng):
+    """SAMPLE's settings for sampling as the host makes them: temperatures, top-k and top-p of all
+    kinds, a random state (not 0)."""
+    scale, temperature = float(rng.choice([1e-4, 1e-3, 1e-2, 0.1])), float(rng.choice([0.2, 0.5, 0.8, 1.0, 2.0]))
+    top_k = [None, 1, 5, SAMPLE_CANDIDATES, int(rng.integers(1, 256))][rng.integers(5)]
+    top_p = [None, 0.5, 0.9, 1e-6, float(rng.random())][rng.integers(5)]
+    pre, constant, shift, k, top_p = sampling_parameters(scale, temperature, top_k, top_p)
+    return dict(greedy=0, pre=pre, constant=constant, shift=shift, k=k, top_p=top_p,
+                state=int(rng.integers(1, 2 ** 32)))
+
+
+def sample_fields(rng):
+    """A good SAMPLE: a row of n codes (mostly up to 300, sometimes a whole bank) in range, sampled
+    (settings as the host makes them) or greedy (the settings it ignores sometimes junk)."""
+    roll = rng.random()
+    n = 1 if roll < 0.05 else DEPTHS[ACT] if roll < 0.08 else int(rng.integers(1, 301)) if roll < 0.88 else \
+        int(rng.integers(301, DEPTHS[ACT] + 1))
+    c = dict(n=n, bank=int(rng.integers(ROWS)), address=place(rng, DEPTHS[ACT], n))
+    if rng.random() < 0.75:
+        return {**c, **sampling_settings(rng)}
+    c.update(greedy=1, state=int(rng.integers(0, 2 ** 32)))
+    if rng.random() < 0.5:  # the settings greedy does not use: anything
+        c.update(pre=int(rng.integers(0, 256)), constant=int(rng.integers(0, 2 ** 32)),
+                 shift=int(rng.integers(0, 256)), k=int(rng.integers(0, 256)), top_p=int(rng.integers(0, 2 ** 32)))
+    return c
+
+
+def bad_sample_fields(rng):
+    """A SAMPLE the protocol refuses: a good one with one field made wrong (the settings' checks on a
+    sampled one)."""
+    c = sample_fields(rng)
+    n, past = c["n"], int(rng.choice(PAST))
+    sampled = {**c, **sampling_settings(rng)}
+    choices = [dict(c, n=0), dict(c, greedy=int(rng.integers(2, 256))),
+               dict(c, bank=int(rng.integers(ROWS, 256))),
+               dict(c, address=DEPTHS[ACT] - n + past), dict(c, address=far_address(rng)),
+               dict(c, n=int(rng.integers(DEPTHS[ACT] - c["address"] + 1, 2 ** 16))),  # longer than the bank's rest
+               dict(sampled, k=0), dict(sampled, k=int(rng.integers(SAMPLE_CANDIDATES + 1, 256))),
+               dict(sampled, top_p=0), dict(sampled, top_p=int(rng.integers(2 ** TOP_P_BITS + 1, 2 ** 32))),
+               dict(sampled, pre=int(rng.integers(17, 256))),
+               dict(sampled, constant=int(rng.integers(2 ** CONSTANT_BITS, 2 ** 32)))]
+    return choices[rng.integers(len(choices))]
+
+
+# -- edge data the vector ops read -------------------------------------------------------------
+
+def write_words(pair, space, bank, address, data):
+    """WRITE ``data`` (whole words) from ``address`` of a bank, to both, in as many frames as it takes."""
+    size = WORD_BYTES[space]
+    step = (MAX_PAYLOAD - record_size(ACCESS)) // size * size
+    for at in range(0, len(data), step):
+        head = pack_record(ACCESS, space=space, bank=bank, address=address + at // size)
+        assert pair.command(Opcode.WRITE, head + data[at:at + step]).opcode == Opcode.WRITE | ANSWER
+
+
+def fits(space, bank, address, count):
+    """Whether ``count`` words from ``address`` of ``bank`` exist."""
+    return bank < BANKS[space] and address + count <= DEPTHS[space]
+
+
+def int16_bytes(values):
+    """ACTIVATIONS words' bytes of int16 ``values``."""
+    return np.asarray(values, dtype=np.int64).astype("<i2").tobytes()
+
+
+def norm_edge_rows(rng, d):
+    """(residual, addend) rows of a NORM at the edges: runs of -32768 and 32767, alternating extremes,
+    one spike, flat rows (variance 0, their sum flat too), rows whose sum saturates."""
+    kind = rng.choice(["runs", "alternating", "spike", "flat", "saturating"])
+    if kind == "runs":
+        residual = np.repeat(rng.choice([-32768, 32767], d), rng.integers(1, 9, d))[:d]
+        return residual, rng.choice([-32768, 32767, 0], d)
+    if kind == "alternating":
+        residual = np.where(np.arange(d) % 2, -32768, 32767)
+        return residual, residual[::-1]
+    if kind == "spike":
+        residual = rng.integers(-3, 4, d)
+        residual[rng.integers(d)] = rng.choice([-32768, 32767])
+        return residual, rng.integers(-3, 4, d)
+    if kind == "flat":
+        values = rng.choice([-32768, 32767, 0, int(rng.integers(-32768, 32768))], 2)
+        return np.full(d, values[0]), np.full(d, values[1])
+    sign = rng.choice([-1, 1])
+    return sign * rng.integers(16384, 32768, d), sign * rng.integers(0, 32768, d)
+
+
+def norm_columns(rng, d):
+    """NORM_COLUMN records with gains and biases over their whole range (the records' CONSTANT view
+    keeps a shift of 10..33)."""
+    columns = np.zeros(d, record_dtype(NORM_COLUMN))
+    columns["gain"] = rng.integers(-32768, 32768, d)
+    columns["bias"] = rng.integers(-2 ** 30, 2 ** 30 + 1, d)
+    edges = rng.choice([32767, -32767, -32768, 0, 1], d)
+    columns["gain"] = np.where(rng.random(d) < 0.2, edges, columns["gain"])
+    columns["bias"] = np.where(rng.random(d) < 0.1, rng.choice([-2 ** 30, 2 ** 30, 0], d), columns["bias"])
+    columns["reserved"] = rng.integers(10, 34, d)
+    return columns.tobytes()
+
+
+def sample_edge_row(rng, n):
+    """A row of n logit codes at the edges: every code -32768, ties at the top (few values, or
+    32767 at several places of a random row), the extremes only."""
+    kind = rng.choice(["lowest", "few", "top ties", "extremes"])
+    if kind == "lowest":
+        return np.full(n, -32768)
+    if kind == "few":
+        return rng.choice([int(rng.integers(-32768, 32768)), 7, 6, -32768], n)
+    if kind == "top ties":
+        row = rng.integers(-32768, 32767, n)
+        row[rng.choice(n, min(n, int(rng.integers(2, 6))), replace=False)] = 32767
+        return row
+    return rng.choice([-32768, -32767, 32766, 32767], n)
+
+
+def write_edge_data(pair, rng, opcode, payload):
+    """Before some EMBED, NORM and SAMPLE commands, WRITE (to both) edge data where they read: rows
+    of -128 and 127 and records of small biases and scales up to 300, whose parts and sums saturate
+    only sometimes (EMBED); edge residual and addend rows, full-range columns (NORM); edge logit
+    rows (SAMPLE). Places out of range (a bad command's) are left as they are."""
+    fields = {Opcode.EMBED: EMBED, Opcode.NORM: NORM, Opcode.SAMPLE: SAMPLE}.get(opcode)
+    if fields is None or len(payload) != record_size(fields) or rng.random() < 0.6:
+        return
+    c = unpack_record(fields, payload)
+    if opcode == Opcode.EMBED:
+        d = c["d"]
+        for index, base, constants in (("id", "token_base", "token_constants"),
+                                       ("position", "position_base", "position_constants")):
+            bank, address = c[index] % COLS, c[base] + c[index] // COLS * d
+            if d and rng.random() < 0.5 and fits(WGT, bank, address, d):
+                row = rng.choice([-128, 127, int(rng.integers(-128, 128))], d)
+                write_words(pair, WGT, bank, address, row.astype("i1").tobytes())
+            if rng.random() < 0.7 and fits(CON, 0, c[constants] + c[index], 1):
+                record = np.zeros(1, record_dtype(CONSTANT))
+                record["multiplier"], record["shift"] = multiplier_and_shift(rng.uniform(0.5, 300))
+                record["bias"] = rng.integers(-2 ** 12, 2 ** 12)
+                write_words(pair, CON, 0, c[constants] + c[index], record.tobytes())
+    elif opcode == Opcode.NORM:
+        d = c["d"]
+        if not 0 < d <= NORM_LENGTH:
+            return
+        residual, addend = norm_edge_rows(rng, d)
+        separate = c["add"] and (c["addend_bank"], c["addend_address"]) != (c["residual_bank"], c["residual_address"])
+        if fits(ACT, c["residual_bank"], c["residual_address"], d):
+            write_words(pair, ACT, c["residual_bank"], c["residual_address"], int16_bytes(residual))
+        if separate and fits(ACT, c["addend_bank"], c["addend_address"], d):
+            write_words(pair, ACT, c["addend_bank"], c["addend_address"], int16_bytes(addend))
+        if rng.random() < 0.5 and fits(CON, 0, c["columns"], d):
+            write_words(pair, CON, 0, c["columns"], norm_columns(rng, d))
+    elif c["n"] and fits(ACT, c["bank"], c["address"], c["n"]):
+        write_words(pair, ACT, c["bank"], c["address"], int16_bytes(sample_edge_row(rng, c["n"])))
+
+
 def bad_length_command(rng):
     """A known command whose record is too short or too long."""
     opcode = Opcode(int(rng.choice([Opcode.INFO, Opcode.COUNTERS, Opcode.RESET_COUNTERS, Opcode.READ,
-                                    Opcode.MATMUL, Opcode.WRITE])))
-    size = {Opcode.READ: record_size(READ), Opcode.MATMUL: record_size(MATMUL), Opcode.WRITE: 0}.get(opcode, 0)
+                                    Opcode.MATMUL, Opcode.WRITE, Opcode.EMBED, Opcode.NORM, Opcode.SAMPLE])))
+    size = {Opcode.READ: record_size(READ), Opcode.MATMUL: record_size(MATMUL), Opcode.WRITE: 0,
+            Opcode.EMBED: record_size(EMBED), Opcode.NORM: record_size(NORM),
+            Opcode.SAMPLE: record_size(SAMPLE)}.get(opcode, 0)
     if opcode == Opcode.WRITE:
         length = int(rng.integers(0, record_size(ACCESS)))
     else:
@@ -413,13 +686,15 @@ def bad_length_command(rng):
     return opcode, rng.bytes(length)
 
 
-UNKNOWN_OPCODES = [code for code in range(256) if code not in set(Opcode)]
+UNKNOWN_OPCODES = [code for code in range(256) if code not in set(Opcode)] + [Opcode.TOKEN, Opcode.GENERATE]
+"""Opcodes the small design does not know: none of the contract's, and TOKEN and GENERATE (no programs)."""
 
 
 def random_command(rng, knot_tables):
     """(opcode, payload) of one random command of the mix."""
-    kind = rng.choice(["write", "read", "matmul", "bad matmul", "info", "counters", "reset", "unknown",
-                       "bad length"], p=[0.22, 0.2, 0.3, 0.07, 0.03, 0.06, 0.02, 0.04, 0.06])
+    kind = rng.choice(["write", "read", "matmul", "bad matmul", "embed", "bad embed", "norm", "bad norm", "sample",
+                       "bad sample", "info", "counters", "reset", "unknown", "bad length"],
+                      p=[0.17, 0.14, 0.26, 0.05, 0.05, 0.02, 0.06, 0.02, 0.06, 0.02, 0.02, 0.04, 0.02, 0.03, 0.04])
     if kind == "write":
         return write_command(rng, knot_tables)
     if kind == "read":
@@ -428,6 +703,13 @@ def random_command(rng, knot_tables):
         return Opcode.MATMUL, pack_record(MATMUL, **matmul_fields(rng))
     if kind == "bad matmul":
         return Opcode.MATMUL, pack_record(MATMUL, **bad_matmul_fields(rng))
+    vector_ops = {"embed": (Opcode.EMBED, EMBED, embed_fields), "bad embed": (Opcode.EMBED, EMBED, bad_embed_fields),
+                  "norm": (Opcode.NORM, NORM, norm_fields), "bad norm": (Opcode.NORM, NORM, bad_norm_fields),
+                  "sample": (Opcode.SAMPLE, SAMPLE, sample_fields),
+                  "bad sample": (Opcode.SAMPLE, SAMPLE, bad_sample_fields)}
+    if kind in vector_ops:
+        opcode, fields, make = vector_ops[kind]
+        return opcode, pack_record(fields, **make(rng))
     if kind == "unknown":
         return int(rng.choice(UNKNOWN_OPCODES)), rng.bytes(int(rng.integers(0, 8)))
     if kind == "bad length":
@@ -453,7 +735,7 @@ def test_random_commands_get_the_models_answers(design, board, knot_tables, seed
     assert unpack_record(INFO, info.payload)["gateware_version"] == design[1]
     load_memories(pair, rng, knot_tables)
     pair.command(Opcode.COUNTERS)
-    for _ in range(600):
+    for _ in range(800):
         roll = rng.random()
         if roll < 0.04:
             pair.send(pair.frame)  # a retry: the very same frame again
@@ -462,15 +744,18 @@ def test_random_commands_get_the_models_answers(design, board, knot_tables, seed
         elif roll < 0.07:
             assert pair.send(too_long_frame(pair, rng)).payload == bytes([Error.TOO_LONG])
         else:
-            pair.command(*random_command(rng, knot_tables))
+            command = random_command(rng, knot_tables)
+            write_edge_data(pair, rng, *command)
+            pair.command(*command)
     pair.command(Opcode.COUNTERS)
     memory = read_all(pair)
     pair.command(Opcode.COUNTERS)
     pair.close()
     for (space, bank), data in memory.items():
         assert data == pair.model.memory[space][bank].tobytes()
-    # the mix did exercise both sides: products applied, every kind of refusal
+    # the mix did exercise both sides: products and vector ops applied, every kind of refusal
     assert pair.answers["MATMUL"] > 100 and pair.answers["BAD_ARGUMENT"] > 100
+    assert pair.answers["EMBED"] > 20 and pair.answers["NORM"] > 20 and pair.answers["SAMPLE"] > 20
     assert {"WRITE", "READ", "INFO", "COUNTERS", "RESET_COUNTERS", "UNKNOWN_OPCODE", "TOO_LONG"} <= set(pair.answers)
 
 
