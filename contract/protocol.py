@@ -160,7 +160,7 @@ class Space(enum.IntEnum):
     WEIGHTS = 1      # ``cols`` banks of bytes: matmul operand W, the K and V caches
     CONSTANTS = 2    # one bank of 8-byte words: CONSTANT records (a requantizer's columns), NORM_COLUMNs
     GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
-    PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header
+    PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header (write only)
 
 
 PROGRAM_ENTRY_BYTES = 80

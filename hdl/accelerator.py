@@ -10,7 +10,11 @@ It executes the commands of contract/protocol.py one at a time, each answered on
   result is written;
 * COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors;
 * EMBED, NORM, SAMPLE (where ``norm_length`` is set): the vector ops of :class:`~.vector_ops.VectorOps`,
-  checked, then run; SAMPLE answered with its CHOICE.
+  checked, then run; SAMPLE answered with its CHOICE;
+* TOKEN (where ``program_words`` is set too): the program in the PROGRAM memory (written by WRITE,
+  4 bytes a word) for one token, every op checked by :class:`~.token_sequencer.TokenSequencer`'s
+  first pass before its second runs them through the same states as the link's MATMUL and vector
+  ops; answered with the last SAMPLE's CHOICE.
 
 A retry of a command that changed the device is answered again without being applied again
 (the retry rule and its APPLIED_ONCE commands are contract/protocol.py's).
@@ -27,19 +31,27 @@ from types import SimpleNamespace
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
+from ..contract.program import PROGRAM_VERSION
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, READ, Error, Opcode, Space,
-    pack_record, record_size)
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE,
+    SETTINGS, TOKEN, WORD_BYTES, Error, Opcode, Space, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
-from .commands import RECORD_BYTES, Decoder, RangeCheck, access_refused, matmul_refused, payload_bytes, word_bytes_of
+from .commands import (PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused, matmul_refused,
+                       payload_bytes, word_bytes_of)
 from .framing import FrameReceiver, FrameTransmitter
 from .matmul import MatmulSequencer
 from .results import ResultPath, record_layout
+from .program_fetch import times_constant
+from .token_sequencer import TokenSequencer
 from .vector_ops import VECTOR_OPS, VectorOps
 
-__all__ = ["Accelerator"]
+__all__ = ["PROGRAM_WORD_BYTES", "Accelerator"]
+
+PROGRAM_WORD_BYTES = 4
+"""Bytes of a word of the PROGRAM memory as the gateware holds it: a program entry is read in 20 cycles."""
 
 
 class Accelerator(wiring.Component):
@@ -54,6 +66,8 @@ class Accelerator(wiring.Component):
     softmax_length : the longest softmax row (the model's context)
     max_payload : the frame buffer, in bytes
     norm_length : the longest NORM row; 0: no vector ops (EMBED, NORM, SAMPLE are unknown opcodes)
+    program_words : PROGRAM words (program entries, the header's included); 0: no programs (TOKEN is
+        unknown). Programs need the vector ops
     timeout_cycles : cycles of silence inside a frame after which it is TRUNCATED
     clock_hz : reported by INFO
     gateware_version : reported by INFO (see :mod:`neofpga.contract.gateware_version`)
@@ -63,22 +77,30 @@ class Accelerator(wiring.Component):
     o: Out(stream.Signature(8))
 
     def __init__(self, *, rows, cols, activation_words, weight_words, constant_words, gelu_tables=4,
-                 softmax_length=256, max_payload=4096, norm_length=0, timeout_cycles=1_000_000, clock_hz=0,
-                 gateware_version=0):
+                 softmax_length=256, max_payload=4096, norm_length=0, program_words=0, timeout_cycles=1_000_000,
+                 clock_hz=0, gateware_version=0):
+        if program_words and not norm_length:
+            raise ValueError("a program's ops need the vector ops: give norm_length with program_words")
         self.rows, self.cols = rows, cols
         self.depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
                        Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables}
         self.gelu_tables, self.softmax_length = gelu_tables, softmax_length
         self.max_payload, self.timeout_cycles = max_payload, timeout_cycles
-        self.norm_length = norm_length
+        self.norm_length, self.program_words = norm_length, program_words
+        self.spaces = PROGRAM_SPACES if program_words else SPACES
+        if program_words:
+            self.depths[Space.PROGRAM] = program_words
         self.record_bytes = dict(RECORD_BYTES)
         if norm_length:
             self.record_bytes.update({opcode: record_size(fields) for opcode, fields in VECTOR_OPS.items()})
+        if program_words:
+            self.record_bytes[Opcode.TOKEN] = record_size(TOKEN)
         self.info = pack_record(
             INFO, magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
             constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
-            softmax_length=softmax_length, clock_hz=clock_hz, norm_length=norm_length)
+            softmax_length=softmax_length, clock_hz=clock_hz, norm_length=norm_length,
+            program_version=PROGRAM_VERSION if program_words else 0, program_words=program_words)
         self.address_width = max(d - 1 for d in self.depths.values()).bit_length()
         super().__init__()
 
@@ -122,7 +144,8 @@ class Accelerator(wiring.Component):
 
         # -- the command: its header, its record and the checks (commands.py) -------------------
         opcode, sequence, length = Signal(8), Signal(8), Signal(16, name="length")
-        record = Signal(8 * record_size(MATMUL))
+        record = Signal(8 * record_size(MATMUL))  # the longest record
+        operation = Signal(8) if self.program_words else opcode  # the op that runs: the command's, or a program's
         access = data.View(record_layout(READ), record[:8 * record_size(READ)])
         matmul = data.View(record_layout(MATMUL), record)
         m.d.comb += results.command.eq(matmul)
@@ -154,16 +177,16 @@ class Accelerator(wiring.Component):
         if vector is None:
             m.d.comb += [banks.space.eq(access.space), banks.bank.eq(access.bank)]
         else:  # a running vector op reads through the same port
-            m.d.comb += [vector.opcode.eq(opcode), vector.record.eq(record), vector.word.eq(banks.read_word),
+            m.d.comb += [vector.opcode.eq(operation), vector.record.eq(record), vector.word.eq(banks.read_word),
                          banks.space.eq(Mux(vector.busy, vector.space, access.space)),
                          banks.bank.eq(Mux(vector.busy, vector.bank, access.bank))]
-        word_bytes = Signal(range(13))
-        m.d.comb += word_bytes.eq(word_bytes_of(access.space))
+        word_bytes = Signal(range(max(13, max(WORD_BYTES[space] for space in self.spaces) + 1)))
+        m.d.comb += word_bytes.eq(word_bytes_of(access.space, self.spaces))
         word = Signal(CONSTANT_WIDTH)  # WRITE's word so far, or READ's
         byte_in_word = Signal(range(13))
         word_count = Signal(17)
         byte_count = Signal(21)
-        m.d.comb += byte_count.eq(payload_bytes(access.space, word_count))
+        m.d.comb += byte_count.eq(payload_bytes(access.space, word_count, self.spaces))
         remaining = Signal(17)
         reading = Signal()            # READ's address is read this cycle
         read_address = Signal(aw)
@@ -187,10 +210,12 @@ class Accelerator(wiring.Component):
         m.d.comb += info.addr.eq(sent)  # ANSWER_PAYLOAD moves it on a byte as it sends one
         payload_byte = Signal(8)
 
+        program = self._program_parts(m) if self.program_words else None
+
         # what the groups of states share: the parts and the signals
-        s = SimpleNamespace(
+        s = SimpleNamespace(program=program,
             rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
-            opcode=opcode, sequence=sequence, length=length, record=record, access=access, matmul=matmul,
+            opcode=opcode, operation=operation, sequence=sequence, length=length, record=record, access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
             answer_opcode=answer_opcode, answer_length=answer_length, error_code=error_code, sent=sent,
@@ -209,6 +234,8 @@ class Accelerator(wiring.Component):
             self._matmul_states(m, s)
             if vector is not None:
                 self._vector_states(m, s)
+            if program is not None:
+                self._program_states(m, s)
             self._answer_states(m, s)
             self._read_answer_states(m, s)
             self._done_state(m, s)
@@ -224,6 +251,99 @@ class Accelerator(wiring.Component):
         m.d.sync += s.sent.eq(0)
         m.next = "ANSWER_HEADER"
 
+    def _finish_op(self, m, s, code=None, payload_length=0):
+        """The end of a MATMUL or a vector op: the command's answer, or in a program its verdict."""
+        if s.program is None:
+            self._answer(m, s, code, payload_length)
+            return
+        with m.If(s.program.in_program):
+            m.d.sync += s.program.refused.eq(code is not None)
+            m.next = "PROGRAM_VERDICT"
+        with m.Else():
+            self._answer(m, s, code, payload_length)
+
+    def _program_parts(self, m):
+        """The PROGRAM memory, the token sequencer, and the registers of a running TOKEN."""
+        depth = self.program_words * (PROGRAM_ENTRY_BYTES // PROGRAM_WORD_BYTES)
+        m.submodules.program = program = memory.Memory(shape=8 * PROGRAM_WORD_BYTES, depth=depth, init=[])
+        write, read = program.write_port(granularity=8), program.read_port()
+        m.submodules.tokens = tokens = TokenSequencer(self.program_words, bits_for(depth - 1), PROGRAM_WORD_BYTES)
+        m.d.comb += [read.addr.eq(tokens.addr), tokens.data.eq(read.data)]
+        return SimpleNamespace(
+            write=write, tokens=tokens,
+            byte=Signal(bits_for(depth * PROGRAM_WORD_BYTES), name="program_byte"),  # WRITE's next byte
+            in_program=Signal(name="in_program"),      # a TOKEN runs: ops end in a verdict, not an answer
+            run=Signal(name="program_run"),            # the op is to run (not only to be checked)
+            refused=Signal(name="program_refused"),    # the op's verdict
+            settings=Signal(8 * record_size(SETTINGS) - 32, name="program_settings"),  # TOKEN's, but the state
+            state=Signal(32, name="program_state"))    # the PRNG's, chained through the SAMPLEs
+
+    @staticmethod
+    def _start_token(m, s):
+        """TOKEN: its settings kept for the program's SAMPLEs, its id and position to the sequencer."""
+        assert SETTINGS[-1] == ("state", 4, False)  # the state is the settings' last field
+        token = data.View(record_layout(TOKEN), s.record[:8 * record_size(TOKEN)])
+        settings = s.record[8 * (record_size(TOKEN) - record_size(SETTINGS)):]
+        m.d.sync += [s.program.settings.eq(settings), s.program.state.eq(token.state), s.program.in_program.eq(1)]
+        m.next = "TOKEN_START"
+
+    def _program_states(self, m, s):
+        """WRITE_PROGRAM, TOKEN_START, PROGRAM_OP, PROGRAM_DISPATCH, PROGRAM_VERDICT: the PROGRAM
+        memory's bytes, and a TOKEN's ops (checked, then run) through the MATMUL and vector states."""
+        p, tokens = s.program, s.program.tokens
+        with m.State("WRITE_PROGRAM"):  # payload bytes into the memory, one a cycle
+            take = s.fetched & (s.byte_index != s.length)
+            m.d.comb += s.rx.payload_addr.eq(Mux(take, s.byte_index + 1, s.byte_index))
+            with m.If(s.byte_index == s.length):
+                self._answer(m, s, payload_length=0)
+            with m.Elif(~s.fetched):
+                m.d.sync += s.fetched.eq(1)
+            with m.Else():
+                m.d.comb += [p.write.addr.eq(p.byte[2:]), p.write.data.eq(Cat(*[s.rx.payload_data] * PROGRAM_WORD_BYTES)),
+                             p.write.en.eq(1 << p.byte[:2])]
+                m.d.sync += [s.byte_index.eq(s.byte_index + 1), p.byte.eq(p.byte + 1)]
+
+        with m.State("TOKEN_START"):
+            token = data.View(record_layout(TOKEN), s.record[:8 * record_size(TOKEN)])
+            m.d.comb += [tokens.i.valid.eq(1), tokens.i.payload.token.eq(token.id),
+                         tokens.i.payload.position.eq(token.position)]
+            with m.If(tokens.i.ready):
+                m.next = "PROGRAM_OP"
+
+        with m.State("PROGRAM_OP"):  # the next op, or the token's verdict
+            entry = tokens.op.payload.entry
+            op_record = entry.record[:len(s.record)]
+            settings_at = 8 * (record_size(SAMPLE) - record_size(SETTINGS))
+            with m.If(tokens.op.valid):
+                m.d.comb += tokens.op.ready.eq(1)
+                with m.If(entry.opcode == Opcode.SAMPLE):  # a program's SAMPLE chooses with TOKEN's settings
+                    m.d.sync += s.record.eq(Cat(op_record[:settings_at], p.settings, p.state,
+                                                op_record[settings_at + 8 * record_size(SETTINGS):]))
+                with m.Else():
+                    m.d.sync += s.record.eq(op_record)
+                m.d.sync += [s.operation.eq(entry.opcode), p.run.eq(tokens.op.payload.run)]
+                m.next = "PROGRAM_DISPATCH"
+            with m.Elif(tokens.o.valid):
+                m.d.comb += tokens.o.ready.eq(1)
+                m.d.sync += p.in_program.eq(0)
+                with m.If(tokens.o.payload):
+                    self._answer(m, s, Error.BAD_ARGUMENT)
+                with m.Else():
+                    self._answer(m, s, payload_length=record_size(CHOICE))
+
+        with m.State("PROGRAM_DISPATCH"):  # program entries hold only these ops (others are malformed)
+            m.d.comb += s.vector.check_only.eq(~p.run)
+            with m.If(s.operation == Opcode.MATMUL):
+                m.next = "CHECK_MATMUL"
+            with m.Else():
+                m.d.comb += s.vector.start.eq(1)
+                m.next = "VECTOR"
+
+        with m.State("PROGRAM_VERDICT"):
+            m.d.comb += [tokens.verdict.valid.eq(1), tokens.verdict.payload.eq(p.refused)]
+            with m.If(tokens.verdict.ready):
+                m.next = "PROGRAM_OP"
+
     def _command_states(self, m, s):
         """IDLE, CHECK, LOAD_RECORD, DISPATCH: take a frame, check its header, load its record, act on its opcode."""
         with m.State("IDLE"):
@@ -231,6 +351,8 @@ class Accelerator(wiring.Component):
                 frame = s.rx.frame.payload
                 m.d.sync += [s.opcode.eq(frame.opcode), s.sequence.eq(frame.sequence), s.length.eq(frame.length),
                              s.byte_index.eq(0), s.fetched.eq(0), s.record.eq(0)]
+                if s.program is not None:
+                    m.d.sync += s.operation.eq(frame.opcode)
                 with m.If(frame.error != 0):
                     m.d.sync += [s.answer_opcode.eq(ERROR), s.answer_length.eq(1), s.error_code.eq(frame.error),
                                  s.sent.eq(0)]
@@ -240,8 +362,9 @@ class Accelerator(wiring.Component):
 
         with m.State("CHECK"):
             is_retry = (s.opcode == s.previous_opcode) & (s.sequence == s.previous_sequence) & s.previous_applied
-            with m.If(is_retry):
-                self._answer(m, s, payload_length=0)
+            with m.If(is_retry):  # TOKEN's CHOICE is still the vector ops' (no command has run since)
+                self._answer(m, s, payload_length=0 if s.program is None else
+                             Mux(s.opcode == Opcode.TOKEN, record_size(CHOICE), 0))
             with m.Elif(~s.decoder.known):
                 self._answer(m, s, Error.UNKNOWN_OPCODE)
             with m.Elif((s.opcode == Opcode.WRITE) & (s.length < s.decoder.record_length)):
@@ -283,6 +406,9 @@ class Accelerator(wiring.Component):
                     with m.Case(*VECTOR_OPS):
                         m.d.comb += s.vector.start.eq(1)
                         m.next = "VECTOR"
+                if s.program is not None:
+                    with m.Case(Opcode.TOKEN):
+                        self._start_token(m, s)
 
     def _transfer_states(self, m, s):
         """COUNT_WORDS, CHECK_ACCESS, ACCESS_VERDICT, WRITE: check a WRITE or READ, write WRITE's words."""
@@ -297,7 +423,8 @@ class Accelerator(wiring.Component):
         with m.State("CHECK_ACCESS"):
             m.d.sync += s.refused.eq(access_refused(
                 s.opcode, s.access, s.word_count, s.remaining, s.byte_count,
-                rows=self.rows, cols=self.cols, depths=self.depths, max_payload=self.max_payload))
+                rows=self.rows, cols=self.cols, depths=self.depths, max_payload=self.max_payload,
+                spaces=self.spaces))
             m.next = "ACCESS_VERDICT"
 
         with m.State("ACCESS_VERDICT"):
@@ -306,6 +433,10 @@ class Accelerator(wiring.Component):
             with m.Elif(s.opcode == Opcode.WRITE):
                 m.d.sync += [s.write_address.eq(s.access.address), s.byte_in_word.eq(0), s.fetched.eq(0)]
                 m.next = "WRITE"
+                if s.program is not None:
+                    with m.If(s.access.space == Space.PROGRAM):
+                        m.d.sync += s.program.byte.eq(times_constant(s.access.address, PROGRAM_ENTRY_BYTES))
+                        m.next = "WRITE_PROGRAM"
             with m.Else():
                 m.d.sync += s.read_address.eq(s.access.address)
                 self._answer(m, s, payload_length=s.byte_count[:16])
@@ -336,7 +467,7 @@ class Accelerator(wiring.Component):
 
         with m.State("MATMUL_VERDICT"):
             with m.If(s.refused):
-                self._answer(m, s, Error.BAD_ARGUMENT)
+                self._finish_op(m, s, Error.BAD_ARGUMENT)
             with m.Else():
                 m.d.comb += s.ranges.start.eq(1)
                 m.next = "CHECK_RANGES"
@@ -348,7 +479,10 @@ class Accelerator(wiring.Component):
         with m.State("RANGES_VERDICT"):
             m.next = "CHECK_RANGES"
             with m.If(s.refused):
-                self._answer(m, s, Error.BAD_ARGUMENT)
+                self._finish_op(m, s, Error.BAD_ARGUMENT)
+            if s.program is not None:
+                with m.Elif(s.ranges_done & s.program.in_program & ~s.program.run):  # checked, not to run
+                    self._finish_op(m, s)
             with m.Elif(s.ranges_done):
                 m.d.sync += [s.multiplicand.eq(s.matmul.m), s.multiplier.eq(s.matmul.k), s.product.eq(0),
                              s.second_factor.eq(0)]
@@ -386,15 +520,21 @@ class Accelerator(wiring.Component):
                 m.next = "MATMUL_DONE"
 
         with m.State("MATMUL_DONE"):  # a cycle between the result path and the answer, for timing
-            self._answer(m, s, payload_length=0)
+            self._finish_op(m, s)
 
     def _vector_states(self, m, s):
         """VECTOR: an EMBED, NORM or SAMPLE, checked and (if good) run by the vector ops."""
         with m.State("VECTOR"):
             with m.If(s.vector.checked & s.vector.refused):
-                self._answer(m, s, Error.BAD_ARGUMENT)
+                self._finish_op(m, s, Error.BAD_ARGUMENT)
+            if s.program is not None:
+                with m.Elif(s.vector.checked & s.program.in_program & ~s.program.run):  # a program's check pass
+                    self._finish_op(m, s)
             with m.Elif(s.vector.done):
-                self._answer(m, s, payload_length=Mux(s.opcode == Opcode.SAMPLE, record_size(CHOICE), 0))
+                if s.program is not None:  # a program's SAMPLEs chain the PRNG's state
+                    with m.If(s.operation == Opcode.SAMPLE):
+                        m.d.sync += s.program.state.eq(s.vector.choice.state)
+                self._finish_op(m, s, payload_length=Mux(s.opcode == Opcode.SAMPLE, record_size(CHOICE), 0))
 
     def _answer_states(self, m, s):
         """ANSWER_HEADER, ANSWER_PAYLOAD: send the answer's header, then its payload (READ's from READ_FETCH)."""
@@ -417,8 +557,9 @@ class Accelerator(wiring.Component):
                     m.d.comb += s.payload_byte.eq(s.info.data)
                     with m.If(s.tx.payload.ready):
                         m.d.comb += s.info.addr.eq(s.sent + 1)
-                if s.vector is not None:
-                    with m.Elif(s.answer_opcode == (Opcode.SAMPLE | ANSWER)):
+                if s.vector is not None:  # SAMPLE's CHOICE, or TOKEN's (its last SAMPLE's)
+                    with m.Elif((s.answer_opcode == (Opcode.SAMPLE | ANSWER))
+                                | (s.answer_opcode == (Opcode.TOKEN | ANSWER))):
                         m.d.comb += s.payload_byte.eq(s.vector.choice.as_value().word_select(s.sent[:3], 8))
                 with m.Else():
                     m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:5], 8))

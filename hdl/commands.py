@@ -64,34 +64,46 @@ class Decoder(wiring.Component):
 
 
 SPACES = (Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU)
-"""The memories the gateware holds (not yet PROGRAM: its INFO reports no program words)."""
+"""The memories of every device; one that runs programs has :data:`PROGRAM_SPACES`."""
+PROGRAM_SPACES = SPACES + (Space.PROGRAM,)
 
 
-def word_bytes_of(space):
-    """The bytes of a word of ``space`` (indexed by its low two bits)."""
-    return Array(Const(WORD_BYTES[s], 4) for s in SPACES)[space[:2]]
+def _select(spaces, space):
+    """The index of ``space`` among ``spaces`` (its low bits: the spaces are 0, 1, ...)."""
+    return space[:max(1, (len(spaces) - 1).bit_length())]
 
 
-def payload_bytes(space, words):
+def word_bytes_of(space, spaces=SPACES):
+    """The bytes of a word of ``space``, one of ``spaces``."""
+    width = max(4, max(WORD_BYTES[s] for s in spaces).bit_length())
+    return Array(Const(WORD_BYTES[s], width) for s in spaces)[_select(spaces, space)]
+
+
+def payload_bytes(space, words, spaces=SPACES):
     """``words * word_bytes_of(space)``, by shifts and adds: no multiplier on this path."""
-    return Array(sum(words << bit for bit in range(4) if WORD_BYTES[s] >> bit & 1) for s in SPACES)[space[:2]]
+    return Array(sum(words << bit for bit in range(WORD_BYTES[s].bit_length()) if WORD_BYTES[s] >> bit & 1)
+                 for s in spaces)[_select(spaces, space)]
 
 
-def access_refused(opcode, access, words, remaining, byte_count, *, rows, cols, depths, max_payload):
+def access_refused(opcode, access, words, remaining, byte_count, *, rows, cols, depths, max_payload,
+                   spaces=SPACES):
     """Whether a WRITE or READ of ``words`` words is refused (BAD_ARGUMENT).
 
     ``access`` is the command's ACCESS (or READ) record, ``remaining`` the bytes of WRITE's payload
     left over after its whole words, ``byte_count`` the bytes of the words (those of a READ's
     answer), ``depths`` the words of each space's banks. Refused: an unknown space or bank, a
-    WRITE payload that is not whole words, a READ of the GELU space (write only), an answer longer
-    than ``max_payload`` bytes, or words past the end of the bank.
+    WRITE payload that is not whole words, a READ of the GELU or PROGRAM space (write only), an
+    answer longer than ``max_payload`` bytes, or words past the end of the bank. ``spaces``: the
+    device's memories.
     """
-    space = access.space
-    banks = Array(Const(n, 9) for n in (rows, cols, 1, 1))[space[:2]]
-    depth = Array(Const(depths[s], 33) for s in SPACES)[space[:2]]
+    space, index = access.space, _select(spaces, access.space)
+    banks = Array(Const(n, 9) for n in (rows, cols, 1, 1, 1)[:len(spaces)])[index]
+    depth = Array(Const(depths[s], 33) for s in spaces)[index]
     readable = (opcode == Opcode.WRITE) | (space != Space.GELU)
+    if Space.PROGRAM in spaces:
+        readable &= (opcode == Opcode.WRITE) | (space != Space.PROGRAM)
     fits = byte_count <= max_payload
-    return ((space > Space.GELU) | (access.bank >= banks) | (remaining != 0) | ~readable | ~fits
+    return ((space > spaces[-1]) | (access.bank >= banks) | (remaining != 0) | ~readable | ~fits
             | (access.address + words > depth))
 
 

@@ -61,7 +61,9 @@ class VectorOps(wiring.Component):
         The op and its record (the low bytes of ``record``), held from ``start`` until ``done``
         (or a refusal).
     start : In(1)
-        Check the op; if it is good, run it at once.
+        Check the op; if it is good, run it at once (unless ``check_only``).
+    check_only : In(1)
+        With ``start``: only check the op (a program's check pass).
     checked, refused : Out(1)
         ``checked`` is set for one cycle once the checks are done, with ``refused`` their verdict
         (the reference device's BAD_ARGUMENT); a refused op changes nothing.
@@ -85,7 +87,7 @@ class VectorOps(wiring.Component):
         self.norm_length, self.address_width = norm_length, address_width
         super().__init__({
             "opcode": In(8), "record": In(8 * record_size(MATMUL)),
-            "start": In(1), "checked": Out(1), "refused": Out(1), "busy": Out(1), "done": Out(1),
+            "start": In(1), "check_only": In(1), "checked": Out(1), "refused": Out(1), "busy": Out(1), "done": Out(1),
             "choice": Out(record_layout(CHOICE)),
             "reading": Out(1), "space": Out(8), "bank": Out(8), "address": Out(address_width),
             "word": In(CONSTANT_WIDTH),
@@ -102,6 +104,7 @@ class VectorOps(wiring.Component):
                                for fields in (EMBED, NORM, SAMPLE))
         opcode = self.opcode
         column_shift = exact_log2(self.cols)
+        check_only = Signal()
 
         # EMBED's row starts, token_base + (id // cols) * d and likewise, found by the check
         token_row, position_row = Signal(34), Signal(34)
@@ -152,7 +155,7 @@ class VectorOps(wiring.Component):
                     m.d.sync += [token_row.eq(embed.token_base), position_row.eq(embed.position_base),
                                  token_left.eq(embed.id >> column_shift),
                                  position_left.eq(embed.position >> column_shift),
-                                 addend_d.eq(embed.d), steps.eq(PRODUCT_BITS)]
+                                 addend_d.eq(embed.d), steps.eq(PRODUCT_BITS), check_only.eq(self.check_only)]
                     m.next = "ROWS"
             with m.State("ROWS"):  # EMBED's row starts by shift and add (no multiplier)
                 m.d.sync += [token_row.eq(token_row + Mux(token_left[0], addend_d, 0)),
@@ -167,7 +170,7 @@ class VectorOps(wiring.Component):
             with m.State("VERDICT"):
                 m.d.comb += self.checked.eq(1)
                 m.d.sync += [index.eq(0), second.eq(0), written.eq(0), column_index.eq(0)]
-                with m.If(self.refused):
+                with m.If(self.refused | check_only):
                     m.next = "IDLE"
                 with m.Elif(opcode == Opcode.EMBED):
                     m.next = "EMBED_RECORDS"

@@ -101,6 +101,7 @@ def test_bad_accesses_are_refused():
     assert refused(model, Opcode.WRITE, access(space=CON) + bytes(13))
     assert refused(model, Opcode.WRITE, bytes(5))                               # no ACCESS record
     assert refused(model, Opcode.READ, pack_record(READ, space=GELU, words=1))  # GELU is write only
+    assert refused(model, Opcode.READ, pack_record(READ, space=Space.PROGRAM, words=1))  # and so is PROGRAM
     assert refused(model, Opcode.READ, pack_record(READ, space=WGT, bank=0, address=10, words=7))
     assert refused(model, Opcode.READ, pack_record(READ, space=ACT, words=16) + b"x")
     big = small_device(activation_words=64)
