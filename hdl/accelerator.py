@@ -14,7 +14,10 @@ It executes the commands of contract/protocol.py one at a time, each answered on
 * TOKEN (where ``program_words`` is set too): the program in the PROGRAM memory (written by WRITE,
   4 bytes a word) for one token, every op checked by :class:`~.token_sequencer.TokenSequencer`'s
   first pass before its second runs them through the same states as the link's MATMUL and vector
-  ops; answered with the last SAMPLE's CHOICE.
+  ops; answered with the last SAMPLE's CHOICE;
+* GENERATE: every prompt token's program checked, then run (all but the last choosing greedily),
+  then each id chosen streamed in a STREAM frame and run, until the count, EOS or the context; a
+  byte arriving while it runs stops it between two tokens (INTERRUPTED).
 
 A retry of a command that changed the device is answered again without being applied again
 (the retry rule and its APPLIED_ONCE commands are contract/protocol.py's).
@@ -36,8 +39,8 @@ from amaranth.utils import bits_for
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COUNTERS, ERROR, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE,
-    SETTINGS, TOKEN, WORD_BYTES, Error, Opcode, Space, pack_record, record_size)
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COUNTERS, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE,
+    SETTINGS, STREAM, STREAMED, TOKEN, WORD_BYTES, Error, Opcode, Space, Stop, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
 from .commands import (PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused, matmul_refused,
                        payload_bytes, word_bytes_of)
@@ -94,7 +97,7 @@ class Accelerator(wiring.Component):
         if norm_length:
             self.record_bytes.update({opcode: record_size(fields) for opcode, fields in VECTOR_OPS.items()})
         if program_words:
-            self.record_bytes[Opcode.TOKEN] = record_size(TOKEN)
+            self.record_bytes.update({Opcode.TOKEN: record_size(TOKEN), Opcode.GENERATE: record_size(GENERATE)})
         self.info = pack_record(
             INFO, magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
@@ -276,7 +279,18 @@ class Accelerator(wiring.Component):
             run=Signal(name="program_run"),            # the op is to run (not only to be checked)
             refused=Signal(name="program_refused"),    # the op's verdict
             settings=Signal(8 * record_size(SETTINGS) - 32, name="program_settings"),  # TOKEN's, but the state
-            state=Signal(32, name="program_state"))    # the PRNG's, chained through the SAMPLEs
+            state=Signal(32, name="program_state"),    # the PRNG's, chained through the SAMPLEs
+            force_greedy=Signal(name="force_greedy"),  # a GENERATE's prompt token before the last
+            generating=Signal(name="generating"),      # a GENERATE runs: its tokens end in GENERATE_TOKEN_DONE
+            checking=Signal(name="generate_checking"),  # ... and checks its prompt (the tokens run nothing)
+            position=Signal(17, name="generate_position"),  # the token's position
+            token=Signal(16, name="generate_token"),   # its id: the prompt's, or the last one chosen
+            index=Signal(16, name="generate_index"),   # the ids streamed before the last one chosen
+            start=Signal(16, name="generate_start"),   # GENERATE's fields, kept while its tokens run
+            count=Signal(16, name="generate_count"), eos=Signal(16, name="generate_eos"),
+            stop_at_eos=Signal(8, name="generate_stop_at_eos"),
+            generated=Signal(record_layout(GENERATED), name="generated"),  # its answer, kept for a retry
+            streamed=Signal(8 * record_size(STREAMED), name="streamed"))
 
     @staticmethod
     def _start_token(m, s):
@@ -284,7 +298,8 @@ class Accelerator(wiring.Component):
         assert SETTINGS[-1] == ("state", 4, False)  # the state is the settings' last field
         token = data.View(record_layout(TOKEN), s.record[:8 * record_size(TOKEN)])
         settings = s.record[8 * (record_size(TOKEN) - record_size(SETTINGS)):]
-        m.d.sync += [s.program.settings.eq(settings), s.program.state.eq(token.state), s.program.in_program.eq(1)]
+        m.d.sync += [s.program.settings.eq(settings), s.program.state.eq(token.state), s.program.in_program.eq(1),
+                     s.program.force_greedy.eq(0)]
         m.next = "TOKEN_START"
 
     def _program_states(self, m, s):
@@ -317,12 +332,17 @@ class Accelerator(wiring.Component):
             with m.If(tokens.op.valid):
                 m.d.comb += tokens.op.ready.eq(1)
                 with m.If(entry.opcode == Opcode.SAMPLE):  # a program's SAMPLE chooses with TOKEN's settings
-                    m.d.sync += s.record.eq(Cat(op_record[:settings_at], p.settings, p.state,
+                    greedy = Mux(p.force_greedy, 1, p.settings[:8])
+                    m.d.sync += s.record.eq(Cat(op_record[:settings_at], greedy, p.settings[8:], p.state,
                                                 op_record[settings_at + 8 * record_size(SETTINGS):]))
                 with m.Else():
                     m.d.sync += s.record.eq(op_record)
                 m.d.sync += [s.operation.eq(entry.opcode), p.run.eq(tokens.op.payload.run)]
                 m.next = "PROGRAM_DISPATCH"
+            with m.Elif(tokens.o.valid & p.generating):
+                m.d.comb += tokens.o.ready.eq(1)
+                m.d.sync += p.refused.eq(tokens.o.payload)
+                m.next = "GENERATE_TOKEN_DONE"
             with m.Elif(tokens.o.valid):
                 m.d.comb += tokens.o.ready.eq(1)
                 m.d.sync += p.in_program.eq(0)
@@ -339,10 +359,93 @@ class Accelerator(wiring.Component):
                 m.d.comb += s.vector.start.eq(1)
                 m.next = "VECTOR"
 
+        self._generate_states(m, s)
+
         with m.State("PROGRAM_VERDICT"):
             m.d.comb += [tokens.verdict.valid.eq(1), tokens.verdict.payload.eq(p.refused)]
             with m.If(tokens.verdict.ready):
                 m.next = "PROGRAM_OP"
+
+    def _generate_states(self, m, s):
+        """GENERATE to GENERATE_NEXT: the prompt's tokens checked (check pass only), then run, then
+        the loop: an id streamed, the stops, the id run."""
+        p, tokens, rx = s.program, s.program.tokens, s.rx
+        g = data.View(record_layout(GENERATE), s.record[:8 * record_size(GENERATE)])
+        prompt_at = record_size(GENERATE)  # the payload's byte of the first id
+        more_prompt = s.byte_index != s.length
+
+        def finish(m, code=None, payload_length=0):
+            m.d.sync += [p.generating.eq(0), p.in_program.eq(0)]
+            self._answer(m, s, code, payload_length)
+
+        def next_id(m, position):
+            m.d.sync += [p.position.eq(position), s.fetched.eq(0), s.byte_in_word.eq(0)]
+            m.next = "GENERATE_ID"
+
+        with m.State("GENERATE"):  # the record kept (a program's ops load theirs in its place)
+            with m.If(g.count == 0):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Else():
+                m.d.sync += [p.settings.eq(s.record[8 * (prompt_at - record_size(SETTINGS)):]), p.state.eq(g.state),
+                             p.start.eq(g.position), p.count.eq(g.count), p.eos.eq(g.eos),
+                             p.stop_at_eos.eq(g.stop_at_eos), p.index.eq(0),
+                             p.generating.eq(1), p.checking.eq(1), p.in_program.eq(1)]
+                next_id(m, g.position)
+
+        with m.State("GENERATE_ID"):  # the prompt's next id from the frame, a byte every two cycles
+            with m.If(~s.fetched):
+                m.d.sync += s.fetched.eq(1)
+            with m.Else():
+                m.d.sync += [p.token.word_select(s.byte_in_word[0], 8).eq(rx.payload_data),
+                             s.byte_index.eq(s.byte_index + 1), s.fetched.eq(0), s.byte_in_word.eq(s.byte_in_word + 1)]
+                with m.If(s.byte_in_word[0]):
+                    m.next = "GENERATE_TOKEN"
+
+        with m.State("GENERATE_TOKEN"):  # a token to the sequencer: checked only, or run
+            m.d.sync += p.force_greedy.eq(more_prompt)
+            with m.If(~p.checking & self.i.valid):  # a byte arrived: stop between two tokens
+                finish(m, Error.INTERRUPTED)
+            with m.Elif(p.position[16]):  # past any context
+                finish(m, Error.BAD_ARGUMENT)
+            with m.Else():
+                m.d.comb += [tokens.i.valid.eq(1), tokens.i.payload.token.eq(p.token),
+                             tokens.i.payload.position.eq(p.position), tokens.i.payload.check_only.eq(p.checking)]
+                with m.If(tokens.i.ready):
+                    m.next = "PROGRAM_OP"
+
+        with m.State("GENERATE_TOKEN_DONE"):
+            with m.If(p.refused):  # a prompt token (nothing has run), or a generated one
+                finish(m, Error.BAD_ARGUMENT)
+            with m.Elif(more_prompt):
+                next_id(m, p.position + 1)
+            with m.Elif(p.checking):  # every prompt token checked: run them from the first
+                m.d.sync += [p.checking.eq(0), s.byte_index.eq(prompt_at)]
+                next_id(m, p.start)
+            with m.Else():  # an id chosen: streamed
+                m.d.sync += [p.token.eq(s.vector.choice.id),
+                             p.streamed.eq(Cat(p.index, s.vector.choice.id, s.vector.choice.state)),
+                             s.answer_opcode.eq(STREAM), s.answer_length.eq(record_size(STREAMED)), s.sent.eq(0)]
+                m.next = "ANSWER_HEADER"
+
+        with m.State("GENERATE_NEXT"):  # after the STREAM frame: stop, or run the id at the next position
+            stop = Signal(Stop, name="generate_stop")
+            stopping = Signal()
+            m.d.comb += stopping.eq(1)
+            with m.If((p.stop_at_eos != 0) & (p.token == p.eos)):
+                m.d.comb += stop.eq(Stop.EOS)
+            with m.Elif(p.position + 2 >= tokens.context):  # the id's position is the context's last
+                m.d.comb += stop.eq(Stop.CONTEXT)
+            with m.Elif(p.index + 1 == p.count):
+                m.d.comb += stop.eq(Stop.COUNT)
+            with m.Else():
+                m.d.comb += stopping.eq(0)
+            with m.If(stopping):
+                m.d.sync += [p.generated.count.eq(p.index + 1), p.generated.stop.eq(stop),
+                             p.generated.state.eq(p.state)]
+                finish(m, payload_length=record_size(GENERATED))
+            with m.Else():
+                m.d.sync += [p.index.eq(p.index + 1), p.position.eq(p.position + 1)]
+                m.next = "GENERATE_TOKEN"
 
     def _command_states(self, m, s):
         """IDLE, CHECK, LOAD_RECORD, DISPATCH: take a frame, check its header, load its record, act on its opcode."""
@@ -362,14 +465,22 @@ class Accelerator(wiring.Component):
 
         with m.State("CHECK"):
             is_retry = (s.opcode == s.previous_opcode) & (s.sequence == s.previous_sequence) & s.previous_applied
-            with m.If(is_retry):  # TOKEN's CHOICE is still the vector ops' (no command has run since)
+            # a retry's answer again: TOKEN's CHOICE is still the vector ops', GENERATE's in its register
+            with m.If(is_retry):
                 self._answer(m, s, payload_length=0 if s.program is None else
-                             Mux(s.opcode == Opcode.TOKEN, record_size(CHOICE), 0))
+                             Mux(s.opcode == Opcode.TOKEN, record_size(CHOICE),
+                                 Mux(s.opcode == Opcode.GENERATE, record_size(GENERATED), 0)))
             with m.Elif(~s.decoder.known):
                 self._answer(m, s, Error.UNKNOWN_OPCODE)
             with m.Elif((s.opcode == Opcode.WRITE) & (s.length < s.decoder.record_length)):
                 self._answer(m, s, Error.BAD_ARGUMENT)
-            with m.Elif((s.opcode != Opcode.WRITE) & (s.length != s.decoder.record_length)):
+            fixed_length = s.opcode != Opcode.WRITE
+            if s.program is not None:  # GENERATE: its record, then at least one id of two bytes
+                fixed_length &= s.opcode != Opcode.GENERATE
+                with m.Elif((s.opcode == Opcode.GENERATE)
+                            & ((s.length <= s.decoder.record_length) | (s.length - s.decoder.record_length)[0])):
+                    self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Elif(fixed_length & (s.length != s.decoder.record_length)):
                 self._answer(m, s, Error.BAD_ARGUMENT)
             with m.Else():
                 m.next = "LOAD_RECORD"
@@ -409,6 +520,8 @@ class Accelerator(wiring.Component):
                 if s.program is not None:
                     with m.Case(Opcode.TOKEN):
                         self._start_token(m, s)
+                    with m.Case(Opcode.GENERATE):
+                        m.next = "GENERATE"
 
     def _transfer_states(self, m, s):
         """COUNT_WORDS, CHECK_ACCESS, ACCESS_VERDICT, WRITE: check a WRITE or READ, write WRITE's words."""
@@ -548,6 +661,9 @@ class Accelerator(wiring.Component):
         with m.State("ANSWER_PAYLOAD"):
             with m.If(s.sent == s.answer_length):
                 m.next = "DONE"
+                if s.program is not None:  # a STREAM frame: GENERATE goes on
+                    with m.If(s.answer_opcode == STREAM):
+                        m.next = "GENERATE_NEXT"
             with m.Elif(s.answer_opcode == (Opcode.READ | ANSWER)):
                 m.next = "READ_FETCH"
             with m.Else():
@@ -561,6 +677,11 @@ class Accelerator(wiring.Component):
                     with m.Elif((s.answer_opcode == (Opcode.SAMPLE | ANSWER))
                                 | (s.answer_opcode == (Opcode.TOKEN | ANSWER))):
                         m.d.comb += s.payload_byte.eq(s.vector.choice.as_value().word_select(s.sent[:3], 8))
+                if s.program is not None:
+                    with m.Elif(s.answer_opcode == (Opcode.GENERATE | ANSWER)):
+                        m.d.comb += s.payload_byte.eq(s.program.generated.as_value().word_select(s.sent[:3], 8))
+                    with m.Elif(s.answer_opcode == STREAM):
+                        m.d.comb += s.payload_byte.eq(s.program.streamed.word_select(s.sent[:3], 8))
                 with m.Else():
                     m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:5], 8))
                 m.d.comb += [s.tx.payload.valid.eq(1), s.tx.payload.payload.eq(s.payload_byte)]

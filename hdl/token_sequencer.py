@@ -25,8 +25,9 @@ from .results import record_layout
 
 __all__ = ["TokenRequest", "ProgramOp", "TokenSequencer"]
 
-TokenRequest = data.StructLayout({"token": unsigned(16), "position": unsigned(16)})
-"""The token id to run the program for, and its position."""
+TokenRequest = data.StructLayout({"token": unsigned(16), "position": unsigned(16), "check_only": 1})
+"""The token id to run the program for, and its position; ``check_only``: the check pass alone
+(GENERATE checks every prompt token before it runs the first)."""
 
 ProgramOp = data.StructLayout({"entry": RelocatedEntry, "run": 1})
 """An op for the executor: to check (``run`` 0) or to run."""
@@ -53,13 +54,15 @@ class TokenSequencer(wiring.Component):
         The executor's answer to each op: for a check, 1 if it would refuse the op; for a run, any
         value once the op has run.
     addr, data : the PROGRAM memory's synchronous read port (as :class:`~.program_fetch.ProgramFetch`'s)
+    context : Out(16)
+        The program header's context, once a token's header is read (GENERATE's CONTEXT stop).
     """
 
     def __init__(self, program_words, address_width, word_bytes=1):
         self.program_words, self.word_bytes = program_words, word_bytes
         super().__init__({"i": In(stream.Signature(TokenRequest)), "o": Out(stream.Signature(1)),
                           "op": Out(stream.Signature(ProgramOp)), "verdict": In(stream.Signature(1)),
-                          "addr": Out(address_width), "data": In(8 * word_bytes)})
+                          "addr": Out(address_width), "data": In(8 * word_bytes), "context": Out(16)})
 
     def elaborate(self, platform):
         m = Module()
@@ -80,7 +83,7 @@ class TokenSequencer(wiring.Component):
                      fetch.i.payload.entry.eq(requested + 1), fetch.i.payload.position.eq(request.position),
                      fetch.i.payload.token.eq(request.token),
                      self.op.payload.entry.eq(fetch.o.payload), self.op.payload.run.eq(run),
-                     self.o.payload.eq(refused)]
+                     self.o.payload.eq(refused), self.context.eq(header.context)]
         # the next entry of the pass is asked for once the one before has left the fetch unit
         ask_ahead = (requested != header.entries) & (outstanding == 0)
         asked = fetch.i.valid & fetch.i.ready
@@ -142,6 +145,8 @@ class TokenSequencer(wiring.Component):
                         m.next = "PASS"
                     with m.Elif(~run & ~samples):
                         refuse(m)
+                    with m.Elif(~run & request.check_only):
+                        m.next = "DONE"
                     with m.Elif(~run):
                         start_pass(m, 1)
                     with m.Else():

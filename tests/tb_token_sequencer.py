@@ -22,8 +22,9 @@ from neofpga.sim.streams import StreamSource, pack, start, unpack
 CLOCK_NS = 10
 
 
-def expected(program, token, position, refuse_at, program_words):
-    """``(ops, refused)``: the (run, opcode, record bytes) the sequencer offers, and its verdict."""
+def expected(program, token, position, refuse_at, program_words, check_only=False):
+    """``(ops, refused)``: the (run, opcode, record bytes) the sequencer offers, and its verdict
+    (``check_only``: a request for the check pass alone)."""
     header = unpack_record(HEADER, program[:record_size(HEADER)])
     if (header["version"] != PROGRAM_VERSION or not 0 < header["entries"] < program_words
             or token >= header["vocab"] or position >= header["context"]):
@@ -40,7 +41,7 @@ def expected(program, token, position, refuse_at, program_words):
     checks = [(0, *op) for op in ops]
     if not any(opcode == Opcode.SAMPLE for opcode, _ in ops):
         return checks, True
-    return checks + [(1, *op) for op in ops], False
+    return checks + ([] if check_only else [(1, *op) for op in ops]), False
 
 
 class Executor:
@@ -82,9 +83,9 @@ async def write_program(dut, program, word_bytes):
     dut.w_en.value = 0
 
 
-async def run_token(dut, tokens, token, position, within):
+async def run_token(dut, tokens, token, position, check_only, within):
     """Send one TOKEN (through the StreamSource ``tokens``) and wait for its verdict."""
-    await tokens.send([pack(TokenRequest, dict(token=token, position=position))])
+    await tokens.send([pack(TokenRequest, dict(token=token, position=position, check_only=int(check_only)))])
     dut.o__ready.value = 1
     for _ in range(within):
         await ReadOnly()
@@ -113,7 +114,9 @@ async def matches_reference(dut):
         program = bytes.fromhex(case["program"])
         await write_program(dut, program, int(os.environ["WORD_BYTES"]))
         executor.ops, executor.refuse_at = [], case["refuse_at"]
-        ops, refused = expected(program, case["token"], case["position"], case["refuse_at"], program_words)
-        verdict = await run_token(dut, tokens, case["token"], case["position"], within=400 * (len(ops) + 2) + 1000)
+        check_only = number % 3 == 2  # every third case: GENERATE's check of a prompt token
+        ops, refused = expected(program, case["token"], case["position"], case["refuse_at"], program_words, check_only)
+        verdict = await run_token(dut, tokens, case["token"], case["position"], check_only,
+                                  within=400 * (len(ops) + 2) + 1000)
         assert executor.ops == ops, f"case {number} ({case['why']}): ops {len(executor.ops)} offered, {len(ops)} expected"
         assert verdict == refused, f"case {number} ({case['why']}): verdict {verdict}, expected {int(refused)}"

@@ -10,13 +10,17 @@ import time
 import numpy as np
 import pytest
 import serial
-from test_token_program import DEVICE, odd, run_both, settings_for  # noqa: F401 (odd: the fixture)
+from test_token_program import SAMPLERS, DEVICE, odd, run_both, settings_for  # noqa: F401 (odd: the fixture)
 
 from neofpga.contract.program import Relocation, Source, pack_entry, unpack_entry
-from neofpga.contract.protocol import (CHOICE, TOKEN, FrameDecoder, Opcode, Space, encode_frame, pack_record,
-                                       unpack_record)
+from neofpga.contract.protocol import (ANSWER, CHOICE, ERROR, GENERATE, GENERATED, STREAM, STREAMED, TOKEN, Error,
+                                       FrameDecoder, Opcode, Space, encode_frame, pack_record, unpack_record)
+from neofpga.host.board_backend import ProgramModel
 from neofpga.host.driver import AcceleratorDriver
+from neofpga.host.generation import generate
+from neofpga.host.golden import golden_model
 from neofpga.host.link import Link, LinkError
+from neofpga.host.sampling import Sampler
 from neofpga.host.token_program import TokenProgram
 from neofpga.sim.board_process import SimulatedBoard
 from neofpga.sim.simulated_board import board_executable
@@ -119,3 +123,107 @@ def test_a_retried_token_is_answered_again_with_its_choice_but_not_run_again(pro
     assert once == twice > 0  # the retry ran nothing
     assert first.payload == again.payload == retried.payload
     assert unpack_record(CHOICE, first.payload)["state"] != settings["state"]
+
+
+# -- GENERATE ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def board(program, odd):
+    """The odd checkpoint generating on the simulated board: ProgramModel, one GENERATE a generation."""
+    return ProgramModel(odd, program, program.driver.link, "sim")
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_generate_on_the_device_equals_the_golden_model_in_one_command(board, odd, sampler):
+    prompt = [5, 17, 2, 40]
+    expected = generate(golden_model(odd), odd.tokenizer, prompt, sampler, 12, eos_id=-1)
+    link = board.link
+    commands = link.commands
+    result = generate(board, odd.tokenizer, prompt, sampler, 12, eos_id=-1)
+    assert result.new_ids == expected.new_ids and result.stop_reason == "max-new-tokens"
+    assert link.commands - commands == 1
+
+
+def test_generate_stops_at_eos_and_at_the_context_as_the_host_does(board, odd):
+    golden = golden_model(odd)
+    prompt = [5, 17, 2, 40]
+    eos = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=-1).new_ids[6]
+    expected = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
+    result = generate(board, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
+    assert (result.new_ids, result.stop_reason) == (expected.new_ids, "eos") and result.new_ids[-1] == eos
+    long_prompt = list(range(10, 10 + odd.config.max_position_embeddings - 3))
+    expected = generate(golden, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
+    result = generate(board, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
+    assert (result.new_ids, result.stop_reason) == (expected.new_ids, "context") and len(result.new_ids) == 3
+
+
+def receive(link, wait=10.0):
+    """The next frame the board sends."""
+    decoder, deadline = link.decoder, time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if link.frames:
+            return link.frames.popleft()
+        link.frames.extend(decoder.feed(link.transport.read(256)))
+    raise AssertionError("no frame")
+
+
+def test_a_byte_interrupts_generate_between_two_tokens_and_the_caches_hold_what_ran(program, odd):
+    """GENERATE interrupted after two STREAM frames: INTERRUPTED, and the caches hold the prompt and
+    every id streamed but the last (the one it had not run yet), as TOKEN then shows."""
+    link, c = program.driver.link, odd.config
+    prompt = [5, 17, 2, 40]
+    record = pack_record(GENERATE, position=0, count=c.max_position_embeddings, **settings_for(odd))
+    link.transport.write(encode_frame(Opcode.GENERATE, 90, record + np.array(prompt, "<u2").tobytes()))
+    streamed = [unpack_record(STREAMED, receive(link).payload)["id"] for _ in range(2)]
+    link.sequence = 0
+    link.transport.write(encode_frame(Opcode.INFO, 1))
+    while (frame := receive(link)).opcode == STREAM:
+        streamed.append(unpack_record(STREAMED, frame.payload)["id"])
+    assert (frame.opcode, frame.sequence, frame.payload) == (ERROR, 90, bytes([Error.INTERRUPTED]))
+    assert receive(link).opcode == Opcode.INFO | ANSWER
+    assert len(streamed) < c.max_position_embeddings - len(prompt)
+    ran = prompt + streamed[:-1]
+    golden = golden_model(odd)
+    golden.forward(np.array([ran]))
+    expected = np.rint(golden.forward(np.array([[streamed[-1]]]))[0, -1] / np.float32(odd.scales["logits"]))
+    program.token(streamed[-1], len(ran), dict(greedy=1))
+    np.testing.assert_array_equal(program.logits(), expected.astype(np.int64))
+
+
+def test_a_generate_with_a_bad_prompt_id_runs_nothing(program, odd):
+    c = odd.config
+    program.token(3, 0, dict(greedy=1))
+    before = memory(program)
+    record = pack_record(GENERATE, position=1, count=4, greedy=1)
+    for prompt in ([5, 17, c.vocab_size, 40], [5] * c.max_position_embeddings):
+        with pytest.raises(LinkError, match="refused GENERATE: BAD_ARGUMENT"):
+            program.driver.link.command(Opcode.GENERATE, record + np.array(prompt, "<u2").tobytes())
+    for payload in (record, record + b"\x05", pack_record(GENERATE, position=1, count=0, greedy=1) + b"\x05\x00"):
+        with pytest.raises(LinkError, match="refused GENERATE: BAD_ARGUMENT"):
+            program.driver.link.command(Opcode.GENERATE, payload)
+    assert memory(program) == before
+
+
+def test_a_retried_generate_is_answered_again_without_its_stream(program, odd):
+    driver, link = program.driver, program.driver.link
+    payload = pack_record(GENERATE, position=0, count=3, **settings_for(odd, temperature=1.0, seed=4)) \
+        + np.array([5, 17], "<u2").tobytes()
+
+    def run(*sequences):
+        """GENERATE sent with each sequence number: (the MACs counted, every frame received)."""
+        before = driver.counters()["macs"]
+        frames = []
+        for sequence in sequences:
+            link.transport.write(encode_frame(Opcode.GENERATE, sequence, payload))
+            while (frame := receive(link)).opcode == STREAM:
+                frames.append(frame)
+            frames.append(frame)
+        link.sequence = 0
+        return driver.counters()["macs"] - before, frames
+
+    once, first = run(60)
+    twice, again = run(61, 61)
+    assert [f.opcode for f in first] == [STREAM] * 3 + [Opcode.GENERATE | ANSWER]
+    assert [f.payload for f in again] == [f.payload for f in first] + [first[-1].payload]  # no stream again
+    assert once == twice > 0
+    assert unpack_record(GENERATED, first[-1].payload)["count"] == 3
