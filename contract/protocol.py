@@ -35,7 +35,7 @@ import zlib
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
            "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
            "CONSTANT", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE", "GENERATE",
-           "STREAM", "STREAMED", "GENERATED", "Stop",
+           "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
            "record_size", "pack_record", "unpack_record"]
 
@@ -227,6 +227,18 @@ INFO = [
 # before its own frame is counted; RESET_COUNTERS zeroes them all, then counts itself (commands 1).
 COUNTERS = [("cycles", 8, False), ("matmul_cycles", 8, False), ("macs", 8, False),
             ("commands", 4, False), ("errors", 4, False)]
+VECTOR_COUNTERS = [("embed_cycles", 8, False), ("norm_cycles", 8, False), ("sample_cycles", 8, False),
+                   ("program_cycles", 8, False)]
+"""Where the device has the vector ops (INFO's ``norm_length`` > 0), COUNTERS' record goes on with
+these: the cycles spent on EMBED, NORM and SAMPLE (their checks included, in a program too), and
+those spent running TOKEN's and GENERATE's tokens (every op, its fetch and its checks; not the
+sending of STREAM frames or of the answer)."""
+
+
+def counters_record(norm_length):
+    """COUNTERS' record on a device whose INFO reports ``norm_length``."""
+    return COUNTERS + VECTOR_COUNTERS if norm_length else COUNTERS
+
 CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False)]
 """A requantizer column's bias, multiplier and shift (its limits are the MATMUL's)."""
 NORM_COLUMN = [("bias", 4, True), ("gain", 2, True), ("reserved", 2, False)]

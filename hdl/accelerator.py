@@ -8,7 +8,8 @@ It executes the commands of contract/protocol.py one at a time, each answered on
 * MATMUL: a product on the systolic array whose results go through :class:`ResultPath` into the
   banks, once its fields and every address it reads or writes are checked; answered when the last
   result is written;
-* COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors;
+* COUNTERS, RESET_COUNTERS: cycles, matmul cycles, MACs, commands and errors (and the vector ops'
+  and programs' cycles, where there are vector ops);
 * EMBED, NORM, SAMPLE (where ``norm_length`` is set): the vector ops of :class:`~.vector_ops.VectorOps`,
   checked, then run; SAMPLE answered with its CHOICE;
 * TOKEN (where ``program_words`` is set too): the program in the PROGRAM memory (written by WRITE,
@@ -39,8 +40,9 @@ from amaranth.utils import bits_for
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COUNTERS, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE,
-    SETTINGS, STREAM, STREAMED, TOKEN, WORD_BYTES, Error, Opcode, Space, Stop, pack_record, record_size)
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES, READ,
+    SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error, Opcode, Space, Stop, counters_record,
+    pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
 from .commands import (PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused, matmul_refused,
                        payload_bytes, word_bytes_of)
@@ -173,7 +175,8 @@ class Accelerator(wiring.Component):
         commands, errors = Signal(32), Signal(32)
         multiplicand, product = Signal(36), Signal(36)  # COUNT_MACS
         multiplier, second_factor = Signal(12), Signal()
-        counters = Signal(8 * record_size(COUNTERS))
+        vector_counters = [Signal(64, name=name) for name, _, _ in VECTOR_COUNTERS] if self.norm_length else []
+        counters = Signal(8 * record_size(counters_record(self.norm_length)))
         m.d.sync += cycles.eq(cycles + 1)
 
         # word transfers (WRITE, READ)
@@ -225,13 +228,13 @@ class Accelerator(wiring.Component):
             info=info, payload_byte=payload_byte,
             cycles=cycles, matmul_cycles=matmul_cycles, macs=macs, commands=commands, errors=errors,
             multiplicand=multiplicand, product=product, multiplier=multiplier, second_factor=second_factor,
-            counters=counters,
+            counters=counters, vector_counters=vector_counters,
             word_bytes=word_bytes, word=word, byte_in_word=byte_in_word, word_count=word_count,
             byte_count=byte_count, remaining=remaining, reading=reading, read_address=read_address,
             writing=writing, write_address=write_address)
 
         # the groups in the order of their states, which is the order of the states in the Verilog
-        with m.FSM():
+        with m.FSM() as fsm:
             self._command_states(m, s)
             self._transfer_states(m, s)
             self._matmul_states(m, s)
@@ -242,6 +245,11 @@ class Accelerator(wiring.Component):
             self._answer_states(m, s)
             self._read_answer_states(m, s)
             self._done_state(m, s)
+        if program is not None:  # a program's cycles, but those sending a frame
+            sending = fsm.ongoing("ANSWER_HEADER") | fsm.ongoing("ANSWER_PAYLOAD")
+            program_cycles = vector_counters[-1]
+            with m.If(program.in_program & ~sending):
+                m.d.sync += program_cycles.eq(program_cycles + 1)
         return m
 
     @staticmethod
@@ -499,11 +507,12 @@ class Accelerator(wiring.Component):
                 with m.Case(Opcode.INFO):
                     self._answer(m, s, payload_length=len(self.info))
                 with m.Case(Opcode.COUNTERS):
-                    m.d.sync += s.counters.eq(Cat(s.cycles, s.matmul_cycles, s.macs, s.commands, s.errors))
-                    self._answer(m, s, payload_length=record_size(COUNTERS))
+                    m.d.sync += s.counters.eq(Cat(s.cycles, s.matmul_cycles, s.macs, s.commands, s.errors,
+                                                  *s.vector_counters))
+                    self._answer(m, s, payload_length=record_size(counters_record(self.norm_length)))
                 with m.Case(Opcode.RESET_COUNTERS):
                     m.d.sync += [s.cycles.eq(0), s.matmul_cycles.eq(0), s.macs.eq(0), s.commands.eq(0),
-                                 s.errors.eq(0)]
+                                 s.errors.eq(0), *(counter.eq(0) for counter in s.vector_counters)]
                     self._answer(m, s, payload_length=0)
                 with m.Case(Opcode.WRITE):
                     m.d.sync += [s.remaining.eq(s.length - record_size(ACCESS)), s.word_count.eq(0)]
@@ -638,6 +647,10 @@ class Accelerator(wiring.Component):
     def _vector_states(self, m, s):
         """VECTOR: an EMBED, NORM or SAMPLE, checked and (if good) run by the vector ops."""
         with m.State("VECTOR"):
+            with m.Switch(s.operation):  # the cycles of each kind of op (its checks included)
+                for opcode, counter in zip(VECTOR_OPS, s.vector_counters):
+                    with m.Case(opcode):
+                        m.d.sync += counter.eq(counter + 1)
             with m.If(s.vector.checked & s.vector.refused):
                 self._finish_op(m, s, Error.BAD_ARGUMENT)
             if s.program is not None:
@@ -683,7 +696,8 @@ class Accelerator(wiring.Component):
                     with m.Elif(s.answer_opcode == STREAM):
                         m.d.comb += s.payload_byte.eq(s.program.streamed.word_select(s.sent[:3], 8))
                 with m.Else():
-                    m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:5], 8))
+                    select = (len(s.counters) // 8 - 1).bit_length()
+                    m.d.comb += s.payload_byte.eq(s.counters.word_select(s.sent[:select], 8))
                 m.d.comb += [s.tx.payload.valid.eq(1), s.tx.payload.payload.eq(s.payload_byte)]
                 with m.If(s.tx.payload.ready):
                     m.d.sync += s.sent.eq(s.sent + 1)

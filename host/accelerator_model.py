@@ -16,7 +16,8 @@ Rules the gateware shares:
   an error (retries answered again included), ``errors`` every error answer (to damaged frames and
   refused commands alike), ``macs`` m * k * n of every MATMUL applied. A frame is counted once it
   is answered: a COUNTERS answer does not include its own frame, and RESET_COUNTERS counts itself
-  after zeroing (commands 1). The model has no clock, so ``cycles`` and ``matmul_cycles`` stay 0.
+  after zeroing (commands 1). The model has no clock, so ``cycles``, ``matmul_cycles`` and the
+  vector ops' cycle counters stay 0.
 * A MATMUL reads all its operands before it writes a result (one whose results overlap its
   operands is undefined by contract/protocol.py: the gateware streams results while it still reads),
   and its sums are 32-bit (wrapping).
@@ -27,10 +28,11 @@ import numpy as np
 from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL,
                                  SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
-from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, GENERATE,
+from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, EMBED, ERROR, GENERATE,
                                  GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE,
                                  SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder, Mode,
-                                 Opcode, Space, Stop, encode_frame, pack_record, record_size, unpack_record)
+                                 Opcode, Space, Stop, counters_record, encode_frame, pack_record, record_size,
+                                 unpack_record)
 from .driver import record_dtype
 from .kernels import (argmax, exact_matmul, integer_gelu, integer_layer_norm, integer_sample, integer_softmax,
                       requantize, residual_add)
@@ -96,7 +98,7 @@ class AcceleratorModel:
                   Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables,
                   Space.PROGRAM: program_words}
         self.memory = {space: np.zeros((self.banks[space], depths[space]), WORD_DTYPES[space]) for space in Space}
-        self.counters = dict.fromkeys((name for name, _, _ in COUNTERS), 0)
+        self.counters = dict.fromkeys((name for name, _, _ in counters_record(norm_length)), 0)
         self.receiver = _Receiver(max_payload)
         self.previous = None  # the previous good command frame's (opcode, sequence, whether a retry is only answered)
         self.previous_answer = b""  # the payload a retry of an applied one is answered with again
@@ -192,7 +194,7 @@ class AcceleratorModel:
 
     def _counters(self, payload):
         _require(not payload)
-        return pack_record(COUNTERS, **self.counters)
+        return pack_record(counters_record(self.info["norm_length"]), **self.counters)
 
     def _reset_counters(self, payload):
         _require(not payload)

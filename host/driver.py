@@ -13,7 +13,7 @@ board or on the simulated board, or its Python reference model
 import numpy as np
 
 from ..contract.errors import UserError
-from ..contract.protocol import (ACCESS, CHOICE, COUNTERS, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode,
+from ..contract.protocol import (ACCESS, CHOICE, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode, counters_record,
                                  pack_record, record_size, unpack_record)
 
 __all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
@@ -71,7 +71,7 @@ class AcceleratorDriver:
 
     def counters(self):
         """The device's COUNTERS record as a dict."""
-        return unpack_record(COUNTERS, self.link.command(Opcode.COUNTERS))
+        return unpack_record(counters_record(self.device_info["norm_length"]), self.link.command(Opcode.COUNTERS))
 
     def reset_counters(self):
         """Zero the device's counters."""

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from neofpga.contract.numerics import NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL, SAMPLE_CANDIDATES
 from neofpga.contract.program import PROGRAM_VERSION
-from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, CONSTANT, COUNTERS, EMBED, ERROR, INFO, INFO_MAGIC,
+from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, CONSTANT, EMBED, ERROR, INFO, INFO_MAGIC,
                                        MATMUL, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, Error, Frame, FrameDecoder,
-                                       Mode, Opcode, Space, encode_frame, pack_record, unpack_record)
+                                       Mode, Opcode, Space, counters_record, encode_frame, pack_record,
+                                       unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.driver import AcceleratorDriver, record_dtype
 from neofpga.host.kernels import integer_layer_norm, integer_sample, requantize, residual_add, sampling_parameters
@@ -197,7 +198,8 @@ def test_counters_count_commands_errors_and_macs(loaded):
     assert after["errors"] - before["errors"] == 1
     assert after["cycles"] == after["matmul_cycles"] == 0
     accelerator.reset_counters()
-    assert accelerator.counters() == dict(cycles=0, matmul_cycles=0, macs=0, commands=1, errors=0)
+    assert accelerator.counters() == dict(cycles=0, matmul_cycles=0, macs=0, commands=1, errors=0, embed_cycles=0,
+                                          norm_cycles=0, sample_cycles=0, program_cycles=0)
 
 
 def test_damaged_frames_are_answered_with_their_sequence():
@@ -212,7 +214,7 @@ def test_damaged_frames_are_answered_with_their_sequence():
     assert FrameDecoder().feed(model.idle()) == [Frame(ERROR, 11, bytes([Error.TRUNCATED]))]
     model.feed(SYNC + bytes([Opcode.INFO]))
     assert FrameDecoder().feed(model.idle()) == [Frame(ERROR, 0, bytes([Error.TRUNCATED]))]  # no sequence yet
-    assert unpack_record(COUNTERS, send(model, Opcode.COUNTERS).payload)["errors"] == 4
+    assert unpack_record(counters_record(8), send(model, Opcode.COUNTERS).payload)["errors"] == 4
 
 
 def overlapping_product(model):
@@ -251,8 +253,8 @@ def test_a_retried_reset_is_not_applied_but_reads_run_again():
     model.feed(reset + reset)  # applied once (then counted: commands 1), then answered again (commands 2)
     counters = encode_frame(Opcode.COUNTERS, 4)
     first, second = FrameDecoder().feed(model.feed(counters + counters))
-    assert unpack_record(COUNTERS, first.payload)["commands"] == 2
-    assert unpack_record(COUNTERS, second.payload)["commands"] == 3
+    assert unpack_record(counters_record(8), first.payload)["commands"] == 2
+    assert unpack_record(counters_record(8), second.payload)["commands"] == 3
 
 
 def test_a_failed_command_runs_again_when_retried():

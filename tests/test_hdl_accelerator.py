@@ -19,10 +19,10 @@ from faulty_transport import FaultyTransport
 from neofpga.contract.gateware_version import gateware_version
 from neofpga.contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION,
                                        SAMPLE_CANDIDATES, TOP_P_BITS)
-from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, COUNTERS, CRC_BYTES, EMBED, ERROR, HEADER_BYTES, INFO,
+from neofpga.contract.protocol import (ACCESS, ANSWER, CONSTANT, CRC_BYTES, EMBED, ERROR, HEADER_BYTES, INFO,
                                        MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, WORD_BYTES,
-                                       Error, FrameDecoder, Mode, Opcode, Space, encode_frame, pack_record,
-                                       record_size, unpack_record)
+                                       Error, FrameDecoder, Mode, Opcode, Space, counters_record, encode_frame,
+                                       pack_record, record_size, unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.backends import load_source
 from neofpga.host.driver import record_dtype
@@ -39,6 +39,11 @@ BANKS = {ACT: ROWS, WGT: COLS, CON: 1, GELU: 1}
 DEPTHS = {ACT: SMALL["activation_words"], WGT: SMALL["weight_words"], CON: SMALL["constant_words"],
           GELU: GELU_KNOTS * SMALL["gelu_tables"]}
 DAMAGE = {Error.BAD_CRC, Error.TOO_LONG, Error.TRUNCATED}
+COUNTER_FIELDS = counters_record(NORM_LENGTH)
+CYCLE_COUNTERS = {"cycles": None, "matmul_cycles": Opcode.MATMUL, "embed_cycles": Opcode.EMBED,
+                  "norm_cycles": Opcode.NORM, "sample_cycles": Opcode.SAMPLE, "program_cycles": Opcode.TOKEN}
+"""The cycle counters, and the opcode whose runs each one counts."""
+VECTOR_OPS = {Opcode.EMBED, Opcode.NORM, Opcode.SAMPLE}
 LIMITS = [(-32768, 32767), (-32767, 32767), (-127, 127), (-128, 127)]  # the images' requantizer limits
 ANSWER_WAIT = 5.0  # seconds an answer may take
 TIMEOUT_WAIT = 0.5  # seconds of silence that outlast the receive timeout (20,000 cycles) many times over
@@ -116,18 +121,19 @@ def describe(frame):
 class Pair:
     """The board and the model, fed the same bytes: their answers must be the same.
 
-    COUNTERS answers are compared but for ``cycles`` and ``matmul_cycles``, the board's own: the
-    cycles must grow from one COUNTERS to the next, the matmul cycles exactly when a MATMUL was
-    applied in between (both start again from 0 at a RESET_COUNTERS). ``answers`` counts the
-    answers by command (good ones) and by error code.
+    COUNTERS answers are compared but for the cycle counters, the board's own: the cycles must
+    grow from one COUNTERS to the next, the matmul cycles exactly when a MATMUL was applied in
+    between, the cycles of a vector op when one was applied (and not at all without a frame of
+    its kind), a program's never (this design runs none); all start again from 0 at a
+    RESET_COUNTERS. ``answers`` counts the answers by command (good ones) and by error code.
     """
 
     def __init__(self, url, model):
         self.rtl, self.model = RawLink(url), model
         self.sequence = 0
         self.frame = None            # the last frame sent
-        self.clock = (0, 0)          # the last cycles and matmul_cycles seen
-        self.matmul_applied = False  # since the last COUNTERS (or RESET_COUNTERS)
+        self.clock = dict.fromkeys(CYCLE_COUNTERS, 0)  # the cycle counters last seen
+        self.applied, self.sent = set(), set()  # the opcodes applied, and sent, since the last COUNTERS
         self.answers = collections.Counter()
 
     def next_frame(self, opcode, payload=b"", same_sequence=False):
@@ -149,27 +155,33 @@ class Pair:
         assert answer is not None, f"no answer to {frame.hex()}"
         context = f"the board and the model answer {frame.hex()} differently"
         if answer.opcode == expected.opcode == Opcode.COUNTERS | ANSWER:
-            self._check_counters(unpack_record(COUNTERS, answer.payload), unpack_record(COUNTERS, expected.payload))
+            self._check_counters(unpack_record(COUNTER_FIELDS, answer.payload),
+                                 unpack_record(COUNTER_FIELDS, expected.payload))
             assert answer.sequence == expected.sequence
         else:
             assert describe(answer) == describe(expected), context
         self.answers[Error(answer.payload[0]).name if answer.opcode == ERROR else Opcode(frame[2]).name] += 1
-        if answer.opcode == Opcode.MATMUL | ANSWER and not retry:
-            self.matmul_applied = True
+        self.sent.add(frame[2])
+        if answer.opcode & ~ANSWER in CYCLE_COUNTERS.values() and answer.opcode != ERROR and not retry:
+            self.applied.add(answer.opcode & ~ANSWER)
         if answer.opcode == Opcode.RESET_COUNTERS | ANSWER and not retry:
-            self.clock, self.matmul_applied = (0, 0), False
+            self.clock, self.applied, self.sent = dict.fromkeys(CYCLE_COUNTERS, 0), set(), set()
         return answer
 
     def _check_counters(self, rtl, model):
-        assert {name: rtl[name] for name in ("macs", "commands", "errors")} == \
-            {name: model[name] for name in ("macs", "commands", "errors")}
-        cycles, matmul_cycles = self.clock
-        assert rtl["cycles"] > cycles and rtl["cycles"] > rtl["matmul_cycles"]
-        if self.matmul_applied:
-            assert rtl["matmul_cycles"] > matmul_cycles
-        else:
-            assert rtl["matmul_cycles"] == matmul_cycles
-        self.clock, self.matmul_applied = (rtl["cycles"], rtl["matmul_cycles"]), False
+        same = [name for name, _, _ in COUNTER_FIELDS if name not in CYCLE_COUNTERS and name != "cycles"]
+        assert {name: rtl[name] for name in same} == {name: model[name] for name in same}
+        assert rtl["cycles"] > self.clock["cycles"] and rtl["cycles"] > rtl["matmul_cycles"]
+        for name, opcode in CYCLE_COUNTERS.items():
+            if name == "cycles":
+                continue
+            if opcode in self.applied:
+                assert rtl[name] > self.clock[name], name
+            elif opcode in self.sent and opcode in VECTOR_OPS:  # a vector op's checks count, refused or not
+                assert rtl[name] >= self.clock[name], name
+            else:
+                assert rtl[name] == self.clock[name], name
+        self.clock, self.applied, self.sent = {name: rtl[name] for name in CYCLE_COUNTERS}, set(), set()
 
     def close(self):
         self.rtl.close()
@@ -890,7 +902,7 @@ def test_the_link_through_damage_leaves_the_memory_of_a_clean_run(design, board,
     memory = read_all(pair)  # every word the same as the clean run's
     for (space, bank), data in memory.items():
         assert data == clean.memory[space][bank].tobytes()
-    counters = unpack_record(COUNTERS, pair.rtl.exchange(encode_frame(Opcode.COUNTERS, 99)).payload)
+    counters = unpack_record(COUNTER_FIELDS, pair.rtl.exchange(encode_frame(Opcode.COUNTERS, 99)).payload)
     assert counters["macs"] == clean.counters["macs"] > 0  # no MATMUL applied twice, none lost
     pair.close()
 
