@@ -1,10 +1,11 @@
 """``bench --plot``: a PNG of where a decoded token's time goes on a board, and the ceilings on tok/s.
 
 The left panel stacks a token's projected milliseconds: the round trips (one a command), the UART
-bytes both ways, and the array's cycles by kind of product; the middle one enlarges the device's
-share, by kind. The right panel is the roofline of that projection: the tok/s each part would
-allow alone (the round trips, the bytes, the array as measured, the array with every multiplier
-busy every cycle), against the projection itself.
+bytes both ways, and the device's cycles by kind (of op where the device runs the program, of
+product where the host sends each op); the middle one enlarges the device's share, by kind. The
+right panel is the roofline of that projection: the tok/s each part would allow alone (the round
+trips, the bytes, the device as measured, the array with every multiplier busy every cycle),
+against the projection itself.
 """
 
 import os
@@ -17,16 +18,16 @@ __all__ = ["token_time_parts", "ceilings", "plot_token_time"]
 
 
 def token_time_parts(entry):
-    """(label, seconds) of one decoded token, in drawing order: round trips, UART, each product kind."""
+    """(label, seconds) of one decoded token, in drawing order: round trips, UART, each kind of device time."""
     projected = entry["projected"]
     seconds = projected["seconds_per_token"]
     parts = [(f"round trips ({entry['per_decoded_token']['link_commands']:.0f} x "
               f"{projected['round_trip_seconds'] * 1e3:g} ms)", seconds["round_trips"]),
              (f"UART bytes ({projected['baud'] / 1e6:g} Mbaud)", seconds["uart"])]
-    by_kind = projected["array_seconds_by_kind"]
-    parts += [(f"array: {kind}", value) for kind, value in by_kind.items() if value > 0]
+    by_kind = projected["device_seconds_by_kind"]
+    parts += [(f"device: {kind}", value) for kind, value in by_kind.items() if value > 0]
     if not by_kind:
-        parts.append(("array", seconds["array"]))
+        parts.append(("device", seconds["device"]))
     return parts
 
 
@@ -37,7 +38,7 @@ def ceilings(entry):
     array = entry["array"]
     ideal = per["device_macs"] / (array["rows"] * array["cols"]) / projected["clock_hz"]
     rows = [("round trips alone", seconds["round_trips"]), ("UART bytes alone", seconds["uart"]),
-            ("array as measured", seconds["array"]),
+            (f"{projected['device']} as measured", seconds["device"]),
             (f"array, all {array['rows'] * array['cols']} multipliers busy", ideal)]
     return [(label, 1 / value) for label, value in rows if value > 0] + \
         [("projected", projected["tokens_per_second"])]
@@ -57,9 +58,9 @@ def plot_token_time(entry, path, title):
         start += seconds * 1e3
     whole.set_yticks([])
     whole.set_xlabel("milliseconds per decoded token")
-    whole.set_title(f"{start:.3g} ms a token: {1e3 / start:.3g} tok/s projected")
+    whole.set_title(f"{start:.3g} ms a token: {1e3 / start:,.0f} tok/s projected")
     whole.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
-    array = [(label[len("array: "):], seconds) for label, seconds in parts if label.startswith("array")]
+    array = [(label[len("device: "):], seconds) for label, seconds in parts if label.startswith("device")]
     names, values = zip(*array)
     device.barh(range(len(values)), [value * 1e6 for value in values],
                 color=[colours((len(parts) - len(array) + n) % 10) for n in range(len(values))])

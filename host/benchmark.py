@@ -45,10 +45,17 @@ def bench_backends(models, tokenizer, ids, new_tokens, repeats=3, log=None):
     return results, ratios
 
 
+PROGRAM_KINDS = {"products": "device_matmul_cycles", "EMBED": "device_embed_cycles", "NORM": "device_norm_cycles",
+                 "SAMPLE": "device_sample_cycles"}
+"""A program's kinds of op and the device counters of their cycles; the rest of the program's
+cycles are its ops' fetch, relocation and checks."""
+
+
 def per_decoded_token(model, tokenizer, ids, new_tokens):
     """A board model's link commands, bytes each way and device cycles per decoded token (the
     difference between generating ``new_tokens`` and generating 1, over ``new_tokens - 1``), and
-    its array cycles by kind of product (``matmul_cycles_by_kind``, from :func:`product_cycles`)."""
+    its cycles by kind: of product (``matmul_cycles_by_kind``, from :func:`product_cycles`) where the
+    host sends each op, of op (``program_cycles_by_kind``) where the device runs the program."""
     def stats(tokens):
         before = model.device_stats()
         generate(model, tokenizer, ids, Sampler(), tokens, eos_id=None)
@@ -57,6 +64,11 @@ def per_decoded_token(model, tokenizer, ids, new_tokens):
 
     one, many = stats(1), stats(new_tokens)
     per_token = {name: (many[name] - one[name]) / (new_tokens - 1) for name in many}
+    if per_token.get("device_program_cycles"):  # the program: the device's counters by kind of op
+        by_kind = {kind: per_token[counter] for kind, counter in PROGRAM_KINDS.items()}
+        by_kind["fetch, relocation, checks"] = per_token["device_program_cycles"] - sum(by_kind.values())
+        per_token["program_cycles_by_kind"] = by_kind
+        return per_token
     one, many = product_cycles(model, tokenizer, ids, 1), product_cycles(model, tokenizer, ids, new_tokens)
     per_token["matmul_cycles_by_kind"] = {kind: (many[kind] - one[kind]) / (new_tokens - 1) for kind in many}
     return per_token
@@ -85,13 +97,17 @@ def product_cycles(model, tokenizer, ids, tokens):
 
 def projected_tokens_per_second(per_token, clock_hz, baud=DEFAULT_BAUD, round_trip_seconds=ROUND_TRIP_SECONDS):
     """Decode speed on a real board from the per-token figures of a simulated one: a round trip per
-    command, 10 bits a byte each way on the UART, and the array's cycles at ``clock_hz``."""
+    command, 10 bits a byte each way on the UART, and the device's cycles at ``clock_hz``: every
+    cycle of the program where the device runs it, else the array's (the host computes the rest)."""
+    program = "program_cycles_by_kind" in per_token
+    device_cycles = per_token["device_program_cycles" if program else "device_matmul_cycles"]
     seconds = {"round_trips": per_token["link_commands"] * round_trip_seconds,
                "uart": (per_token["link_bytes_sent"] + per_token["link_bytes_received"]) * 10 / baud,
-               "array": per_token["device_matmul_cycles"] / clock_hz}
-    by_kind = {kind: cycles / clock_hz for kind, cycles in per_token.get("matmul_cycles_by_kind", {}).items()}
+               "device": device_cycles / clock_hz}
+    by_kind = per_token.get("program_cycles_by_kind" if program else "matmul_cycles_by_kind", {})
     return {"tokens_per_second": 1 / sum(seconds.values()), "seconds_per_token": seconds,
-            "array_seconds_by_kind": by_kind, "clock_hz": clock_hz, "baud": baud,
+            "device_seconds_by_kind": {kind: cycles / clock_hz for kind, cycles in by_kind.items()},
+            "device": "the program" if program else "the array", "clock_hz": clock_hz, "baud": baud,
             "round_trip_seconds": round_trip_seconds}
 
 
@@ -105,14 +121,19 @@ def render_bench(report):
     for r in report["devices"]:
         if "projected" in r:
             t, p = r["per_decoded_token"], r["projected"]
-            lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.0f} commands, "
+            program = "program_cycles_by_kind" in t
+            cycles = t["device_program_cycles"] if program else t["device_matmul_cycles"]
+            lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.2f} commands, "
                          f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
-                         f"{t['device_matmul_cycles']:,.0f} array cycles; on a board at {p['clock_hz'] / 1e6:g} MHz, "
-                         f"{p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms a round trip: "
-                         f"{p['tokens_per_second']:.1f} tok/s")
-            if t.get("matmul_cycles_by_kind"):
-                lines.append(f"  {r['device']:>6}: array cycles per decoded token by product: " + ", ".join(
-                    f"{kind} {cycles:,.0f}" for kind, cycles in t["matmul_cycles_by_kind"].items()))
+                         f"{cycles:,.0f} {'device' if program else 'array'} cycles; on a board at "
+                         f"{p['clock_hz'] / 1e6:g} MHz, {p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms "
+                         f"a round trip: {p['tokens_per_second']:,.1f} tok/s")
+            by_kind = t.get("program_cycles_by_kind") or t.get("matmul_cycles_by_kind")
+            if by_kind:
+                what = "device cycles per decoded token by op" if program else \
+                    "array cycles per decoded token by product"
+                lines.append(f"  {r['device']:>6}: {what}: " + ", ".join(f"{kind} {cycles:,.0f}"
+                                                                       for kind, cycles in by_kind.items()))
     for pair, ratio in report["ratios"].items():
         lines.append(f"  {pair}: {ratio:.2f}x")
     return "\n".join(lines)

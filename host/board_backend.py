@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from ..contract.design import boards_running, simulated_parameters
+from ..contract.design import board_design, boards_running, simulated_parameters
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from ..contract.numerics import NUMERICS_VERSION
@@ -35,14 +35,17 @@ class BoardModel(IntegerGPTNeo):
         self.link_at_start = (link.commands, link.bytes_sent, link.bytes_received)
 
     def device_stats(self):
-        """Device cycles (all, and in products), MACs, and link bytes since the weights were uploaded."""
+        """Device cycles (all, in products, and where the device counts them in each vector op and in
+        programs), MACs, and link bytes since the weights were uploaded."""
         link = {"link_commands": self.link.commands - self.link_at_start[0],
                 "link_bytes_sent": self.link.bytes_sent - self.link_at_start[1],
                 "link_bytes_received": self.link.bytes_received - self.link_at_start[2],
                 "link_resends": self.link.resends}
         counters = self.driver.counters()
+        vector = {f"device_{name}": counters[name] for name in ("embed_cycles", "norm_cycles", "sample_cycles",
+                                                                "program_cycles") if name in counters}
         return {"device_cycles": counters["cycles"], "device_matmul_cycles": counters["matmul_cycles"],
-                "device_macs": counters["macs"], **link}
+                "device_macs": counters["macs"], **vector, **link}
 
     def close(self):
         """Close the link, and stop the simulated board if this model started it."""
@@ -174,12 +177,13 @@ def _low_latency(transport):
         pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
 
 
-def connect_board(backend, trace=None, uart=False, board=None):
+def connect_board(backend, trace=None, uart=False, board=None, programs=False):
     """The :class:`AcceleratorDriver` of the device on board back end ``backend`` (a
     :class:`~neofpga.host.backends.Backend` or its text), its versions checked; returns (driver,
     close) where ``close`` closes the link and stops a simulated board this started.
 
-    ``board``: with ``sim``, simulate that board's accelerator; ``uart``: with ``sim``, the UART in the loop.
+    ``board``: with ``sim``, simulate that board's accelerator (``programs``: with the program units);
+    ``uart``: with ``sim``, the UART in the loop.
     """
     import serial
 
@@ -189,7 +193,7 @@ def connect_board(backend, trace=None, uart=False, board=None):
     started = None
     if backend.kind == "sim":
         from ..sim.simulated_board import start_simulated_board
-        parameters = simulated_parameters(board, uart)
+        parameters = simulated_parameters(board, uart, programs)
         started = start_simulated_board(parameters, trace=trace, log=_log)
         url, baud = started.url, backend.baud
     elif backend.kind == "sim-server":
@@ -217,8 +221,9 @@ def connect_board(backend, trace=None, uart=False, board=None):
             if backend.kind == "sim":
                 check_info(info, {"gateware_version": gateware_version(parameters)})
             elif backend.kind == "sim-server":  # a sim-server runs any simulated design
-                candidates = [simulated_parameters(name, with_uart) for name in (None, board)
-                              for with_uart in (False, True)]
+                candidates = [simulated_parameters(name, with_uart, with_programs) for name in (None, board)
+                              for with_uart in (False, True) for with_programs in (False, True)
+                              if not with_programs or (name is not None and board_design(name).program_memories)]
                 if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
                     raise UserError("the simulated board runs gateware this neofpga does not build: pass the "
                                     "--board it was started with, or restart neofpga sim-server from this neofpga")
@@ -234,13 +239,14 @@ def connect_board(backend, trace=None, uart=False, board=None):
         raise
 
 
-def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False):
+def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False,
+                     programs=False):
     """The model ``image`` on board back end ``backend``: its program (GENERATE, TOKEN) where the
     device runs programs and it fits, unless ``per_op`` or ``residency`` "stream"; else each op as
-    its own command, with ``residency`` auto, resident or stream. ``uart``, ``board``: as
-    :func:`connect_board` takes them."""
+    its own command, with ``residency`` auto, resident or stream. ``uart``, ``board``, ``programs``:
+    as :func:`connect_board` takes them."""
     backend = parse_backend(backend)
-    accelerator, close = connect_board(backend, trace, uart, board)
+    accelerator, close = connect_board(backend, trace, uart, board, programs)
     try:
         if accelerator.device_info["program_words"] and not per_op and residency in ("auto", "resident"):
             try:

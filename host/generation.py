@@ -134,7 +134,10 @@ def render_summary(backend, result, stats):
     lines = [f"[{backend}: {len(result.new_ids)} tokens in {result.seconds:.2f} s, "
              f"{result.tokens_per_second:.1f} tok/s, stop: {result.stop_reason}]"]
     if stats:
+        program = f", {stats['device_program_cycles']:,} running the program" \
+            if stats.get("device_program_cycles") else ""
         lines.append(f"[{backend}: {stats['device_cycles']:,} device cycles ({stats['device_matmul_cycles']:,} in "
-                     f"products), link {stats['link_bytes_sent']:,} bytes sent, {stats['link_bytes_received']:,} "
-                     f"received in {stats['link_commands']:,} commands, {stats['link_resends']} resends]")
+                     f"products{program}), link {stats['link_bytes_sent']:,} bytes sent, "
+                     f"{stats['link_bytes_received']:,} received in {stats['link_commands']:,} commands, "
+                     f"{stats['link_resends']} resends]")
     return "\n".join(lines)

@@ -24,20 +24,25 @@ def run_json(capsys, *argv):
     return json.loads(out), err
 
 
-@pytest.mark.parametrize("prompt, sampling, residency, tokens", [
-    (PROMPTS[0], [], "resident", 24),
-    (PROMPTS[1], ["--temperature", "0.9", "--top-k", "40", "--seed", "5"], "resident", 24),
-    (PROMPTS[2], ["--temperature", "1.1", "--seed", "2"], "stream", 4),  # weights re-sent every token
+@pytest.mark.parametrize("prompt, options, tokens", [
+    (PROMPTS[0], [], 24),  # the program: one GENERATE
+    (PROMPTS[1], ["--temperature", "0.9", "--top-k", "40", "--seed", "5"], 24),
+    (PROMPTS[0], ["--per-op"], 24),  # each op a command, the weights resident
+    (PROMPTS[2], ["--temperature", "1.1", "--seed", "2", "--residency", "stream"], 4),  # weights re-sent every token
 ])
-def test_sim_generates_the_golden_models_tokens(capsys, prompt, sampling, residency, tokens):
+def test_sim_generates_the_golden_models_tokens(capsys, prompt, options, tokens):
+    sampling = [option for option in options if option not in ("--per-op", "--residency", "stream")]
     emu, _ = run_json(capsys, "generate", prompt, "--device", "emu", "--max-new-tokens", tokens, *sampling)
-    sim, err = run_json(capsys, "generate", prompt, "--device", "sim", "--residency", residency,
-                        "--max-new-tokens", tokens, *sampling)
+    sim, err = run_json(capsys, "generate", prompt, "--device", "sim", "--max-new-tokens", tokens, *options)
     assert sim["new_ids"] == emu["new_ids"] and sim["text"] == emu["text"]
     assert sim["device_cycles"] > sim["device_matmul_cycles"] > 0
-    # the prompt and every new token but the last went through the device; stream mode uploads weights
-    assert sim["link_bytes_sent"] > (200_000 * tokens if residency == "stream" else 1_000)
-    assert sim["link_bytes_received"] > (tokens - 1) * 2 * 1024  # at least the int16 logits of every token
+    if options in ([], sampling):  # the whole token on the device: the ids come back, and nothing else
+        assert sim["device_program_cycles"] > sim["device_matmul_cycles"] + sim["device_norm_cycles"] > 0
+        assert sim["link_bytes_received"] < 40 * tokens + 1_000 and sim["link_commands"] < 10
+    else:  # the prompt and every new token but the last went through the device op by op
+        assert sim["device_program_cycles"] == 0
+        assert sim["link_bytes_sent"] > (200_000 * tokens if "stream" in options else 1_000)
+        assert sim["link_bytes_received"] > (tokens - 1) * 2 * 1024  # at least the int16 logits of every token
     assert "emu" not in err
 
 
@@ -128,19 +133,29 @@ def test_one_tinystories_block_on_the_simulated_board_is_the_golden_models(tinys
     assert board.cycles > 0
 
 
-def test_bench_projects_a_board_and_draws_where_a_token_goes(capsys, tmp_path):
-    """bench on the simulated board: a decoded token's array cycles by kind of product add up to its
-    array cycles, the projection adds up its parts, and --plot writes the PNG."""
+@pytest.mark.parametrize("per_op", [False, True])
+def test_bench_projects_a_board_and_draws_where_a_token_goes(capsys, tmp_path, per_op):
+    """bench on the simulated board: a decoded token's device cycles by kind of op (the program) or
+    of product (op by op) add up to its device (or array) cycles, the projection adds up its parts,
+    and --plot writes the PNG."""
     from neofpga.host.bench_plot import ceilings, token_time_parts
 
     plot = tmp_path / "token.png"
-    data, err = run_json(capsys, "bench", "--devices", "sim", "--tokens", 3, "--repeats", 1, "--plot", plot)
+    data, err = run_json(capsys, "bench", "--devices", "sim", "--tokens", 3, "--repeats", 1, "--plot", plot,
+                         *(["--per-op"] if per_op else []))
     (board,) = data["devices"]
     per, projected = board["per_decoded_token"], board["projected"]
-    by_kind = per["matmul_cycles_by_kind"]
-    assert all(by_kind[kind] > 0 for kind in ("qkv", "scores + softmax", "P x V", "out_proj", "c_fc", "c_proj",
-                                              "head"))
-    assert sum(by_kind.values()) == pytest.approx(per["device_matmul_cycles"])
+    if per_op:
+        by_kind = per["matmul_cycles_by_kind"]
+        assert all(by_kind[kind] > 0 for kind in ("qkv", "scores + softmax", "P x V", "out_proj", "c_fc", "c_proj",
+                                                  "head"))
+        assert sum(by_kind.values()) == pytest.approx(per["device_matmul_cycles"])
+        assert per["link_commands"] > 50
+    else:
+        by_kind = per["program_cycles_by_kind"]
+        assert all(cycles > 0 for cycles in by_kind.values()) and set(by_kind) > {"products", "NORM", "SAMPLE"}
+        assert sum(by_kind.values()) == pytest.approx(per["device_program_cycles"])
+        assert per["link_commands"] == 0 and 0 < per["link_bytes_received"] < 40
     parts = token_time_parts(board)
     assert sum(seconds for _, seconds in parts) == pytest.approx(1 / projected["tokens_per_second"])
     limits = dict(ceilings(board))
