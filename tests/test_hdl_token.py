@@ -5,16 +5,22 @@ refused without changing the device (test_token_program.py holds the same on the
 The design is test_token_program.py's reference device with a 3 x 4 array (built once for the
 module: about a minute)."""
 
+import collections
+import random
 import time
 
 import numpy as np
 import pytest
 import serial
+from random_programs import random_entry
 from test_token_program import SAMPLERS, DEVICE, odd, run_both, settings_for  # noqa: F401 (odd: the fixture)
 
-from neofpga.contract.program import Relocation, Source, pack_entry, unpack_entry
-from neofpga.contract.protocol import (ANSWER, CHOICE, ERROR, GENERATE, GENERATED, STREAM, STREAMED, TOKEN, Error,
-                                       FrameDecoder, Opcode, Space, encode_frame, pack_record, unpack_record)
+from neofpga.contract.gateware_version import gateware_version
+from neofpga.contract.program import PROGRAM_OPS, RELOCATABLE, Relocation, Source, pack_entry, pack_header, unpack_entry
+from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, ERROR, GENERATE, GENERATED, READ, STREAM, STREAMED,
+                                       TOKEN, Error, FrameDecoder, Opcode, Space, encode_frame, pack_record,
+                                       unpack_record)
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.board_backend import ProgramModel
 from neofpga.host.driver import AcceleratorDriver
 from neofpga.host.generation import generate
@@ -256,3 +262,116 @@ def test_a_tinystories_shaped_block_runs_whole_tokens_on_the_simulated_board(tmp
         run_both(model, program, ids, settings_for(model))
         run_both(model, program, ids[::-1], settings_for(model, temperature=0.8, top_k=10, seed=2))
         link.close()
+
+
+def test_the_shipped_model_runs_whole_tokens_on_the_ulx3s_85f_design_past_its_window():
+    """The shipped model (window 64) on the ULX3S-85F's design with the program units: 70
+    positions, every logit code and sampled choice the golden model's."""
+    from neofpga.contract.design import simulated_parameters
+    from neofpga.host.backends import load_source
+    from neofpga.sim.simulated_board import start_simulated_board
+
+    model = load_source(None).quantized()
+    with start_simulated_board(simulated_parameters("ulx3s-85f", programs=True), log=lambda line: None) as board:
+        link = Link(serial.serial_for_url(board.url, timeout=0.01), timeout=30.0)
+        program = TokenProgram(model, AcceleratorDriver(link))
+        ids = np.random.default_rng(2).integers(0, model.config.vocab_size, 70)
+        run_both(model, program, ids, settings_for(model, temperature=0.8, top_k=40, seed=3))
+        link.close()
+
+
+# -- the gateware against the reference device, byte for byte ------------------------------------
+
+class Twins:
+    """The board and the reference device fed the same frames: each frame either sends back (a
+    GENERATE's STREAM frames too) must be the same bytes."""
+
+    def __init__(self, link, device):
+        self.link, self.device = link, device
+        self.sequence = 0
+        self.answers = collections.Counter()
+
+    def send(self, opcode, payload=b""):
+        self.sequence = self.sequence % 255 + 1
+        frame = encode_frame(opcode, self.sequence, payload)
+        expected = FrameDecoder().feed(self.device.feed(frame))
+        while not expected or expected[-1].opcode == STREAM:  # a running GENERATE's frames come from run()
+            expected += FrameDecoder().feed(self.device.run())
+        self.link.transport.write(frame)
+        received = [receive(self.link) for _ in expected]
+        assert received == expected, f"{Opcode(opcode).name} {payload.hex()}: {received} != {expected}"
+        last = received[-1]
+        self.answers[Error(last.payload[0]).name if last.opcode == ERROR else Opcode(opcode).name] += 1
+        return last
+
+
+def random_settings(rng, model):
+    """SETTINGS: greedy, sampled, or (one in ten) out of range."""
+    roll = rng.random()
+    if roll < 0.4:
+        settings = dict(greedy=1, state=rng.randrange(2 ** 32))
+    else:
+        settings = settings_for(model, temperature=rng.choice([0.3, 0.8, 1.5]), top_k=rng.choice([None, 1, 5, 64]),
+                                top_p=rng.choice([None, 0.5, 0.9]), seed=rng.randrange(1, 2 ** 32))
+    if roll > 0.9:
+        settings.update(rng.choice([dict(greedy=0, k=0), dict(greedy=0, k=65), dict(greedy=0, top_p=0),
+                                    dict(greedy=0, pre=17), dict(greedy=2)]))
+    return settings
+
+
+def test_the_gateware_answers_random_programs_and_commands_as_the_reference_device(program, odd):
+    """The odd checkpoint's program on both, then TOKENs and GENERATEs at random ids, positions and
+    settings (some out of range) while random program entries come and go (malformed ones, random
+    fields, the real ones relocated out of their banks, a broken header): every frame and, at the
+    end, every activation and cache word the same."""
+    rng = random.Random(7)
+    device = AcceleratorModel(**{k: v for k, v in DESIGN.items() if k != "timeout_cycles"},
+                              gateware_version=gateware_version(DESIGN))
+    reference = TokenProgram(odd, AcceleratorDriver(Link(ModelTransport(device), timeout=0)))
+    assert reference.entries == program.entries
+    twins = Twins(program.driver.link, device)
+    c, entries = odd.config, program.entries
+    header = pack_header(len(entries), c.vocab_size, c.max_position_embeddings)
+
+    def write_entry(index, word):
+        twins.send(Opcode.WRITE, pack_record(ACCESS, space=Space.PROGRAM, address=index) + word)
+
+    for _ in range(120):
+        roll = rng.random()
+        if roll < 0.45:
+            token = rng.randrange(c.vocab_size) if rng.random() < 0.9 else rng.randrange(c.vocab_size, 2 ** 16)
+            position = rng.randrange(24) if rng.random() < 0.9 else rng.randrange(c.max_position_embeddings, 2 ** 16)
+            twins.send(Opcode.TOKEN, pack_record(TOKEN, id=token, position=position, **random_settings(rng, odd)))
+        elif roll < 0.6:
+            prompt = [rng.randrange(c.vocab_size) if rng.random() < 0.95 else c.vocab_size
+                      for _ in range(rng.randint(1, 3))]
+            record = pack_record(GENERATE, position=rng.randrange(20), count=rng.randint(1, 4),
+                                 eos=rng.randrange(c.vocab_size), stop_at_eos=rng.randint(0, 1),
+                                 **random_settings(rng, odd))
+            twins.send(Opcode.GENERATE, record + np.array(prompt, "<u2").tobytes())
+        elif roll < 0.7:  # a random entry, most often malformed
+            write_entry(rng.randint(1, len(entries)), random_entry(rng))
+        elif roll < 0.8:  # a real entry with a relocatable field moved (often out of its bank)
+            index = rng.randint(1, len(entries))
+            opcode, fields, relocations = unpack_entry(entries[index - 1])
+            if opcode in RELOCATABLE:
+                name = rng.choice(RELOCATABLE[opcode])
+                bits = 8 * {field: size for field, size, _ in PROGRAM_OPS[opcode]}[name]
+                fields[name] = (fields[name] + rng.choice([1, 64, 2 ** 12, rng.randrange(2 ** bits)])) % 2 ** bits
+                kept = [Relocation(RELOCATABLE[opcode][r["field"]], r["source"], r["ring"], r["shift"], r["mask"],
+                                   r["scale"]) for r in relocations]
+                write_entry(index, pack_entry(opcode, fields, kept))
+        elif roll < 0.83:  # a broken header
+            twins.send(Opcode.WRITE, pack_record(ACCESS, space=Space.PROGRAM, address=0) + rng.choice([
+                pack_header(len(entries), c.vocab_size, c.max_position_embeddings)[:2] + rng.randbytes(78),
+                pack_header(0, c.vocab_size, c.max_position_embeddings),
+                pack_header(DESIGN["program_words"], c.vocab_size, c.max_position_embeddings)]))
+        else:  # the program whole again
+            write_entry(0, header)
+            for index, word in enumerate(entries, 1):
+                write_entry(index, word)
+        if rng.random() < 0.2:
+            twins.send(Opcode.READ, pack_record(READ, space=Space.ACTIVATIONS, bank=rng.randrange(DESIGN["rows"]),
+                                                address=program.logits_base, words=c.vocab_size))
+    assert memory(program) == memory(reference)
+    assert twins.answers["TOKEN"] > 15 and twins.answers["GENERATE"] > 5 and twins.answers["BAD_ARGUMENT"] > 15
