@@ -276,7 +276,9 @@ class Accelerator(wiring.Component):
     def _program_parts(self, m):
         """The PROGRAM memory, the token sequencer, and the registers of a running TOKEN."""
         depth = self.program_words * (PROGRAM_ENTRY_BYTES // PROGRAM_WORD_BYTES)
-        m.submodules.program = program = memory.Memory(shape=8 * PROGRAM_WORD_BYTES, depth=depth, init=[])
+        # in LUT RAM: the block RAM is the weights' (a board's 80 words are 1,600 of 4 bytes)
+        m.submodules.program = program = memory.Memory(shape=8 * PROGRAM_WORD_BYTES, depth=depth, init=[],
+                                                       attrs={"ram_style": "distributed"})
         write, read = program.write_port(granularity=8), program.read_port()
         m.submodules.tokens = tokens = TokenSequencer(self.program_words, bits_for(depth - 1), PROGRAM_WORD_BYTES)
         m.d.comb += [read.addr.eq(tokens.addr), tokens.data.eq(read.data)]

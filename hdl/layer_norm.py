@@ -25,7 +25,7 @@ from amaranth.utils import bits_for
 
 from ..contract.numerics import INT16, NORM_EPSILON_MAX, RECIPROCAL_BITS
 from .pipeline import StallingPipeline
-from .requantizer import Requantizer
+from .requantizer import Requantizer, RequantizerInput
 from .softmax import Reciprocal
 
 __all__ = ["LayerNormInput", "LayerNormColumn", "LayerNormOutput", "LayerNorm"]
@@ -68,6 +68,9 @@ class LayerNorm(wiring.Component):
     ----------
     max_length : int
         The longest row (the model's hidden size).
+    shared_requantizer : bool
+        Use a requantizer outside the unit, through :attr:`requantize` and :attr:`requantized`
+        (one that another unit uses while this one has no row), instead of one of its own.
 
     Attributes
     ----------
@@ -83,16 +86,21 @@ class LayerNorm(wiring.Component):
         ``E``, up to NORM_EPSILON_MAX.
     multiplier, shift, low, high : In(unsigned(16)), In(unsigned(6)), In(signed(16)), In(signed(16))
         The requantizer's ``M``, ``shift`` and limits for ``n * gain + bias``.
+    requantize, requantized : Out(stream.Signature(RequantizerInput)), In(stream.Signature(signed(16)))
+        With ``shared_requantizer``: the requantizer's input and output.
     """
 
-    def __init__(self, max_length):
+    def __init__(self, max_length, shared_requantizer=False):
         if not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive integer, not {max_length!r}")
         self.max_length = max_length
         self.sum_bits = bits_for(max_length * -INT16[0]) + 1
         self.power_bits = self.power_width(max_length)
         self.root_bits = (self.power_bits + 1) // 2
-        super().__init__({
+        self.shared_requantizer = shared_requantizer
+        shared = {"requantize": Out(stream.Signature(RequantizerInput)),
+                  "requantized": In(stream.Signature(signed(16)))} if shared_requantizer else {}
+        super().__init__({**shared,
             "i": In(stream.Signature(LayerNormInput)),
             "columns": In(stream.Signature(LayerNormColumn)),
             "o": Out(stream.Signature(LayerNormOutput)),
@@ -115,7 +123,10 @@ class LayerNorm(wiring.Component):
         m.submodules.buffer = buffer = memory.Memory(shape=signed(16), depth=self.max_length, init=[])
         write, read = buffer.write_port(), buffer.read_port()
         m.submodules.reciprocal = reciprocal = Reciprocal(self.root_bits)
-        m.submodules.requantizer = requantizer = Requantizer()
+        if self.shared_requantizer:
+            requantizer = SimpleNamespace(i=self.requantize, o=self.requantized)
+        else:
+            m.submodules.requantizer = requantizer = Requantizer()
 
         index_shape = range(self.max_length + 1)
         length = Signal(index_shape)       # the row's length, once it is in

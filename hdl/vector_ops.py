@@ -7,7 +7,8 @@
   LayerNorm unit (:class:`~.layer_norm.LayerNorm`), writing each saturated sum back as it goes;
   then it streams the NORM_COLUMN words into the unit and writes its outputs to the out row;
 * **EMBED** reads the token's and the position's CONSTANT records, then their int8 rows, word by
-  word alternately, through a requantizer, and writes each pair's saturated sum;
+  word alternately, through a requantizer (the LayerNorm unit's, shared: the two never run at
+  once), and writes each pair's saturated sum;
 * **SAMPLE** reads the row of codes into the sampler (:class:`~.sampler.Sampler`) and holds its
   CHOICE.
 
@@ -96,7 +97,7 @@ class VectorOps(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.layer_norm = layer_norm = LayerNorm(self.norm_length)
+        m.submodules.layer_norm = layer_norm = LayerNorm(self.norm_length, shared_requantizer=True)
         m.submodules.requantizer = requantizer = Requantizer()
         m.submodules.sampler = sampler = Sampler()
         m.submodules.columns = columns = fifo.SyncFIFO(width=48, depth=4)
@@ -148,6 +149,9 @@ class VectorOps(wiring.Component):
                      layer_norm.columns.payload.bias.eq(columns.r_data[:32]),
                      layer_norm.columns.payload.gain.eq(columns.r_data[32:48])]
         m.d.comb += [requantizer.o.ready.eq(1), layer_norm.o.ready.eq(1), write.weights.eq(0)]
+        with m.If(opcode == Opcode.NORM):  # the requantizer is the LayerNorm unit's, else EMBED's
+            wiring.connect(m, layer_norm.requantize, requantizer.i)
+            wiring.connect(m, requantizer.o, layer_norm.requantized)
 
         with m.FSM():
             with m.State("IDLE"):

@@ -79,9 +79,12 @@ def test_a_token_a_command_equals_the_golden_model_past_the_window(odd, sampled)
     run_both(odd, program, ids, settings)
 
 
-def test_the_shipped_model_runs_whole_tokens(default):
-    program, device = open_program(default, rows=9, cols=16, activation_words=2048, weight_words=32768,
-                                   constant_words=8192)
+def test_the_shipped_model_runs_whole_tokens_in_the_ulx3s_85f_program_memories(default):
+    """The shipped model with its program in contract/design.py's PROGRAM_MEMORIES (the ULX3S-85F's
+    design with the program units), past its window of 64."""
+    from neofpga.contract.design import PROGRAM_MEMORIES
+
+    program, device = open_program(default, rows=9, cols=16, **PROGRAM_MEMORIES)
     ids = np.random.default_rng(2).integers(0, default.config.vocab_size, 70)  # window 64
     run_both(default, program, ids, settings_for(default, temperature=0.8, top_k=40, seed=3))
 
