@@ -120,7 +120,9 @@ class LayerNorm(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.buffer = buffer = memory.Memory(shape=signed(16), depth=self.max_length, init=[])
+        # in LUT RAM: a board's block RAM is the weights' (a row of 256 is 64 LUT RAM cells)
+        m.submodules.buffer = buffer = memory.Memory(shape=signed(16), depth=self.max_length, init=[],
+                                                     attrs={"ram_style": "distributed"})
         write, read = buffer.write_port(), buffer.read_port()
         m.submodules.reciprocal = reciprocal = Reciprocal(self.root_bits)
         if self.shared_requantizer:

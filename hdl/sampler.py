@@ -104,7 +104,7 @@ class Sampler(wiring.Component):
         m.submodules.weighed = weighed = memory.Memory(shape=Weighed, depth=SAMPLE_CANDIDATES, init=[])
         store, load = weighed.write_port(), weighed.read_port()
         m.submodules.exp2 = exp2 = memory.Memory(shape=unsigned(WEIGHT_BITS), depth=len(EXP2_TABLE),
-                                                 init=EXP2_TABLE)
+                                                 init=EXP2_TABLE, attrs={"ram_style": "logic"})  # in LUTs
         exp2_port = exp2.read_port()
 
         count = Signal(ID_BITS + 1)                  # codes taken
