@@ -173,7 +173,9 @@ def quantize_checkpoint(checkpoint, calibration_ids, source=""):
                 activation_limits(d))
     _linear(tensors, "head", w["transformer.wte.weight"], None, head_in,
             scale("logits", None, INT16, HOST_HEADROOM), _limits(INT16))
-    calibration = {(f"h.{layer}.{site}" if layer is not None else site): value
+    # recorded to the scales' 10 significant bits: the float reference's last bits differ between
+    # BLAS builds (and processors), and the image must come out the same everywhere
+    calibration = {(f"h.{layer}.{site}" if layer is not None else site): float(_round_scale_up(value))
                    for (site, layer), value in maxima.items()}
     return QuantizedModel(c, checkpoint.tokenizer, tensors, scales, checkpoint.generation_config,
                           calibration=calibration, source=source)
