@@ -13,7 +13,7 @@ It executes the commands of contract/protocol.py one at a time, each answered on
 * EMBED, NORM, SAMPLE (where ``norm_length`` is set): the vector ops of :class:`~.vector_ops.VectorOps`,
   checked, then run; SAMPLE answered with its CHOICE;
 * TOKEN (where ``program_words`` is set too): the program in the PROGRAM memory (written by WRITE,
-  4 bytes a word) for one token, every op checked by :class:`~.token_sequencer.TokenSequencer`'s
+  8 bytes a word) for one token, every op checked by :class:`~.token_sequencer.TokenSequencer`'s
   first pass before its second runs them through the same states as the link's MATMUL and vector
   ops; answered with the last SAMPLE's CHOICE;
 * GENERATE: every prompt token's program checked, then run (all but the last choosing greedily),
@@ -35,7 +35,7 @@ from types import SimpleNamespace
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for
+from amaranth.utils import bits_for, exact_log2
 
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION
@@ -55,8 +55,8 @@ from .vector_ops import VECTOR_OPS, VectorOps
 
 __all__ = ["PROGRAM_WORD_BYTES", "Accelerator"]
 
-PROGRAM_WORD_BYTES = 4
-"""Bytes of a word of the PROGRAM memory as the gateware holds it: a program entry is read in 20 cycles."""
+PROGRAM_WORD_BYTES = 8
+"""Bytes of a word of the PROGRAM memory as the gateware holds it: a program entry is read in 10 cycles."""
 
 
 class Accelerator(wiring.Component):
@@ -276,7 +276,7 @@ class Accelerator(wiring.Component):
     def _program_parts(self, m):
         """The PROGRAM memory, the token sequencer, and the registers of a running TOKEN."""
         depth = self.program_words * (PROGRAM_ENTRY_BYTES // PROGRAM_WORD_BYTES)
-        # in LUT RAM: the block RAM is the weights' (a board's 80 words are 1,600 of 4 bytes)
+        # in LUT RAM: the block RAM is the weights' (a board's 80 entries are 800 words of 8 bytes)
         m.submodules.program = program = memory.Memory(shape=8 * PROGRAM_WORD_BYTES, depth=depth, init=[],
                                                        attrs={"ram_style": "distributed"})
         write, read = program.write_port(granularity=8), program.read_port()
@@ -324,8 +324,10 @@ class Accelerator(wiring.Component):
             with m.Elif(~s.fetched):
                 m.d.sync += s.fetched.eq(1)
             with m.Else():
-                m.d.comb += [p.write.addr.eq(p.byte[2:]), p.write.data.eq(Cat(*[s.rx.payload_data] * PROGRAM_WORD_BYTES)),
-                             p.write.en.eq(1 << p.byte[:2])]
+                lane = exact_log2(PROGRAM_WORD_BYTES)  # the byte's place in its word
+                m.d.comb += [p.write.addr.eq(p.byte[lane:]),
+                             p.write.data.eq(Cat(*[s.rx.payload_data] * PROGRAM_WORD_BYTES)),
+                             p.write.en.eq(1 << p.byte[:lane])]
                 m.d.sync += [s.byte_index.eq(s.byte_index + 1), p.byte.eq(p.byte + 1)]
 
         with m.State("TOKEN_START"):

@@ -74,7 +74,8 @@ class ProgramModel(BoardModel):
         """GENERATE: the device runs ``prompt`` (ids) and chooses up to ``count`` ids as ``chooser``
         (an :class:`~neofpga.host.sampling.IntegerChooser`) would, each to ``on_id`` as it streams
         back; returns the :class:`~neofpga.contract.protocol.Stop`. A prompt longer than a frame
-        holds goes in by TOKEN first. If the stream breaks (a lost or damaged frame, silence), the
+        holds goes in by TOKEN first; the first frame may take the link's timeout for each prompt
+        token (the device runs them all before it streams). If the stream breaks (a lost or damaged frame, silence), the
         host stops the device and runs GENERATE again from the start with the ids it has and the
         state the last one carried, saying so on stderr; ``link.retries`` breaks in a row without
         a new id give up."""
@@ -96,9 +97,10 @@ class ProgramModel(BoardModel):
             fed = self._prefill_to_fit(ids)
             record = pack_record(GENERATE, position=self.length, count=min(count - produced, 0xFFFF), **eos_field,
                                  **chooser.settings)
-            try:
+            try:  # the prompt runs before the first frame: a command's time a token
                 answer = unpack_record(GENERATED, self.link.stream(
-                    Opcode.GENERATE, record + np.asarray(ids[fed:], "<u2").tobytes(), on_frame))
+                    Opcode.GENERATE, record + np.asarray(ids[fed:], "<u2").tobytes(), on_frame,
+                    first_wait=self.link.timeout * (len(ids) - fed)))
                 if answer["count"] != len(got):
                     raise StreamBroken(f"GENERATE: {answer['count'] - len(got)} of its last ids were lost")
             except StreamBroken as e:

@@ -90,10 +90,11 @@ class Link:
         raise LinkError(f"{_name(opcode)} failed after {1 + self.retries} tries: {problem} "
                         f"(is the board connected and running the neofpga gateware?)")
 
-    def stream(self, opcode, payload, on_frame):
+    def stream(self, opcode, payload, on_frame, first_wait=None):
         """Send a command that streams frames of its own before its answer (GENERATE's STREAM
         frames): each one's payload goes to ``on_frame`` as it comes; returns the answer's payload.
-        It is sent once: a silence of ``timeout`` or a damaged command is a :class:`StreamBroken`
+        The first frame may take ``first_wait`` seconds (a GENERATE's silent prefill), the others
+        ``timeout``. It is sent once: a silence of that long or a damaged command is a :class:`StreamBroken`
         (``on_frame`` may raise one too, for a frame it finds missing), any other error a
         :class:`LinkError`; running it again is the caller's."""
         self.sequence = (self.sequence + 1) % 256
@@ -101,10 +102,12 @@ class Link:
         frame = encode_frame(opcode, self.sequence, payload)
         self.transport.write(frame)
         self.bytes_sent += len(frame)
+        wait = max(first_wait or 0, self.timeout)
         while True:
-            answer = self._receive(opcode, STREAM)
+            answer = self._receive(opcode, STREAM, wait=wait)
             if answer is None:
-                raise StreamBroken(f"{_name(opcode)}: no frame within {self.timeout} s")
+                raise StreamBroken(f"{_name(opcode)}: no frame within {wait:g} s")
+            wait = self.timeout
             if answer.opcode == STREAM:
                 on_frame(answer.payload)
             elif answer.opcode == opcode | ANSWER:
@@ -118,10 +121,10 @@ class Link:
         """Close the transport."""
         self.transport.close()
 
-    def _receive(self, opcode, *others):
+    def _receive(self, opcode, *others, wait=None):
         """This command's answer or error frame (or one of opcodes ``others`` it sends), or None once
-        the line has been silent for ``timeout``."""
-        deadline = time.monotonic() + self.timeout
+        the line has been silent for ``wait`` (default ``timeout``) before the first byte, ``timeout`` after."""
+        deadline = time.monotonic() + (self.timeout if wait is None else wait)
         while True:
             while self.frames:
                 frame = self.frames.popleft()
