@@ -18,7 +18,7 @@ its residual row in the same bank and overlaps it is undefined (contract/protoco
 are written back while the row is still read.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import serial
 from random_programs import random_entry
-from test_token_program import SAMPLERS, DEVICE, odd, run_both, settings_for  # noqa: F401 (odd: the fixture)
+from test_token_program import (DEVICE, SAMPLERS, assert_stops_as_the_host_does, odd,  # noqa: F401 (odd: the fixture)
+                                run_both, settings_for)
 
 from neofpga.contract.gateware_version import gateware_version
 from neofpga.contract.program import PROGRAM_OPS, RELOCATABLE, Relocation, Source, pack_entry, pack_header, unpack_entry
@@ -26,7 +27,6 @@ from neofpga.host.driver import AcceleratorDriver
 from neofpga.host.generation import generate
 from neofpga.host.golden import golden_model
 from neofpga.host.link import Link, LinkError
-from neofpga.host.sampling import Sampler
 from neofpga.host.token_program import TokenProgram
 from neofpga.sim.board_process import SimulatedBoard
 from neofpga.sim.simulated_board import board_executable
@@ -151,16 +151,7 @@ def test_generate_on_the_device_equals_the_golden_model_in_one_command(board, od
 
 
 def test_generate_stops_at_eos_and_at_the_context_as_the_host_does(board, odd):
-    golden = golden_model(odd)
-    prompt = [5, 17, 2, 40]
-    eos = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=-1).new_ids[6]
-    expected = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
-    result = generate(board, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
-    assert (result.new_ids, result.stop_reason) == (expected.new_ids, "eos") and result.new_ids[-1] == eos
-    long_prompt = list(range(10, 10 + odd.config.max_position_embeddings - 3))
-    expected = generate(golden, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
-    result = generate(board, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
-    assert (result.new_ids, result.stop_reason) == (expected.new_ids, "context") and len(result.new_ids) == 3
+    assert_stops_as_the_host_does(board, odd)
 
 
 def receive(link, wait=10.0):

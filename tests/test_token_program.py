@@ -193,16 +193,20 @@ def test_generate_on_the_device_equals_the_golden_model_in_one_command(odd, samp
 
 def test_generate_stops_at_eos_and_at_the_context_as_the_host_does(odd):
     board, device, link = program_board(odd, rows=3, cols=4)
-    golden = golden_model(odd)
+    assert_stops_as_the_host_does(board, odd)
+
+
+def assert_stops_as_the_host_does(board, model):
+    """GENERATE on ``board`` stops at EOS, and at the context, where the golden model's loop does."""
+    golden = golden_model(model)
     prompt = [5, 17, 2, 40]
-    free = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=-1).new_ids
-    eos = free[6]
-    expected = generate(golden, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
-    result = generate(board, odd.tokenizer, prompt, Sampler(), 10, eos_id=eos)
+    eos = generate(golden, model.tokenizer, prompt, Sampler(), 10, eos_id=-1).new_ids[6]
+    expected = generate(golden, model.tokenizer, prompt, Sampler(), 10, eos_id=eos)
+    result = generate(board, model.tokenizer, prompt, Sampler(), 10, eos_id=eos)
     assert (result.new_ids, result.stop_reason) == (expected.new_ids, "eos") and result.new_ids[-1] == eos
-    long_prompt = list(range(10, 10 + odd.config.max_position_embeddings - 3))
-    expected = generate(golden, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
-    result = generate(board, odd.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
+    long_prompt = list(range(10, 10 + model.config.max_position_embeddings - 3))
+    expected = generate(golden, model.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
+    result = generate(board, model.tokenizer, long_prompt, Sampler(), 10, eos_id=-1)
     assert (result.new_ids, result.stop_reason) == (expected.new_ids, "context") and len(result.new_ids) == 3
 
 
