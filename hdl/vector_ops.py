@@ -117,15 +117,14 @@ class VectorOps(wiring.Component):
         index = Signal(17)            # the row's next word to read
         second = Signal()             # of a pair of reads: the addend's, or the position's
         issued, issued_second = Signal(), Signal()
-        issued_index = Signal(17)
         arrived, arrived_second = Signal(), Signal()
         arrived_index = Signal(17)
-        m.d.sync += [arrived.eq(issued), arrived_second.eq(issued_second), arrived_index.eq(issued_index)]
-        m.d.comb += [self.reading.eq(issued), issued_index.eq(index)]
+        m.d.sync += [arrived.eq(issued), arrived_second.eq(issued_second), arrived_index.eq(index)]
+        m.d.comb += self.reading.eq(issued)
         value16 = self.word[:16].as_signed()
         value8 = self.word[:8].as_signed()
 
-        self._checks(m, embed, norm, sample, token_row, position_row)
+        refused = self._refused(m, embed, norm, sample, token_row, position_row)
 
         first_part = Signal(signed(16))      # residual word, or EMBED's token part
         written = Signal(17)                 # EMBED's sums written, NORM's outputs written
@@ -169,7 +168,7 @@ class VectorOps(wiring.Component):
                 with m.If(steps == 1):
                     m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += self.refused.eq(self._refused)
+                m.d.sync += self.refused.eq(refused)
                 m.next = "VERDICT"
             with m.State("VERDICT"):
                 m.d.comb += self.checked.eq(1)
@@ -284,8 +283,8 @@ class VectorOps(wiring.Component):
                          write.value.eq(_saturated_sum(first_part, requantizer.o.payload))]
             m.d.sync += [pending.eq(0), written.eq(written + 1)]
 
-    def _checks(self, m, embed, norm, sample, token_row, position_row):
-        """``self._refused``: the reference device's checks of the held op (EMBED's rows found)."""
+    def _refused(self, m, embed, norm, sample, token_row, position_row):
+        """Whether the reference device refuses the held op (EMBED's rows found by then)."""
         rows, activations = self.rows, self.activation_words
 
         def row_past_end(bank, address, length, banks, depth):
@@ -307,11 +306,12 @@ class VectorOps(wiring.Component):
                             | (sample.constant >= 2 ** CONSTANT_BITS))
         sample_refused = ((sample.n == 0) | (sample.greedy > 1) | ((sample.greedy == 0) & settings_refused)
                           | row_past_end(sample.bank, sample.address, sample.n, rows, activations))
-        self._refused = Signal()
+        refused = Signal()
         with m.Switch(self.opcode):
             with m.Case(Opcode.EMBED):
-                m.d.comb += self._refused.eq(embed_refused)
+                m.d.comb += refused.eq(embed_refused)
             with m.Case(Opcode.NORM):
-                m.d.comb += self._refused.eq(norm_refused)
+                m.d.comb += refused.eq(norm_refused)
             with m.Default():
-                m.d.comb += self._refused.eq(sample_refused)
+                m.d.comb += refused.eq(sample_refused)
+        return refused
