@@ -3,8 +3,8 @@
 Every check runs its commands on the board and on :class:`~neofpga.sim.accelerator_model.AcceleratorModel`
 (the golden numerics behind the same protocol), built with the board's INFO, and compares what
 comes back: memory patterns at both ends of every bank, a requantized product with saturating
-operands, a softmax row as long as the unit takes, a GELU product, the counters, and refused
-out-of-range accesses. Then it measures the link: bytes a second each way and a command's round trip.
+operands, a softmax row as long as the unit takes, a GELU product, the vector ops (EMBED, NORM,
+SAMPLE) where the device has them, the counters, and refused out-of-range accesses. Then it measures the link: bytes a second each way and a command's round trip.
 """
 
 import time
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract.numerics import GELU_KNOTS
-from ..contract.protocol import CONSTANT, WORD_BYTES, Mode, Space
+from ..contract.protocol import (CONSTANT, EMBED, NORM, NORM_COLUMN, SAMPLE, WORD_BYTES, Mode, Opcode, Space,
+                                 pack_record)
 from .driver import AcceleratorDriver, record_dtype
-from .kernels import gelu_knots, multiplier_and_shift, softmax_parameters
+from .kernels import gelu_knots, multiplier_and_shift, sampling_parameters, softmax_parameters
 from .link import Link, LinkError
 
 __all__ = ["Check", "run_selftest"]
@@ -56,6 +57,10 @@ class _Mirror:
 
     def read(self, *args):
         return self.board.read(*args), self.reference.read(*args)
+
+    def command(self, opcode, payload):
+        """A command's answer from both."""
+        return self.board.link.command(opcode, payload), self.reference.link.command(opcode, payload)
 
     def reset_counters(self):
         self.board.reset_counters()
@@ -171,6 +176,37 @@ def _gelu_check(mirror, info, rng):
                     f"table {table}")
 
 
+def _vector_check(mirror, info, rng):
+    """EMBED a row, NORM it with an addend (the residual add, then the LayerNorm), and SAMPLE the
+    result greedily and seeded: the rows and the choices."""
+    d, cols, rows = min(info["norm_length"], 64), info["cols"], info["rows"]
+    for bank in (0, 1 % cols):  # the token's row (id 0) and the position's (1), from address 0
+        mirror.write(Space.WEIGHTS, bank, 0, rng.integers(-128, 128, d).astype("i1").tobytes())
+    mirror.write(Space.CONSTANTS, 0, 0, _constants(rng, 3))  # records 0 (the token's) and 2 (the position's)
+    columns = np.zeros(d, record_dtype(NORM_COLUMN))
+    columns["gain"], columns["bias"] = rng.integers(-2 ** 15, 2 ** 15, d), rng.integers(-2 ** 20, 2 ** 20, d)
+    mirror.write(Space.CONSTANTS, 0, 8, columns.tobytes())
+    addend_bank, out_bank = 1 % rows, 2 % rows
+    mirror.write(Space.ACTIVATIONS, addend_bank, d, rng.integers(-2 ** 15, 2 ** 15, d).astype("<i2").tobytes())
+    answers = [mirror.command(Opcode.EMBED, pack_record(EMBED, id=0, position=1, d=d, token_constants=0,
+                                                        position_constants=1, out_bank=0, out_address=0))]
+    multiplier, shift = multiplier_and_shift(1e-5)
+    mean_multiplier, mean_shift = multiplier_and_shift(1 / d)
+    answers.append(mirror.command(Opcode.NORM, pack_record(
+        NORM, d=d, residual_bank=0, residual_address=0, add=1, addend_bank=addend_bank, addend_address=d,
+        columns=8, multiplier=multiplier, shift=shift, low=-32768, high=32767, mean_multiplier=mean_multiplier,
+        mean_shift=mean_shift, epsilon=1, out_bank=out_bank, out_address=2 * d)))
+    pre, constant, shift, k, top_p = sampling_parameters(0.05, 1.0, 8, 0.9)
+    for settings in (dict(greedy=1), dict(pre=pre, constant=constant, shift=shift, k=k, top_p=top_p, state=12345)):
+        answers.append(mirror.command(Opcode.SAMPLE, pack_record(SAMPLE, n=d, bank=out_bank, address=2 * d,
+                                                                 **settings)))
+    got = [board for board, _ in answers] + [mirror.read(Space.ACTIVATIONS, bank, 0, 3 * d)[0] for bank in range(rows)]
+    expected = [reference for _, reference in answers] + \
+        [mirror.read(Space.ACTIVATIONS, bank, 0, 3 * d)[1] for bank in range(rows)]
+    return _compare("vector ops", (b"".join(got), b"".join(expected)),
+                    f"EMBED, NORM and SAMPLE (greedy and seeded) on a row of {d}")
+
+
 def _throughput(board, info, baud):
     """Bytes a second written and read (weight bank 0), and the mean round trip of INFO."""
     size = min(THROUGHPUT_BYTES, info["weight_words"])
@@ -216,7 +252,7 @@ def run_selftest(board, baud=None, full=False, seed=0, log=None):
         done(check)
     done(_refusals(board, info))
     mirror.reset_counters()
-    products = [_matmul_check, _softmax_check, _gelu_check]
+    products = [_matmul_check, _softmax_check, _gelu_check] + ([_vector_check] if info["norm_length"] else [])
     for product in products:
         done(product(mirror, info, rng))
     counters, expected_macs = board.counters(), mirror.reference.counters()["macs"]

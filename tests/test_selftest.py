@@ -41,6 +41,27 @@ def test_the_reference_device_passes_every_check():
     assert figures["write_bytes_per_second"] > 0 and figures["round_trip_seconds"] > 0
 
 
+def test_the_vector_ops_are_checked_where_the_device_has_them():
+    """EMBED, NORM and SAMPLE are checked on a device with the vector ops; a LayerNorm that writes
+    one word wrong fails the check."""
+    model = AcceleratorModel(**{name: ULX3S[name] for name in MODEL_PARAMETERS}, norm_length=64)
+    device = AcceleratorDriver(Link(ModelTransport(model), timeout=0))
+    assert outcomes(run_selftest(device)[0])["vector ops"]
+    plan = model._plan_norm
+
+    def off_by_one(fields):
+        run = plan(fields)
+
+        def broken():
+            run()
+            model.memory[Space.ACTIVATIONS][fields["out_bank"], fields["out_address"]] += 1
+        return broken
+
+    model._plan_norm = off_by_one
+    results = outcomes(run_selftest(device)[0])
+    assert not results["vector ops"] and results["matmul"]
+
+
 @pytest.mark.parametrize("error", [1, -1])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sums_off_by_one_fail_the_products(error, seed):
