@@ -214,7 +214,8 @@ class AcceleratorModel:
     def _read(self, payload):
         access = self._record(READ, payload)
         space = self._space(access["space"])
-        _require(space not in (Space.GELU, Space.PROGRAM) and access["words"] * WORD_BYTES[space] <= self.info["max_payload"])
+        _require(space not in (Space.GELU, Space.PROGRAM)  # write only
+                 and access["words"] * WORD_BYTES[space] <= self.info["max_payload"])
         return self._words(space, access["bank"], access["address"], access["words"]).tobytes()
 
     def _space(self, number):

@@ -13,8 +13,8 @@ board or on the simulated board, or its Python reference model
 import numpy as np
 
 from ..contract.errors import UserError
-from ..contract.protocol import (ACCESS, CHOICE, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode, counters_record,
-                                 pack_record, record_size, unpack_record)
+from ..contract.protocol import (ACCESS, CHOICE, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode,
+                                 counters_record, pack_record, record_size, unpack_record)
 
 __all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
 

@@ -4,7 +4,8 @@ Every check runs its commands on the board and on :class:`~neofpga.sim.accelerat
 (the golden numerics behind the same protocol), built with the board's INFO, and compares what
 comes back: memory patterns at both ends of every bank, a requantized product with saturating
 operands, a softmax row as long as the unit takes, a GELU product, the vector ops (EMBED, NORM,
-SAMPLE) where the device has them, the counters, and refused out-of-range accesses. Then it measures the link: bytes a second each way and a command's round trip.
+SAMPLE) where the device has them, the counters, and refused out-of-range accesses. Then it
+measures the link: bytes a second each way and a command's round trip.
 """
 
 import time
@@ -200,9 +201,8 @@ def _vector_check(mirror, info, rng):
     for settings in (dict(greedy=1), dict(pre=pre, constant=constant, shift=shift, k=k, top_p=top_p, state=12345)):
         answers.append(mirror.command(Opcode.SAMPLE, pack_record(SAMPLE, n=d, bank=out_bank, address=2 * d,
                                                                  **settings)))
-    got = [board for board, _ in answers] + [mirror.read(Space.ACTIVATIONS, bank, 0, 3 * d)[0] for bank in range(rows)]
-    expected = [reference for _, reference in answers] + \
-        [mirror.read(Space.ACTIVATIONS, bank, 0, 3 * d)[1] for bank in range(rows)]
+    answers += [mirror.read(Space.ACTIVATIONS, bank, 0, 3 * d) for bank in range(rows)]  # the rows written
+    got, expected = zip(*answers)
     return _compare("vector ops", (b"".join(got), b"".join(expected)),
                     f"EMBED, NORM and SAMPLE (greedy and seeded) on a row of {d}")
 

@@ -125,7 +125,8 @@ def test_a_retried_token_is_answered_again_with_its_choice_but_not_run_again(pro
 
     frame = encode_frame(Opcode.TOKEN, 77, pack_record(TOKEN, id=3, position=0, **settings))
     once, (first,) = macs_of(frame)
-    twice, (again, retried) = macs_of(encode_frame(Opcode.TOKEN, 78, frame[6:-4]), encode_frame(Opcode.TOKEN, 78, frame[6:-4]))
+    repeated = encode_frame(Opcode.TOKEN, 78, frame[6:-4])  # the same TOKEN, a new number, sent twice
+    twice, (again, retried) = macs_of(repeated, repeated)
     assert once == twice > 0  # the retry ran nothing
     assert first.payload == again.payload == retried.payload
     assert unpack_record(CHOICE, first.payload)["state"] != settings["state"]
