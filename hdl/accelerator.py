@@ -40,9 +40,9 @@ from amaranth.utils import bits_for, exact_log2
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES, READ,
-    SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error, Opcode, Space, Stop, counters_record,
-    pack_record, record_size)
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES,
+    READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error, Opcode, Space, Stop,
+    counters_record, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
 from .commands import (PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused, matmul_refused,
                        payload_bytes, word_bytes_of)
@@ -57,6 +57,14 @@ __all__ = ["PROGRAM_WORD_BYTES", "Accelerator"]
 
 PROGRAM_WORD_BYTES = 8
 """Bytes of a word of the PROGRAM memory as the gateware holds it: a program entry is read in 10 cycles."""
+
+assert SETTINGS[-1] == ("state", 4, False)  # the PRNG's state is the settings' last field
+
+
+def _settings_at(fields):
+    """The bit of record ``fields`` (SAMPLE, TOKEN, GENERATE: records that end with SETTINGS) where
+    its SETTINGS begin."""
+    return 8 * (record_size(fields) - record_size(SETTINGS))
 
 
 class Accelerator(wiring.Component):
@@ -219,9 +227,10 @@ class Accelerator(wiring.Component):
         program = self._program_parts(m) if self.program_words else None
 
         # what the groups of states share: the parts and the signals
-        s = SimpleNamespace(program=program,
+        s = SimpleNamespace(
             rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
-            opcode=opcode, operation=operation, sequence=sequence, length=length, record=record, access=access, matmul=matmul,
+            program=program, opcode=opcode, operation=operation, sequence=sequence, length=length, record=record,
+            access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
             answer_opcode=answer_opcode, answer_length=answer_length, error_code=error_code, sent=sent,
@@ -305,9 +314,8 @@ class Accelerator(wiring.Component):
     @staticmethod
     def _start_token(m, s):
         """TOKEN: its settings kept for the program's SAMPLEs, its id and position to the sequencer."""
-        assert SETTINGS[-1] == ("state", 4, False)  # the state is the settings' last field
         token = data.View(record_layout(TOKEN), s.record[:8 * record_size(TOKEN)])
-        settings = s.record[8 * (record_size(TOKEN) - record_size(SETTINGS)):]
+        settings = s.record[_settings_at(TOKEN):]  # the state's bits fall off: it is kept on its own
         m.d.sync += [s.program.settings.eq(settings), s.program.state.eq(token.state), s.program.in_program.eq(1),
                      s.program.force_greedy.eq(0)]
         m.next = "TOKEN_START"
@@ -340,7 +348,7 @@ class Accelerator(wiring.Component):
         with m.State("PROGRAM_OP"):  # the next op, or the token's verdict
             entry = tokens.op.payload.entry
             op_record = entry.record[:len(s.record)]
-            settings_at = 8 * (record_size(SAMPLE) - record_size(SETTINGS))
+            settings_at = _settings_at(SAMPLE)
             with m.If(tokens.op.valid):
                 m.d.comb += tokens.op.ready.eq(1)
                 with m.If(entry.opcode == Opcode.SAMPLE):  # a program's SAMPLE chooses with TOKEN's settings
@@ -398,7 +406,7 @@ class Accelerator(wiring.Component):
             with m.If(g.count == 0):
                 self._answer(m, s, Error.BAD_ARGUMENT)
             with m.Else():
-                m.d.sync += [p.settings.eq(s.record[8 * (prompt_at - record_size(SETTINGS)):]), p.state.eq(g.state),
+                m.d.sync += [p.settings.eq(s.record[_settings_at(GENERATE):]), p.state.eq(g.state),
                              p.start.eq(g.position), p.count.eq(g.count), p.eos.eq(g.eos),
                              p.stop_at_eos.eq(g.stop_at_eos), p.index.eq(0),
                              p.generating.eq(1), p.checking.eq(1), p.in_program.eq(1)]

@@ -109,9 +109,8 @@ class VectorOps(wiring.Component):
 
         # EMBED's row starts, token_base + (id // cols) * d and likewise, found by the check
         token_row, position_row = Signal(34), Signal(34)
-        token_left, position_left = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)
+        token_left, position_left = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)  # the row numbers' bits left
         addend_d = Signal(34)  # d, shifted left a bit a step
-        steps = Signal(range(PRODUCT_BITS + 1))
 
         # the reads: issued in one cycle, their word arrives in the next
         index = Signal(17)            # the row's next word to read
@@ -138,7 +137,8 @@ class VectorOps(wiring.Component):
         m.d.comb += [layer_norm.mean_multiplier.eq(norm.mean_multiplier), layer_norm.mean_shift.eq(norm.mean_shift),
                      layer_norm.epsilon.eq(norm.epsilon), layer_norm.multiplier.eq(norm.multiplier),
                      layer_norm.shift.eq(norm.shift), layer_norm.low.eq(norm.low), layer_norm.high.eq(norm.high),
-                     sampler.greedy.eq(sample.greedy[0]), sampler.pre.eq(sample.pre), sampler.constant.eq(sample.constant),
+                     sampler.greedy.eq(sample.greedy[0]), sampler.pre.eq(sample.pre),
+                     sampler.constant.eq(sample.constant),
                      sampler.shift.eq(sample.shift), sampler.candidates.eq(sample.k), sampler.top_p.eq(sample.top_p),
                      sampler.state.eq(sample.state)]
         # NORM's columns: read ahead into a FIFO, which the unit takes from
@@ -158,14 +158,16 @@ class VectorOps(wiring.Component):
                     m.d.sync += [token_row.eq(embed.token_base), position_row.eq(embed.position_base),
                                  token_left.eq(embed.id >> column_shift),
                                  position_left.eq(embed.position >> column_shift),
-                                 addend_d.eq(embed.d), steps.eq(PRODUCT_BITS), check_only.eq(self.check_only)]
-                    m.next = "ROWS"
-            with m.State("ROWS"):  # EMBED's row starts by shift and add (no multiplier)
+                                 addend_d.eq(embed.d), check_only.eq(self.check_only)]
+                    m.next = "CHECK"
+                    with m.If(opcode == Opcode.EMBED):
+                        m.next = "ROWS"
+            with m.State("ROWS"):  # EMBED's row starts by shift and add (no multiplier), a bit a cycle
+                token_rest, position_rest = token_left >> 1, position_left >> 1
                 m.d.sync += [token_row.eq(token_row + Mux(token_left[0], addend_d, 0)),
                              position_row.eq(position_row + Mux(position_left[0], addend_d, 0)),
-                             token_left.eq(token_left >> 1), position_left.eq(position_left >> 1),
-                             addend_d.eq(addend_d << 1), steps.eq(steps - 1)]
-                with m.If(steps == 1):
+                             token_left.eq(token_rest), position_left.eq(position_rest), addend_d.eq(addend_d << 1)]
+                with m.If(~(token_rest | position_rest).any()):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += self.refused.eq(refused)
