@@ -34,8 +34,8 @@ import zlib
 
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
            "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
-           "CONSTANT", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE", "GENERATE",
-           "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
+           "CONSTANT", "CONSTANT_WORD_BITS", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE",
+           "GENERATE", "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
            "record_size", "pack_record", "unpack_record"]
 
@@ -158,7 +158,7 @@ class Space(enum.IntEnum):
     """The device's memories, as WRITE and READ address them (``bank``, then ``address`` in words)."""
     ACTIVATIONS = 0  # ``rows`` banks of 16-bit words: matmul operand A, results, probabilities
     WEIGHTS = 1      # ``cols`` banks of bytes: matmul operand W, the K and V caches
-    CONSTANTS = 2    # one bank of 8-byte words: CONSTANT records (a requantizer's columns), NORM_COLUMNs
+    CONSTANTS = 2    # one bank of 8-byte words (CONSTANT_WORD_BITS kept): CONSTANT records, NORM_COLUMNs
     GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
     PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header (write only)
 
@@ -240,9 +240,14 @@ def counters_record(norm_length):
     return COUNTERS + VECTOR_COUNTERS if norm_length else COUNTERS
 
 CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False)]
-"""A requantizer column's bias, multiplier and shift (its limits are the MATMUL's)."""
+"""A requantizer column's bias, multiplier and shift (its limits are the MATMUL's); of the shift,
+the device keeps 6 bits (:data:`CONSTANT_WORD_BITS`)."""
 NORM_COLUMN = [("bias", 4, True), ("gain", 2, True), ("reserved", 2, False)]
 """A LayerNorm column's gain and bias: a CONSTANTS word, as a CONSTANT record is."""
+CONSTANT_WORD_BITS = 54
+"""The bits a CONSTANTS word keeps: its low 54, every bit a unit reads (a CONSTANT's bias,
+multiplier and 6 bits of shift; a NORM_COLUMN's bias and gain). WRITE drops the top 10 and READ
+gives them as zeros: three 18-bit block RAMs wide, not four."""
 INFO_MAGIC = int.from_bytes(b"NEOF", "little")
 
 # -- the vector ops and the token ----------------------------------------------------------------

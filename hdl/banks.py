@@ -9,22 +9,36 @@ Each memory has one read port and one write port, shared by the command that run
 
 Both write requests come from registers, so the frame buffer's read and the result path's
 arithmetic each have a cycle to themselves before the fan-out to every bank.
+
+Two weight banks share one 16-bit memory, each a byte lane of it, where that takes fewer block
+RAMs (:func:`paired_weight_banks`). The product reads every weight bank at one address, so a pair
+reads as two banks; a write names its lane.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract.numerics import GELU_KNOT_BITS
-from ..contract.protocol import CONSTANT, Space, record_size
+from ..contract.protocol import CONSTANT, CONSTANT_WORD_BITS, Space, record_size
 from .gelu import knot_write_layout
 from .results import ResultWrite
 
-__all__ = ["CONSTANT_WIDTH", "Banks"]
+__all__ = ["CONSTANT_WIDTH", "BLOCK_RAM_BYTES", "paired_weight_banks", "Banks"]
 
 CONSTANT_WIDTH = 8 * record_size(CONSTANT)
-"""Bits of a constants word (one CONSTANT record), the widest word of any space (the bits no unit
-reads, the reserved byte's and the shift's top two, are Yosys's to drop)."""
+"""Bits of a constants word as READ and WRITE carry it (one CONSTANT record), the widest word of
+any space; the memory keeps CONSTANT_WORD_BITS of them."""
+
+BLOCK_RAM_BYTES = 2048
+"""Bytes of a block RAM (an ECP5 DP16KD: 2,048 by 9 bits, or 1,024 by 18)."""
+
+
+def paired_weight_banks(cols, weight_words):
+    """Whether the weight banks go in pairs, a 16-bit memory each: where a bank's bytes fill half
+    a block RAM or less past a whole number of them (the default model's 21,504 take 11 block RAMs
+    a bank, 21 a pair)."""
+    return cols % 2 == 0 and 0 < weight_words % BLOCK_RAM_BYTES <= BLOCK_RAM_BYTES // 2
 
 
 class Banks(wiring.Component):
@@ -57,7 +71,8 @@ class Banks(wiring.Component):
     a_read : list of ReadPort.Signature(addr_width=address_width, shape=16), out
         The activation banks' read ports for the matmul sequencer (one cycle of latency).
     w_read : list of ReadPort.Signature(addr_width=address_width, shape=8), out
-        The weight banks' read ports for the matmul sequencer.
+        The weight banks' read ports for the matmul sequencer, which reads every bank at one
+        address (paired banks read at the first one's).
     c_read : ReadPort.Signature(addr_width=address_width, shape=CONSTANT_WIDTH), out
         The constants memory's read port for the result path.
     result : stream.Signature(ResultWrite(address_width)), in
@@ -114,15 +129,18 @@ class Banks(wiring.Component):
         m = Module()
         space, bank, reading = self.space, self.bank, self.reading
         a_banks = [memory.Memory(shape=16, depth=self.activation_words, init=[]) for _ in range(self.rows)]
-        w_banks = [memory.Memory(shape=8, depth=self.weight_words, init=[]) for _ in range(self.cols)]
-        constants = memory.Memory(shape=CONSTANT_WIDTH, depth=self.constant_words, init=[])
+        lanes = 2 if paired_weight_banks(self.cols, self.weight_words) else 1  # weight banks a memory
+        w_banks = [memory.Memory(shape=8 * lanes, depth=self.weight_words, init=[])
+                   for _ in range(self.cols // lanes)]
+        constants = memory.Memory(shape=CONSTANT_WORD_BITS, depth=self.constant_words, init=[])
         for index, bank_memory in enumerate(a_banks):
             m.submodules[f"a_bank{index}"] = bank_memory
         for index, bank_memory in enumerate(w_banks):
             m.submodules[f"w_bank{index}"] = bank_memory
         m.submodules.constants = constants
         a_reads = [bank_memory.read_port() for bank_memory in a_banks]
-        w_reads = [bank_memory.read_port() for bank_memory in w_banks]
+        w_memory_reads = [bank_memory.read_port() for bank_memory in w_banks]
+        w_reads = [w_memory_reads[c // lanes].data.word_select(c % lanes, 8) for c in range(self.cols)]  # by bank
         c_read = constants.read_port()
 
         # -- the read ports: the product's, else READ's in a cycle with ``reading`` ----------------
@@ -130,10 +148,12 @@ class Banks(wiring.Component):
             m.d.comb += [port.addr.eq(Mux(reading, self.read_address, user.addr)),
                          port.en.eq(Mux(reading, (space == Space.ACTIVATIONS) & (bank == r), user.en)),
                          user.data.eq(port.data)]
-        for c, (port, user) in enumerate(zip(w_reads, self.w_read)):
-            m.d.comb += [port.addr.eq(Mux(reading, self.read_address, user.addr)),
-                         port.en.eq(Mux(reading, (space == Space.WEIGHTS) & (bank == c), user.en)),
-                         user.data.eq(port.data)]
+        for p, port in enumerate(w_memory_reads):  # a pair reads at its first bank's address
+            users = self.w_read[p * lanes:(p + 1) * lanes]
+            m.d.comb += [port.addr.eq(Mux(reading, self.read_address, users[0].addr)),
+                         port.en.eq(Mux(reading, (space == Space.WEIGHTS) & (bank // lanes == p),
+                                        Cat(user.en for user in users).any()))]
+        m.d.comb += [user.data.eq(data) for user, data in zip(self.w_read, w_reads)]
         m.d.comb += [c_read.addr.eq(Mux(reading, self.read_address, self.c_read.addr)),
                      c_read.en.eq(Mux(reading, space == Space.CONSTANTS, self.c_read.en)),
                      self.c_read.data.eq(c_read.data)]
@@ -143,7 +163,7 @@ class Banks(wiring.Component):
             with m.If(reading):
                 m.d.sync += [read_space.eq(space), read_bank.eq(bank)]
         m.d.comb += self.read_word.eq(Array([Array(p.data for p in a_reads)[read_bank],
-                                             Array(p.data for p in w_reads)[read_bank], c_read.data,
+                                             Array(w_reads)[read_bank], c_read.data,
                                              0])[read_space[:2]])
 
         # -- the write ports: the registered result, else WRITE's registered word ----------------
@@ -162,14 +182,16 @@ class Banks(wiring.Component):
                          port.data.eq(Mux(stored, stored_word[:16], result.value)),
                          port.en.eq(Mux(stored, (space == Space.ACTIVATIONS) & (bank == r),
                                         result_valid & ~result.weights & (result.bank == r)))]
-        for c, bank_memory in enumerate(w_banks):
-            port = bank_memory.write_port()
-            m.d.comb += [port.addr.eq(Mux(stored, stored_address, result.address)),
-                         port.data.eq(Mux(stored, stored_word[:8], result.value[:8])),
-                         port.en.eq(Mux(stored, (space == Space.WEIGHTS) & (bank == c),
-                                        result_valid & result.weights & (result.bank == c)))]
+        for p, bank_memory in enumerate(w_banks):  # a byte written to the lane of its bank
+            port = bank_memory.write_port(granularity=8)
+            byte = Mux(stored, stored_word[:8], result.value[:8])
+            m.d.comb += [port.addr.eq(Mux(stored, stored_address, result.address)), port.data.eq(byte.replicate(lanes))]
+            for lane in range(lanes):
+                c = p * lanes + lane
+                m.d.comb += port.en[lane].eq(Mux(stored, (space == Space.WEIGHTS) & (bank == c),
+                                                 result_valid & result.weights & (result.bank == c)))
         c_write = constants.write_port()
-        m.d.comb += [c_write.addr.eq(stored_address), c_write.data.eq(stored_word),
+        m.d.comb += [c_write.addr.eq(stored_address), c_write.data.eq(stored_word[:CONSTANT_WORD_BITS]),
                      c_write.en.eq(stored & (space == Space.CONSTANTS)),
                      self.gelu_load.payload.address.eq(stored_address),
                      self.gelu_load.payload.value.eq(stored_word[:GELU_KNOT_BITS]),

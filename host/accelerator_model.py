@@ -28,9 +28,9 @@ import numpy as np
 from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL,
                                  SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
-from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, EMBED, ERROR, GENERATE,
-                                 GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE,
-                                 SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder, Mode,
+from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, EMBED, ERROR,
+                                 GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ,
+                                 SAMPLE, SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder, Mode,
                                  Opcode, Space, Stop, counters_record, encode_frame, pack_record, record_size,
                                  unpack_record)
 from .driver import record_dtype
@@ -209,6 +209,8 @@ class AcceleratorModel:
         _require(len(data) % WORD_BYTES[space] == 0)
         words = self._words(space, access["bank"], access["address"], len(data) // WORD_BYTES[space])
         words[:] = np.frombuffer(data, WORD_DTYPES[space])
+        if space == Space.CONSTANTS:  # the device keeps a word's low CONSTANT_WORD_BITS
+            words.view(np.uint64)[:] &= np.uint64((1 << CONSTANT_WORD_BITS) - 1)
         return b""
 
     def _read(self, payload):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from neofpga.contract.numerics import NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL, SAMPLE_CANDIDATES
 from neofpga.contract.program import PROGRAM_VERSION
-from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, CONSTANT, EMBED, ERROR, INFO, INFO_MAGIC,
-                                       MATMUL, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, Error, Frame, FrameDecoder,
-                                       Mode, Opcode, Space, counters_record, encode_frame, pack_record,
+from neofpga.contract.protocol import (ACCESS, ANSWER, CHOICE, CONSTANT, CONSTANT_WORD_BITS, EMBED, ERROR, INFO,
+                                       INFO_MAGIC, MATMUL, NORM, NORM_COLUMN, READ, SAMPLE, SYNC, Error, Frame,
+                                       FrameDecoder, Mode, Opcode, Space, counters_record, encode_frame, pack_record,
                                        unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.driver import AcceleratorDriver, record_dtype
@@ -87,6 +87,17 @@ def test_write_then_read_every_space():
     knots = np.arange(-5, 5, dtype="<i4")
     send(model, Opcode.WRITE, pack_record(ACCESS, space=GELU, address=257) + knots.tobytes())
     assert np.array_equal(model.memory[GELU][0, 257:267], knots)
+
+
+def test_a_constants_word_keeps_its_low_54_bits():
+    model = small_device()
+    words = np.array([2 ** 64 - 1, 0x8123_4567_89AB_CDEF], "<u8")
+    send(model, Opcode.WRITE, pack_record(ACCESS, space=CON, address=1) + words.tobytes())
+    read = send(model, Opcode.READ, pack_record(READ, space=CON, address=1, words=2))
+    assert CONSTANT_WORD_BITS == 54
+    assert np.frombuffer(read.payload, "<u8").tolist() == [2 ** 54 - 1, 0x0023_4567_89AB_CDEF]
+    record = model.memory[CON][0, 2]  # of a CONSTANT: the shift's 6 bits, no reserved byte
+    assert (record["shift"], record["reserved"]) == (0x23, 0)
 
 
 def test_bad_accesses_are_refused():

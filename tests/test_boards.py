@@ -16,6 +16,7 @@ from neofpga.boards.flash import INSTALL, flash_board, flash_command
 from neofpga.boards.pll import VCO_MHZ, pll_settings
 from neofpga.boards.top import BoardTop
 from neofpga.contract.errors import UserError
+from neofpga.hdl.banks import paired_weight_banks
 from neofpga.host.cli import main
 
 DATA = Path(__file__).parent / "data"  # captured from board builds: nextpnr's reports and router2 logs
@@ -212,3 +213,12 @@ def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["build", "--board", "nonesuch"])
     assert exit.value.code == 2 and "invalid choice: 'nonesuch'" in capsys.readouterr().err
+
+
+def test_the_weight_banks_pair_where_that_takes_fewer_block_rams():
+    """21,504 bytes a bank (the default model with its program) take 11 DP16KD alone, 21 a pair;
+    20,480 and 10,240 fill whole ones either way, 22,016 takes 22 a pair either way; an odd array
+    cannot pair its banks."""
+    assert paired_weight_banks(16, 21504) and paired_weight_banks(4, 3 * 1024)
+    assert not paired_weight_banks(16, 20480) and not paired_weight_banks(16, 10240)
+    assert not paired_weight_banks(16, 22016) and not paired_weight_banks(3, 21504)

@@ -31,8 +31,9 @@ from neofpga.host.link import Link
 from neofpga.sim.board_process import SimulatedBoard
 from neofpga.sim.simulated_board import board_executable
 
-SMALL = dict(rows=3, cols=4, activation_words=2 ** 11, weight_words=2 ** 12, constant_words=2 ** 10, gelu_tables=4,
-             softmax_length=64, max_payload=512, norm_length=64, timeout_cycles=20_000)
+SMALL = dict(rows=3, cols=4, activation_words=2 ** 11, weight_words=3 * 2 ** 10, constant_words=2 ** 10,
+             gelu_tables=4, softmax_length=64, max_payload=512, norm_length=64, timeout_cycles=20_000)
+"""The accelerator these tests run: its weight banks in pairs (hdl/banks.py), as the ULX3S-85F's are."""
 ACT, WGT, CON, GELU = Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU
 ROWS, COLS, MAX_PAYLOAD, NORM_LENGTH = SMALL["rows"], SMALL["cols"], SMALL["max_payload"], SMALL["norm_length"]
 BANKS = {ACT: ROWS, WGT: COLS, CON: 1, GELU: 1}
@@ -190,13 +191,15 @@ class Pair:
 # -- data and commands -------------------------------------------------------------------------
 
 def constant_records(rng, count):
-    """Requantizer records like the images': M in [2**15, 2**16), shifts 10..33."""
+    """Requantizer records like the images' (M in [2**15, 2**16), shifts 10..33), a tenth with bits
+    no unit reads set (the reserved byte, the shift's top two: the device keeps CONSTANT_WORD_BITS)."""
     records = np.zeros(count, record_dtype(CONSTANT))
     records["bias"] = np.where(rng.random(count) < 0.9, rng.integers(-2 ** 28, 2 ** 28, count),
                                rng.integers(-2 ** 31, 2 ** 31, count))
     records["multiplier"] = rng.integers(2 ** 15, 2 ** 16, count)
     records["shift"] = rng.integers(10, 34, count)
     records["reserved"] = np.where(rng.random(count) < 0.9, 0, rng.integers(0, 256, count))
+    records["shift"] |= np.where(rng.random(count) < 0.9, 0, rng.integers(0, 4, count) << 6).astype(np.uint8)
     return records
 
 
