@@ -12,8 +12,10 @@
 * **SAMPLE** reads the row of codes into the sampler (:class:`~.sampler.Sampler`) and holds its
   CHOICE.
 
-The banks are reached through one read port (a word of any bank a cycle, its data a cycle later)
-and the result path's write stream, which is always ready. A NORM whose addend row starts before
+The banks are reached through one read port (a word of any bank a cycle, its data a cycle later,
+registered here a cycle more: the path from a block RAM through the banks' read multiplexers
+takes most of a cycle at the boards' clocks) and the result path's write stream, which is always
+ready. A NORM whose addend row starts before
 its residual row in the same bank and overlaps it is undefined (contract/protocol.py): the sums
 are written back while the row is still read.
 """
@@ -112,23 +114,28 @@ class VectorOps(wiring.Component):
         token_left, position_left = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)  # the row numbers' bits left
         addend_d = Signal(34)  # d, shifted left a bit a step
 
-        # the reads: issued in one cycle, their word arrives in the next
+        # the reads: issued in one cycle, their word out of the banks in the next, registered: it
+        # arrives two cycles after the read
         index = Signal(17)            # the row's next word to read
         second = Signal()             # of a pair of reads: the addend's, or the position's
         issued, issued_second = Signal(), Signal()
+        read, read_second, read_index = Signal(), Signal(), Signal(17)  # the word out of the banks
         arrived, arrived_second = Signal(), Signal()
         arrived_index = Signal(17)
-        m.d.sync += [arrived.eq(issued), arrived_second.eq(issued_second), arrived_index.eq(index)]
+        word = Signal(CONSTANT_WIDTH)
+        m.d.sync += [read.eq(issued), read_second.eq(issued_second), read_index.eq(index),
+                     arrived.eq(read), arrived_second.eq(read_second), arrived_index.eq(read_index),
+                     word.eq(self.word)]
         m.d.comb += self.reading.eq(issued)
-        value16 = self.word[:16].as_signed()
-        value8 = self.word[:8].as_signed()
+        value16 = word[:16].as_signed()
+        value8 = word[:8].as_signed()
 
         refused = self._refused(m, embed, norm, sample, token_row, position_row)
 
         first_part = Signal(signed(16))      # residual word, or EMBED's token part
         written = Signal(17)                 # EMBED's sums written, NORM's outputs written
         token_record, position_record = Signal(CONSTANT_WIDTH), Signal(CONSTANT_WIDTH)
-        column_inflight = Signal()
+        column_read, column_arrived = Signal(), Signal()  # a column word out of the banks, registered
         column_index = Signal(17)
         add = norm.add != 0
         write = self.write.payload
@@ -142,8 +149,8 @@ class VectorOps(wiring.Component):
                      sampler.shift.eq(sample.shift), sampler.candidates.eq(sample.k), sampler.top_p.eq(sample.top_p),
                      sampler.state.eq(sample.state)]
         # NORM's columns: read ahead into a FIFO, which the unit takes from
-        m.d.sync += column_inflight.eq(0)
-        m.d.comb += [columns.w_en.eq(column_inflight), columns.w_data.eq(self.word[:48]),
+        m.d.sync += [column_read.eq(0), column_arrived.eq(column_read)]
+        m.d.comb += [columns.w_en.eq(column_arrived), columns.w_data.eq(word[:48]),
                      layer_norm.columns.valid.eq(columns.r_rdy), columns.r_en.eq(layer_norm.columns.ready),
                      layer_norm.columns.payload.bias.eq(columns.r_data[:32]),
                      layer_norm.columns.payload.gain.eq(columns.r_data[32:48])]
@@ -211,10 +218,11 @@ class VectorOps(wiring.Component):
                     m.next = "NORM_OUT"
             with m.State("NORM_OUT"):  # the columns in, the normalised row out
                 m.d.comb += self.busy.eq(1)
-                with m.If((column_index != norm.d) & (columns.level + column_inflight < columns.depth)):
+                in_flight = columns.level + column_read + column_arrived
+                with m.If((column_index != norm.d) & (in_flight < columns.depth)):
                     m.d.comb += [issued.eq(1), self.space.eq(Space.CONSTANTS),
                                  self.address.eq(norm.columns + column_index)]
-                    m.d.sync += [column_inflight.eq(1), column_index.eq(column_index + 1)]
+                    m.d.sync += [column_read.eq(1), column_index.eq(column_index + 1)]
                 with m.If(layer_norm.o.valid):
                     m.d.comb += [self.write.valid.eq(1), write.bank.eq(norm.out_bank),
                                  write.address.eq(norm.out_address + written), write.value.eq(layer_norm.o.payload.y)]
@@ -229,10 +237,10 @@ class VectorOps(wiring.Component):
                                                  embed.token_constants + embed.id))]
                 m.d.comb += issued.eq(index < 2)
                 m.d.sync += index.eq(index + 1)
-                with m.If(index == 1):
-                    m.d.sync += token_record.eq(self.word)
                 with m.If(index == 2):
-                    m.d.sync += [position_record.eq(self.word), index.eq(0)]
+                    m.d.sync += token_record.eq(word)
+                with m.If(index == 3):
+                    m.d.sync += [position_record.eq(word), index.eq(0)]
                     m.next = "EMBED_IN"
             with m.State("EMBED_IN"):  # the two rows' words in turn through the requantizer
                 m.d.comb += self.busy.eq(1)
