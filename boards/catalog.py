@@ -55,10 +55,10 @@ ECP5_85 = {"MULT18X18D": 156, "DP16KD": 208}
 ULX3S_LEDS = (("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, None))
 # Routing the 85F designs converges from some placements and not others (docs/BOARDS.md, "Why the
 # static placer"): with the static placer and the pinned YoWASP tools of pyproject.toml, the
-# netlist of issue 14's program contract (INFO a ROM, so later edits that change only the gateware
-# version keep it) routes on the ULX3S-85F at seed 21 (seeds 1-5 did not: placements of 321,000 to
-# 362,000 against seed 21's 331,000) and on the ECPIX-5 at seed 3.
-ULX3S_85F_SEED = 21
+# netlist of the whole token on the device (the program units, a 2 x 16 array; INFO a ROM, so
+# later edits that change only the gateware version keep it) routes on the ULX3S-85F at seed 1
+# and on the ECPIX-5 at seed 3.
+ULX3S_85F_SEED = 1
 ECPIX5_85_SEED = 3
 
 BOARDS = {board.name: board for board in [

@@ -9,12 +9,20 @@ from dataclasses import dataclass
 
 from .errors import UserError
 
-__all__ = ["ARRAY_ROWS", "ARRAY_COLS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD", "PROGRAM_MEMORIES",
-           "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design", "accelerator_parameters",
-           "simulated_parameters", "boards_running"]
+__all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
+           "RESIDENT_MEMORIES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design",
+           "accelerator_parameters", "simulated_parameters", "boards_running"]
 
 ARRAY_ROWS, ARRAY_COLS = 9, 16
-"""The boards' systolic array: 144 MACs a cycle in 144 of an ECP5-85F's 156 MULT18X18D."""
+"""The simulated board's systolic array: 144 MACs a cycle, as many as 144 of an ECP5-85F's 156
+MULT18X18D. The boards' arrays are their designs' (:data:`BOARD_DESIGNS`)."""
+
+PROGRAM_ROWS = 2
+"""The rows of a board's array where it runs the model's program. A program runs every token,
+the prompt's too, as one row (M = 1): rows past the first idle, and a token takes as many cycles
+on 2 rows as on 9. Two rows keep the default model's activations in banks of 1,024 words (one
+DP16KD each) and leave 7 DP16KD, 112 MULT18X18D and most of a 9-row array's logic to the
+program units, which need them to fit and route (docs/BOARDS.md)."""
 
 DEFAULT_BAUD = 3_000_000
 """The boards' UART rate: the FT231X's fastest, and an exact divisor of their clocks."""
@@ -30,25 +38,22 @@ SIMULATED_BOARD = dict(
     gelu_tables=16, softmax_length=2048, max_payload=4096, timeout_cycles=2 ** 20, clock_hz=100_000_000,
     norm_length=1024, program_words=1024,
 )
-"""The design ``--device sim`` runs: the boards' array with memories (80 MB in all) for the default
+"""The design ``--device sim`` runs: a 9 x 16 array with memories (80 MB in all) for the default
 model with its weights resident and TinyStories-33M's shape streamed, context 2048; the vector ops
 and programs (the whole token on the device) for rows up to 1,024 and programs of 1,023 ops."""
 
 SIMULATED_UART_DIVISOR = 4
 """Clock cycles a bit with the UART in the simulated loop (``uart_divisor``): the fastest the receiver takes."""
 
-# The default model with its weights resident (docs/BOARDS.md): per weight bank 15,360 bytes of
-# matrices + 4,096 of global-layer KV caches (2 x 256 tokens) + 1,024 of local ring buffers
-# (2 x 64 tokens) = 20,480 = 10 DP16KD; activation banks of 1,024 words (1 DP16KD); 3,456
-# requantizer records (3,584 fill 21 DP16KD); a GELU table per layer; a 256-key softmax.
-RESIDENT_MEMORIES = dict(activation_words=1024, weight_words=20480, constant_words=3584, gelu_tables=4,
-                         softmax_length=256, max_payload=4096)
-# The default model with its program resident (docs/PROGRAM.md): the wpe matrix (1,024 more bytes a
-# weight bank), the embedding's row requantizers and the LayerNorms' columns (1,728 more CONSTANTS
-# words), its 68 ops and header in 80 PROGRAM words, rows of up to 256 for the LayerNorm unit. The
-# boards' bitstreams do not carry these units yet: `--device sim --board B --programs` simulates them.
-PROGRAM_MEMORIES = dict(activation_words=1024, weight_words=21504, constant_words=5312, gelu_tables=4,
-                        softmax_length=256, max_payload=4096, norm_length=256, program_words=80)
+# The default model with its weights and program resident (docs/BOARDS.md, docs/PROGRAM.md): per
+# weight bank 16,384 bytes of matrices (wpe's included) + 4,096 of global-layer KV caches
+# (2 x 256 tokens) + 1,024 of local ring buffers (2 x 64 tokens) = 21,504 (the banks in pairs, 21
+# DP16KD a pair); activation banks of 1,024 words (1 DP16KD); 5,312 CONSTANTS words (3,456
+# requantizer records, 1,280 of the embedding's rows, 576 LayerNorm columns: 18 DP16KD); a GELU
+# table per layer; a 256-key softmax; the vector ops for rows up to 256; 68 ops and the header in
+# 80 PROGRAM words.
+RESIDENT_MEMORIES = dict(activation_words=1024, weight_words=21504, constant_words=5312, gelu_tables=4,
+                         softmax_length=256, max_payload=4096, norm_length=256, program_words=80)
 # The default model streamed (--residency stream, each matrix sent before its product): per weight
 # bank the KV caches (5,120 bytes) and the largest matrix (the head's 4,096) in 5 DP16KD; the head's
 # 1,024 requantizer records; one GELU table. 4 x 16 MACs: the array and units in 72 MULT18X18D.
@@ -67,15 +72,14 @@ class BoardDesign:
     cols: int = ARRAY_COLS
     memories: dict = None
     does_not_fit: str = ""
-    program_memories: dict = None  # with the program units (the whole token on the device), in simulation
 
 
 BOARD_DESIGNS = {
-    "ulx3s-85f": BoardDesign(30_000_000, memories=RESIDENT_MEMORIES, program_memories=PROGRAM_MEMORIES),
+    "ulx3s-85f": BoardDesign(30_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES),
     "ulx3s-45f": BoardDesign(30_000_000, rows=4, memories=STREAMED_MEMORIES),
     "ulx3s-25f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(56)),
     "ulx3s-12f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(32)),
-    "ecpix5-85": BoardDesign(36_000_000, memories=RESIDENT_MEMORIES, program_memories=PROGRAM_MEMORIES),
+    "ecpix5-85": BoardDesign(36_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES),
 }
 """Each board's design, by the board's name (boards/catalog.py holds its platform, pins and tools).
 The clocks are exactly what the boards' PLLs make: 30 MHz divides into 3 Mbaud exactly."""
@@ -93,25 +97,18 @@ def board_design(name):
     return design
 
 
-def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, programs=False):
-    """The accelerator parameters of board design ``design``, with another array or clock if given;
-    ``programs``: its memories with the program units. Frames time out after
-    :data:`FRAME_TIMEOUT_SECONDS` of silence."""
+def accelerator_parameters(design, rows=None, cols=None, clock_hz=None):
+    """The accelerator parameters of board design ``design``, with another array or clock if given.
+    Frames time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
     clock_hz = clock_hz or design.clock_hz
-    memories = design.program_memories if programs else design.memories
-    return dict(rows=rows or design.rows, cols=cols or design.cols, **memories,
+    return dict(rows=rows or design.rows, cols=cols or design.cols, **design.memories,
                 timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
 
 
-def simulated_parameters(board=None, uart=False, programs=False):
+def simulated_parameters(board=None, uart=False):
     """The accelerator ``--device sim`` runs: the simulated board's, or that of the board named
-    ``board`` (``programs``: with the program units, which its bitstream does not carry yet);
-    ``uart``: with the UART PHYs in the loop."""
-    if programs and (board is None or board_design(board).program_memories is None):
-        raise UserError("--programs simulates a board's design with the program units: give a --board "
-                        "that has them (ulx3s-85f, ecpix5-85); the simulated board has them already")
-    parameters = dict(SIMULATED_BOARD) if board is None else \
-        accelerator_parameters(board_design(board), programs=programs)
+    ``board``; ``uart``: with the UART PHYs in the loop."""
+    parameters = dict(SIMULATED_BOARD) if board is None else accelerator_parameters(board_design(board))
     return {**parameters, "uart_divisor": SIMULATED_UART_DIVISOR} if uart else parameters
 
 

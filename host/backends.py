@@ -150,11 +150,10 @@ def load_source(spec):
     return ModelSource(str(spec), checkpoint=load_checkpoint(spec))
 
 
-def open_model(backend, source, residency="auto", trace=None, uart=False, board=None, per_op=False, programs=False):
+def open_model(backend, source, residency="auto", trace=None, uart=False, board=None, per_op=False):
     """The model on ``backend`` (a :class:`Backend` or its text) for ``source``.
 
-    ``residency``, ``trace``, ``uart``, ``board``, ``per_op`` and ``programs`` concern the board back
-    ends (see :mod:`neofpga.host.board_backend`)."""
+    ``residency``, ``trace``, ``uart``, ``board`` and ``per_op`` concern the board back ends (see :mod:`neofpga.host.board_backend`)."""
     backend = parse_backend(backend)
     if trace is not None and backend.kind != "sim":
         raise UserError("--trace needs --device sim (the board it starts records the waveform)")
@@ -162,8 +161,6 @@ def open_model(backend, source, residency="auto", trace=None, uart=False, board=
         raise UserError("--uart needs --device sim (it builds the simulated board with the UART in the loop)")
     if board is not None and backend.kind == "serial":
         raise UserError("--board is for simulated boards: a real one says what it is")
-    if programs and backend.is_board and backend.kind != "sim":
-        raise UserError("--programs is for --device sim (it simulates a board's design with the program units)")
     if backend.kind == "cpu":
         weights = source.float_weights()
         return GPTNeo(source.config, weights, FloatOps(source.config, weights), name="cpu")
@@ -176,4 +173,4 @@ def open_model(backend, source, residency="auto", trace=None, uart=False, board=
         from .golden import golden_model
         return golden_model(source.quantized())
     from .board_backend import open_board_model
-    return open_board_model(backend, source.quantized(), residency, trace, uart, board, per_op, programs)
+    return open_board_model(backend, source.quantized(), residency, trace, uart, board, per_op)

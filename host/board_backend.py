@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from ..contract.design import board_design, boards_running, simulated_parameters
+from ..contract.design import boards_running, simulated_parameters
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from ..contract.numerics import NUMERICS_VERSION
@@ -179,12 +179,12 @@ def _low_latency(transport):
         pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
 
 
-def connect_board(backend, trace=None, uart=False, board=None, programs=False):
+def connect_board(backend, trace=None, uart=False, board=None):
     """The :class:`AcceleratorDriver` of the device on board back end ``backend`` (a
     :class:`~neofpga.host.backends.Backend` or its text), its versions checked; returns (driver,
     close) where ``close`` closes the link and stops a simulated board this started.
 
-    ``board``: with ``sim``, simulate that board's accelerator (``programs``: with the program units);
+    ``board``: with ``sim``, simulate that board's accelerator;
     ``uart``: with ``sim``, the UART in the loop.
     """
     import serial
@@ -195,7 +195,7 @@ def connect_board(backend, trace=None, uart=False, board=None, programs=False):
     started = None
     if backend.kind == "sim":
         from ..sim.simulated_board import start_simulated_board
-        parameters = simulated_parameters(board, uart, programs)
+        parameters = simulated_parameters(board, uart)
         started = start_simulated_board(parameters, trace=trace, log=_log)
         url, baud = started.url, backend.baud
     elif backend.kind == "sim-server":
@@ -223,9 +223,8 @@ def connect_board(backend, trace=None, uart=False, board=None, programs=False):
             if backend.kind == "sim":
                 check_info(info, {"gateware_version": gateware_version(parameters)})
             elif backend.kind == "sim-server":  # a sim-server runs any simulated design
-                candidates = [simulated_parameters(name, with_uart, with_programs) for name in (None, board)
-                              for with_uart in (False, True) for with_programs in (False, True)
-                              if not with_programs or (name is not None and board_design(name).program_memories)]
+                candidates = [simulated_parameters(name, with_uart) for name in (None, board)
+                              for with_uart in (False, True)]
                 if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
                     raise UserError("the simulated board runs gateware this neofpga does not build: pass the "
                                     "--board it was started with, or restart neofpga sim-server from this neofpga")
@@ -241,14 +240,13 @@ def connect_board(backend, trace=None, uart=False, board=None, programs=False):
         raise
 
 
-def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False,
-                     programs=False):
+def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False):
     """The model ``image`` on board back end ``backend``: its program (GENERATE, TOKEN) where the
     device runs programs and it fits, unless ``per_op`` or ``residency`` "stream"; else each op as
-    its own command, with ``residency`` auto, resident or stream. ``uart``, ``board``, ``programs``:
-    as :func:`connect_board` takes them."""
+    its own command, with ``residency`` auto, resident or stream. ``uart`` and ``board``: as
+    :func:`connect_board` takes them."""
     backend = parse_backend(backend)
-    accelerator, close = connect_board(backend, trace, uart, board, programs)
+    accelerator, close = connect_board(backend, trace, uart, board)
     try:
         if accelerator.device_info["program_words"] and not per_op and residency in ("auto", "resident"):
             try:

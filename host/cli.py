@@ -73,7 +73,7 @@ def _open_models(devices, source, args):
     try:
         for device in devices:
             models.append(open_model(device, source, args.residency, args.trace, args.uart, args.board,
-                                     per_op=getattr(args, "per_op", True), programs=args.programs))
+                                     per_op=getattr(args, "per_op", True)))
     except BaseException:
         for model in models:
             model.close()
@@ -93,8 +93,7 @@ def cmd_generate(args):
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if args.device.integer:  # the device's sampler refuses what it cannot follow before a board starts
         sampler.integer_chooser(source.quantized().scales["logits"])
-    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op,
-                       args.programs)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -126,8 +125,7 @@ def cmd_score(args):
 
     text = _read_text(args.file)
     source = _load(args)
-    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op,
-                       args.programs)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op)
     try:
         result = score(model, source.tokenizer.encode(text))
     finally:
@@ -230,7 +228,7 @@ def cmd_bench(args):
     if args.plot is not None:
         from .bench_plot import plot_token_time
         board = next(entry for entry in results if "projected" in entry)
-        design = f" ({args.board} design{' with the program units' if args.programs else ''})" if args.board else ""
+        design = f" ({args.board} design)" if args.board else ""
         plot_token_time(board, args.plot, f"{source.name} on {board['device']}{design}, per decoded token")
         _err(f"wrote {args.plot}")
     if args.format == "json":
@@ -305,7 +303,7 @@ def cmd_sim_server(args):
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be 0..65535, not {args.port}")
-    board = start_simulated_board(simulated_parameters(args.board, args.uart, args.programs), port=args.port,
+    board = start_simulated_board(simulated_parameters(args.board, args.uart), port=args.port,
                                   trace=args.trace, log=_err)
     print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
           f"(Ctrl-C stops it)", flush=True)
@@ -344,7 +342,7 @@ def cmd_selftest(args):
     from .board_backend import connect_board
     from .selftest import run_selftest
 
-    driver, close = connect_board(args.device, uart=args.uart, board=args.board, programs=args.programs)
+    driver, close = connect_board(args.device, uart=args.uart, board=args.board)
     baud = args.device.baud if args.device.kind == "serial" else None
 
     def log(check):
@@ -410,8 +408,6 @@ def build_parser():
     def sim_board_option(p):
         p.add_argument("--board", metavar="NAME", help="--device sim: simulate that board's accelerator (its "
                        "memories and clock) instead of the simulated board's 80 MB one")
-        p.add_argument("--programs", action="store_true", help="with --board: the board's design with the program "
-                       "units (the whole token on the device), which its bitstream does not carry yet")
 
     def device_option(p):
         p.add_argument("--device", type=_backend, default=_backend(DEFAULT_BACKEND),
@@ -465,7 +461,7 @@ def build_parser():
     p.add_argument("--hw", action="store_true", help="measure the gateware instead: cycles and utilisation in "
                    "Verilator, resources and Fmax on an ECP5-85F (place and route takes many minutes)")
     p.add_argument("--array", type=_array_shape, default=(ARRAY_ROWS, ARRAY_COLS),
-                   help=f"with --hw: the array, ROWSxCOLS (default {ARRAY_ROWS}x{ARRAY_COLS}, the boards')")
+                   help=f"with --hw: the array, ROWSxCOLS (default {ARRAY_ROWS}x{ARRAY_COLS}, the simulated board's)")
     p.add_argument("--no-synthesis", action="store_true", help="with --hw: simulation figures only")
     per_op_option(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw where a decoded token's time goes on the first board "

@@ -52,14 +52,14 @@ def test_board_parameters_follow_the_options():
     parameters = accelerator_parameters(board_named("ulx3s-85f"), rows=4, cols=8, clock_mhz=50)
     assert (parameters["rows"], parameters["cols"], parameters["clock_hz"]) == (4, 8, 50_000_000)
     assert parameters["timeout_cycles"] == 2_500_000  # 50 ms
-    assert parameters["weight_words"] == 20480
+    assert parameters["weight_words"] == 21504 and parameters["program_words"] == 80
 
 
 @pytest.mark.parametrize("name, pins", [("ulx3s-85f", ("M1", "L4", "G2")), ("ecpix5-85", ("R26", "R24", "K23"))])
 def test_the_board_top_puts_the_uart_on_the_usb_chip_and_constrains_the_pll_clock(tmp_path, name, pins):
     board = board_named(name)
     parameters = dict(accelerator_parameters(board), activation_words=16, weight_words=16, constant_words=16,
-                      softmax_length=16, rows=2, cols=2)
+                      softmax_length=16, rows=2, cols=2, norm_length=0, program_words=0)  # the top, not the units
     top = BoardTop(board, parameters, 3_000_000, gateware_version=1)
     assert top.divisor == {"ulx3s-85f": 10, "ecpix5-85": 12}[name]  # 30 or 36 MHz / 3 Mbaud
     platform = board.platform_class()()

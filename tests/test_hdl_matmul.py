@@ -10,7 +10,7 @@ from neofpga.sim.runner import run_cocotb
 TB = TB_MATMUL  # the product's own testbench: neofpga bench --hw runs it too
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 5), (4, 3), (9, 16)])  # 9 x 16 is the boards' array
+@pytest.mark.parametrize("rows,cols", [(1, 5), (4, 3), (9, 16)])  # 9 x 16: the simulated board's array
 def test_matmul_sequencer(rows, cols, tmp_path):
     harness = MatmulHarness(rows, cols)
     run_cocotb(harness, test_module=TB, run_dir=tmp_path, testcase=["products_match_numpy", "full_tiles_keep_the_array_busy"],

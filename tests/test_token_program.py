@@ -79,12 +79,12 @@ def test_a_token_a_command_equals_the_golden_model_past_the_window(odd, sampled)
     run_both(odd, program, ids, settings)
 
 
-def test_the_shipped_model_runs_whole_tokens_in_the_ulx3s_85f_program_memories(default):
-    """The shipped model with its program in contract/design.py's PROGRAM_MEMORIES (the ULX3S-85F's
-    design with the program units), past its window of 64."""
-    from neofpga.contract.design import PROGRAM_MEMORIES
+def test_the_shipped_model_runs_whole_tokens_in_the_ulx3s_85f_memories(default):
+    """The shipped model with its program in contract/design.py's RESIDENT_MEMORIES (the ULX3S-85F's
+    and ECPIX-5's), past its window of 64."""
+    from neofpga.contract.design import PROGRAM_ROWS, RESIDENT_MEMORIES
 
-    program, device = open_program(default, rows=9, cols=16, **PROGRAM_MEMORIES)
+    program, device = open_program(default, rows=PROGRAM_ROWS, cols=16, **RESIDENT_MEMORIES)
     ids = np.random.default_rng(2).integers(0, default.config.vocab_size, 70)  # window 64
     run_both(default, program, ids, settings_for(default, temperature=0.8, top_k=40, seed=3))
 
