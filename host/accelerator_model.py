@@ -29,9 +29,9 @@ from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NU
                                  SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
 from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, EMBED, ERROR,
-                                 GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ,
-                                 SAMPLE, SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder, Mode,
-                                 Opcode, Space, Stop, counters_record, encode_frame, pack_record, record_size,
+                                 GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN,
+                                 READ, SAMPLE, SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder,
+                                 Mode, Opcode, Space, Stop, counters_record, encode_frame, pack_record, record_size,
                                  unpack_record)
 from .driver import record_dtype
 from .kernels import (argmax, exact_matmul, integer_gelu, integer_layer_norm, integer_sample, integer_softmax,

@@ -153,7 +153,8 @@ def load_source(spec):
 def open_model(backend, source, residency="auto", trace=None, uart=False, board=None, per_op=False):
     """The model on ``backend`` (a :class:`Backend` or its text) for ``source``.
 
-    ``residency``, ``trace``, ``uart``, ``board`` and ``per_op`` concern the board back ends (see :mod:`neofpga.host.board_backend`)."""
+    ``residency``, ``trace``, ``uart``, ``board`` and ``per_op`` concern the board back ends (see
+    :mod:`neofpga.host.board_backend`)."""
     backend = parse_backend(backend)
     if trace is not None and backend.kind != "sim":
         raise UserError("--trace needs --device sim (the board it starts records the waveform)")
