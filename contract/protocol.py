@@ -32,12 +32,14 @@ these constants, ``host/`` encodes commands and decodes answers with :func:`enco
 import enum
 import zlib
 
+from .dram import DRAM_WORD_BYTES
+
 __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Frame", "FrameDecoder",
            "encode_frame", "Opcode", "Space", "Mode", "ACCESS", "READ", "MATMUL", "INFO", "COUNTERS",
            "CONSTANT", "CONSTANT_WORD_BITS", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE",
            "GENERATE", "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
-           "record_size", "pack_record", "unpack_record"]
+           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS"]
 
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
@@ -161,12 +163,13 @@ class Space(enum.IntEnum):
     CONSTANTS = 2    # one bank of 8-byte words (CONSTANT_WORD_BITS kept): CONSTANT records, NORM_COLUMNs
     GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
     PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header (write only)
+    DRAM = 5         # one bank of DRAM words (contract/dram.py), on a device with DRAM: WEIGHTS continues into it
 
 
 PROGRAM_ENTRY_BYTES = 80
 """A PROGRAM word: one entry of contract/program.py's format (an op, its relocations and its record)."""
 WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 8, Space.GELU: 4,
-              Space.PROGRAM: PROGRAM_ENTRY_BYTES}
+              Space.PROGRAM: PROGRAM_ENTRY_BYTES, Space.DRAM: DRAM_WORD_BYTES}
 """Bytes per word of each space, little-endian."""
 
 MATMUL_SIZE_BITS = 12
@@ -220,6 +223,20 @@ INFO = [
     # programs), the longest NORM row (0: no vector units)
     ("program_version", 2, False), ("program_words", 2, False), ("norm_length", 2, False),
 ]
+DRAM_INFO = [("dram_words", 4, False)]
+"""Where the device has DRAM, INFO's record goes on with this: its :data:`Space.DRAM` words.
+
+The WEIGHTS space then continues into DRAM: WEIGHTS address ``weight_words + w`` of bank ``b`` is
+byte ``b`` of DRAM word ``w`` (a device with DRAM has 16 weight banks, one a byte of the word).
+Products read their W operand from block RAM or from DRAM (all of it from one: one that spans both is
+BAD_ARGUMENT), and write results anywhere in WEIGHTS. EMBED's matrices lie in block RAM."""
+
+
+def info_record(dram):
+    """INFO's record on a device with DRAM (``dram`` true) or without."""
+    return INFO + DRAM_INFO if dram else INFO
+
+
 # COUNTERS: ``cycles`` clock cycles and ``matmul_cycles`` those spent running products; ``macs``
 # m * k * n of every MATMUL applied; ``commands`` the command frames answered without an error
 # (retries answered again included), ``errors`` the error answers of any kind (damaged frames and
@@ -235,9 +252,14 @@ those spent running TOKEN's and GENERATE's tokens (every op, its fetch and its c
 sending of STREAM frames or of the answer)."""
 
 
-def counters_record(norm_length):
-    """COUNTERS' record on a device whose INFO reports ``norm_length``."""
-    return COUNTERS + VECTOR_COUNTERS if norm_length else COUNTERS
+DRAM_COUNTERS = [("dram_reads", 8, False), ("dram_writes", 8, False)]
+"""Where the device has DRAM, COUNTERS' record ends with these: the DRAM words read and written
+(each :data:`DRAM_WORD_BYTES` bytes on the DRAM's bus, a write of some of its bytes included)."""
+
+
+def counters_record(norm_length, dram_words=0):
+    """COUNTERS' record on a device whose INFO reports ``norm_length`` (and ``dram_words``)."""
+    return (COUNTERS + VECTOR_COUNTERS if norm_length else COUNTERS) + (DRAM_COUNTERS if dram_words else [])
 
 CONSTANT = [("bias", 4, True), ("multiplier", 2, False), ("shift", 1, False), ("reserved", 1, False)]
 """A requantizer column's bias, multiplier and shift (its limits are the MATMUL's); of the shift,

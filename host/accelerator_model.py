@@ -16,8 +16,12 @@ Rules the gateware shares:
   an error (retries answered again included), ``errors`` every error answer (to damaged frames and
   refused commands alike), ``macs`` m * k * n of every MATMUL applied. A frame is counted once it
   is answered: a COUNTERS answer does not include its own frame, and RESET_COUNTERS counts itself
-  after zeroing (commands 1). The model has no clock, so ``cycles``, ``matmul_cycles`` and the
-  vector ops' cycle counters stay 0.
+  after zeroing (commands 1). The model has no clock, so ``cycles``, ``matmul_cycles``, the
+  vector ops' cycle counters and the DRAM's words read and written (the gateware's access pattern)
+  stay 0.
+* WEIGHTS continues into DRAM on a device with DRAM (``dram_words``): the DRAM space's words are
+  the columns of WEIGHTS from ``weight_words`` on (contract/protocol.py's DRAM_INFO), one memory
+  seen two ways.
 * A MATMUL reads all its operands before it writes a result (one whose results overlap its
   operands is undefined by contract/protocol.py: the gateware streams results while it still reads),
   and its sums are 32-bit (wrapping).
@@ -31,8 +35,8 @@ from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
 from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, EMBED, ERROR,
                                  GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN,
                                  READ, SAMPLE, SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder,
-                                 Mode, Opcode, Space, Stop, counters_record, encode_frame, pack_record, record_size,
-                                 unpack_record)
+                                 Mode, Opcode, Space, Stop, counters_record, encode_frame, info_record, pack_record,
+                                 record_size, unpack_record)
 from .driver import record_dtype
 from .kernels import (argmax, exact_matmul, integer_gelu, integer_layer_norm, integer_sample, integer_softmax,
                       requantize, residual_add)
@@ -41,7 +45,8 @@ __all__ = ["AcceleratorModel", "ModelTransport"]
 
 WORD_DTYPES = {Space.ACTIVATIONS: np.dtype("<i2"), Space.WEIGHTS: np.dtype("i1"),
                Space.CONSTANTS: record_dtype(CONSTANT), Space.GELU: np.dtype("<i4"),
-               Space.PROGRAM: np.dtype((np.void, WORD_BYTES[Space.PROGRAM]))}
+               Space.PROGRAM: np.dtype((np.void, WORD_BYTES[Space.PROGRAM])),
+               Space.DRAM: np.dtype((np.void, WORD_BYTES[Space.DRAM]))}
 assert all(WORD_DTYPES[space].itemsize == size for space, size in WORD_BYTES.items())
 
 
@@ -80,25 +85,29 @@ class AcceleratorModel:
     16-bit words, ``cols`` WEIGHTS banks of ``weight_words`` bytes); ``constant_words`` CONSTANT
     records; ``gelu_tables`` GELU tables; frames of at most ``max_payload`` bytes; SOFTMAX rows of
     at most ``softmax_length`` keys; ``program_words`` PROGRAM entries (0: no programs, no TOKEN)
-    and NORM rows of at most ``norm_length`` (0: no vector units, no EMBED, NORM or SAMPLE). ``gateware_version`` and ``clock_hz`` are reported by INFO.
+    and NORM rows of at most ``norm_length`` (0: no vector units, no EMBED, NORM or SAMPLE);
+    ``dram_words`` DRAM words (0: no DRAM). ``gateware_version`` and ``clock_hz`` are reported by INFO.
     """
 
     def __init__(self, rows=4, cols=8, activation_words=16384, weight_words=65536, constant_words=8192,
                  gelu_tables=8, max_payload=4096, softmax_length=2048, program_words=0, norm_length=0,
-                 gateware_version=1, clock_hz=0):
+                 dram_words=0, gateware_version=1, clock_hz=0):
         self.info = dict(magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
                          rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
                          constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
                          softmax_length=softmax_length, clock_hz=clock_hz,
                          program_version=PROGRAM_VERSION if program_words else 0, program_words=program_words,
-                         norm_length=norm_length)
+                         norm_length=norm_length, **(dict(dram_words=dram_words) if dram_words else {}))
+        if dram_words and cols != WORD_BYTES[Space.DRAM]:
+            raise ValueError(f"a device with DRAM has {WORD_BYTES[Space.DRAM]} weight banks, one a byte of a DRAM word")
         self.banks = {Space.ACTIVATIONS: rows, Space.WEIGHTS: cols, Space.CONSTANTS: 1, Space.GELU: 1,
-                      Space.PROGRAM: 1}
-        depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
+                      Space.PROGRAM: 1, Space.DRAM: 1}
+        depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words + dram_words,
                   Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables,
-                  Space.PROGRAM: program_words}
+                  Space.PROGRAM: program_words, Space.DRAM: 0}
         self.memory = {space: np.zeros((self.banks[space], depths[space]), WORD_DTYPES[space]) for space in Space}
-        self.counters = dict.fromkeys((name for name, _, _ in counters_record(norm_length)), 0)
+        self.weight_words, self.dram_words = weight_words, dram_words
+        self.counters = dict.fromkeys((name for name, _, _ in counters_record(norm_length, dram_words)), 0)
         self.receiver = _Receiver(max_payload)
         self.previous = None  # the previous good command frame's (opcode, sequence, whether a retry is only answered)
         self.previous_answer = b""  # the payload a retry of an applied one is answered with again
@@ -190,11 +199,11 @@ class AcceleratorModel:
 
     def _info(self, payload):
         _require(not payload)
-        return pack_record(INFO, **self.info)
+        return pack_record(info_record(self.dram_words), **self.info)
 
     def _counters(self, payload):
         _require(not payload)
-        return pack_record(counters_record(self.info["norm_length"]), **self.counters)
+        return pack_record(counters_record(self.info["norm_length"], self.dram_words), **self.counters)
 
     def _reset_counters(self, payload):
         _require(not payload)
@@ -207,7 +216,11 @@ class AcceleratorModel:
         data = payload[record_size(ACCESS):]
         space = self._space(access["space"])
         _require(len(data) % WORD_BYTES[space] == 0)
-        words = self._words(space, access["bank"], access["address"], len(data) // WORD_BYTES[space])
+        count = len(data) // WORD_BYTES[space]
+        if space == Space.DRAM:
+            self._dram(access["bank"], access["address"], count)[:] = np.frombuffer(data, "i1").reshape(count, -1).T
+            return b""
+        words = self._words(space, access["bank"], access["address"], count)
         words[:] = np.frombuffer(data, WORD_DTYPES[space])
         if space == Space.CONSTANTS:  # the device keeps a word's low CONSTANT_WORD_BITS
             words.view(np.uint64)[:] &= np.uint64((1 << CONSTANT_WORD_BITS) - 1)
@@ -218,11 +231,20 @@ class AcceleratorModel:
         space = self._space(access["space"])
         _require(space not in (Space.GELU, Space.PROGRAM)  # write only
                  and access["words"] * WORD_BYTES[space] <= self.info["max_payload"])
+        if space == Space.DRAM:
+            return self._dram(access["bank"], access["address"], access["words"]).T.tobytes()
         return self._words(space, access["bank"], access["address"], access["words"]).tobytes()
 
     def _space(self, number):
-        _require(number in set(Space) and self.memory[Space(number)].shape[1] > 0)
+        _require(number in set(Space) and (self.memory[Space(number)].shape[1] > 0
+                                           or (number == Space.DRAM and self.dram_words > 0)))
         return Space(number)
+
+    def _dram(self, bank, address, count):
+        """DRAM words ``address`` .. ``address + count - 1`` as WEIGHTS' columns [cols, count] (a view)."""
+        _require(bank == 0 and address + count <= self.dram_words)
+        start = self.weight_words + address
+        return self.memory[Space.WEIGHTS][:, start:start + count]
 
     def _words(self, space, bank, address, count):
         """The memory words a WRITE or READ addresses (a view), once they are known to exist."""
@@ -343,6 +365,8 @@ class AcceleratorModel:
         # row j in WEIGHTS bank j % cols at w_base + (j // cols) * w_stride
         a = self._row_addresses(Space.ACTIVATIONS, i % rows, c["a_base"] + (i // rows) * c["a_stride"], c["k"])
         w = self._row_addresses(Space.WEIGHTS, j % cols, c["w_base"] + (j // cols) * c["w_stride"], c["k"])
+        in_dram = w[1] >= self.weight_words
+        _require(in_dram.all() or not in_dram.any())  # W from block RAM or from DRAM, not both
         finish = self._plan_finish(c)
         out = self._out_addresses(c)
 
@@ -364,6 +388,7 @@ class AcceleratorModel:
         token_record = self._constants(c["token_constants"] + c["id"], 1)
         place_record = self._constants(c["position_constants"] + c["position"], 1)
         out = self._row_addresses(Space.ACTIVATIONS, c["out_bank"], c["out_address"], d)
+        _require(max(token[1].max(), place[1].max()) < self.weight_words)  # EMBED's matrices in block RAM
 
         def run():
             rows = (self.memory[Space.WEIGHTS][token], self.memory[Space.WEIGHTS][place])

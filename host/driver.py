@@ -14,7 +14,7 @@ import numpy as np
 
 from ..contract.errors import UserError
 from ..contract.protocol import (ACCESS, CHOICE, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode,
-                                 counters_record, pack_record, record_size, unpack_record)
+                                 counters_record, info_record, pack_record, record_size, unpack_record)
 
 __all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
 
@@ -36,12 +36,15 @@ class AcceleratorDriver:
         self.device_info = self.info()
 
     def info(self):
-        """The device's INFO record as a dict; a one-line error for one of another size (other gateware)."""
+        """The device's INFO record as a dict (``dram_words`` 0 on a device without DRAM); a one-line
+        error for one of another size (other gateware)."""
         payload = self.link.command(Opcode.INFO)
-        if len(payload) != record_size(INFO):
-            raise UserError(f"the device's INFO is {len(payload)} bytes, this neofpga reads {record_size(INFO)}: "
-                            f"its gateware is another version (rebuild the bitstream with neofpga build and flash it)")
-        return unpack_record(INFO, payload)
+        sizes = {record_size(info_record(dram)): dram for dram in (False, True)}
+        if len(payload) not in sizes:
+            raise UserError(f"the device's INFO is {len(payload)} bytes, this neofpga reads {record_size(INFO)} or "
+                            f"{record_size(info_record(True))}: its gateware is another version (rebuild the "
+                            f"bitstream with neofpga build and flash it)")
+        return {"dram_words": 0, **unpack_record(info_record(sizes[len(payload)]), payload)}
 
     def write(self, space, bank, address, data):
         """Write words (``data``: their little-endian bytes) from ``address`` on, in as many frames as needed."""
@@ -71,7 +74,9 @@ class AcceleratorDriver:
 
     def counters(self):
         """The device's COUNTERS record as a dict."""
-        return unpack_record(counters_record(self.device_info["norm_length"]), self.link.command(Opcode.COUNTERS))
+        info = self.device_info
+        return unpack_record(counters_record(info["norm_length"], info["dram_words"]),
+                             self.link.command(Opcode.COUNTERS))
 
     def reset_counters(self):
         """Zero the device's counters."""
