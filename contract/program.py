@@ -33,11 +33,11 @@ Plain Python, like contract/protocol.py.
 
 import enum
 
-from .protocol import (EMBED, MATMUL, NORM, PROGRAM_ENTRY_BYTES, SAMPLE, Opcode, pack_record, record_size,
+from .protocol import (COPY, EMBED, MATMUL, NORM, PROGRAM_ENTRY_BYTES, SAMPLE, Opcode, pack_record, record_size,
                        unpack_record)
 
 __all__ = ["PROGRAM_VERSION", "Source", "RELOCATION", "RELOCATIONS", "RELOCATABLE", "PROGRAM_OPS", "HEADER",
-           "ENTRY", "RECORD_BYTES", "Relocation", "pack_header", "pack_entry", "unpack_entry", "source_value",
+           "ENTRY", "RECORD_BYTES", "Relocation", "program_ops", "pack_header", "pack_entry", "unpack_entry", "source_value",
            "relocate"]
 
 PROGRAM_VERSION = 1
@@ -58,13 +58,15 @@ RELOCATION = [("field", 1, False), ("source", 1, False), ("ring", 2, False), ("s
 RELOCATIONS = 2
 """Relocations an entry holds (unused ones have source NONE)."""
 
-PROGRAM_OPS = {Opcode.MATMUL: MATMUL, Opcode.EMBED: EMBED, Opcode.NORM: NORM, Opcode.SAMPLE: SAMPLE}
-"""The ops a program may hold, with their records."""
+PROGRAM_OPS = {Opcode.MATMUL: MATMUL, Opcode.EMBED: EMBED, Opcode.NORM: NORM, Opcode.SAMPLE: SAMPLE,
+               Opcode.COPY: COPY}
+"""The ops a program may hold, with their records (COPY on a device with DRAM: :func:`program_ops`)."""
 
 RELOCATABLE = {
     Opcode.MATMUL: ("m", "k", "n", "a_base", "w_base", "out_bank0", "out_address0", "out_offset", "position",
                     "window"),
     Opcode.EMBED: ("id", "position"),
+    Opcode.COPY: ("source", "address"),
 }
 """The fields a relocation may change, by op: its ``field`` is an index into the op's tuple."""
 
@@ -85,6 +87,12 @@ class Relocation(tuple):
 
     def __new__(cls, field, source, ring=0, shift=0, mask=0xFFFF, scale=1):
         return super().__new__(cls, (field, Source(source), ring, shift, mask, scale))
+
+
+def program_ops(dram):
+    """The ops a device's programs may hold: COPY only where it has DRAM (elsewhere an entry of
+    another op refuses the program, as :func:`unpack_entry`'s malformed entries do)."""
+    return {opcode: fields for opcode, fields in PROGRAM_OPS.items() if dram or opcode != Opcode.COPY}
 
 
 def pack_header(entries, vocab, context):

@@ -39,7 +39,7 @@ __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Fra
            "CONSTANT", "CONSTANT_WORD_BITS", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE",
            "GENERATE", "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
-           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS"]
+           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS", "COPY"]
 
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
@@ -149,10 +149,11 @@ class Opcode(enum.IntEnum):
     SAMPLE = 0x09          # SAMPLE record -> a CHOICE record
     TOKEN = 0x0A           # TOKEN record -> a CHOICE record, once the program has run (contract/program.py)
     GENERATE = 0x0B        # GENERATE record + prompt ids -> STREAM frames, one an id, then a GENERATED record
+    COPY = 0x0C            # COPY record -> nothing, once every word is copied (a device with DRAM)
 
 
 APPLIED_ONCE = frozenset({Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS, Opcode.EMBED, Opcode.NORM,
-                          Opcode.TOKEN, Opcode.GENERATE})
+                          Opcode.TOKEN, Opcode.GENERATE, Opcode.COPY})
 """The commands that change the device: a retry of one that succeeded is answered, not applied again."""
 
 
@@ -229,7 +230,8 @@ DRAM_INFO = [("dram_words", 4, False)]
 The WEIGHTS space then continues into DRAM: WEIGHTS address ``weight_words + w`` of bank ``b`` is
 byte ``b`` of DRAM word ``w`` (a device with DRAM has 16 weight banks, one a byte of the word).
 Products read their W operand from block RAM or from DRAM (all of it from one: one that spans both is
-BAD_ARGUMENT), and write results anywhere in WEIGHTS. EMBED's matrices lie in block RAM."""
+BAD_ARGUMENT), and write results anywhere in WEIGHTS. WRITE and READ reach DRAM through the DRAM
+space, whose words are whole DRAM words; EMBED's matrices lie in block RAM."""
 
 
 def info_record(dram):
@@ -252,9 +254,10 @@ those spent running TOKEN's and GENERATE's tokens (every op, its fetch and its c
 sending of STREAM frames or of the answer)."""
 
 
-DRAM_COUNTERS = [("dram_reads", 8, False), ("dram_writes", 8, False)]
+DRAM_COUNTERS = [("dram_reads", 8, False), ("dram_writes", 8, False), ("copy_cycles", 8, False)]
 """Where the device has DRAM, COUNTERS' record ends with these: the DRAM words read and written
-(each :data:`DRAM_WORD_BYTES` bytes on the DRAM's bus, a write of some of its bytes included)."""
+(each :data:`DRAM_WORD_BYTES` bytes on the DRAM's bus, a write of some of its bytes included), and
+the cycles spent on COPY (its checks included, in a program too)."""
 
 
 def counters_record(norm_length, dram_words=0):
@@ -271,6 +274,14 @@ CONSTANT_WORD_BITS = 54
 multiplier and 6 bits of shift; a NORM_COLUMN's bias and gain). WRITE drops the top 10 and READ
 gives them as zeros: three 18-bit block RAMs wide, not four."""
 INFO_MAGIC = int.from_bytes(b"NEOF", "little")
+
+COPY = [("source", 4, False), ("words", 2, False), ("space", 1, False), ("address", 4, False)]
+"""A device with DRAM: DRAM words ``source`` .. ``source + words - 1`` (at least one) copied into
+block RAM, for the units that read only block RAM (requantizer records, LayerNorm columns, EMBED's
+rows). Into WEIGHTS, word ``w`` goes to address ``address + w`` of every weight bank (byte ``b``
+to bank ``b``); into CONSTANTS, to the words ``address + 2 w`` (its low 8 bytes) and ``address +
+2 w + 1`` (each keeping CONSTANT_WORD_BITS). Any other space, or a word outside its memory, is
+BAD_ARGUMENT."""
 
 # -- the vector ops and the token ----------------------------------------------------------------
 # Each writes one row (not banked: bank, then consecutive addresses); every word it reads or

@@ -16,6 +16,11 @@ It executes the commands of contract/protocol.py one at a time, each answered on
   8 bytes a word) for one token, every op checked by :class:`~.token_sequencer.TokenSequencer`'s
   first pass before its second runs them through the same states as the link's MATMUL and vector
   ops; answered with the last SAMPLE's CHOICE;
+* with DRAM (where ``dram_words`` is set): WRITE and READ of the DRAM space, a word at a time
+  through the DRAM port; COPY (of the link or a program), DRAM words into the weight banks or the
+  constants, checked, then streamed; products whose W lies in DRAM (WEIGHTS past ``weight_words``) fed by
+  :class:`~.weight_fetch.WeightFetch`, and results written there through
+  :class:`~.write_combiner.WriteCombiner` (a product ends once its last write has left);
 * GENERATE: every prompt token's program checked, then run (all but the last choosing greedily),
   then each id chosen streamed in a STREAM frame and run, until the count, EOS or the context; a
   byte arriving while it runs stops it between two tokens (INTERRUPTED).
@@ -37,15 +42,20 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
+from ..contract.dram import DRAM_WORD_BYTES
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
-from ..contract.program import PROGRAM_VERSION
+from ..contract.program import PROGRAM_VERSION, program_ops
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES,
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COPY, ERROR, GENERATE, GENERATED, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES,
     READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error, Opcode, Space, Stop,
-    counters_record, pack_record, record_size)
+    counters_record, info_record, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
-from .commands import (PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused, matmul_refused,
-                       payload_bytes, word_bytes_of)
+from .commands import (DRAM_SPACES, PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused,
+                       matmul_refused, payload_bytes, word_bytes_of)
+from .dram_arbiter import DramArbiter
+from .dram_port import DRAM_WORD_BITS, DramPort
+from .weight_fetch import WeightFetch
+from .write_combiner import WordWrite, WriteCombiner
 from .framing import FrameReceiver, FrameTransmitter
 from .matmul import MatmulSequencer
 from .results import ResultPath, record_layout
@@ -53,10 +63,14 @@ from .program_fetch import times_constant
 from .token_sequencer import TokenSequencer
 from .vector_ops import VECTOR_OPS, VectorOps
 
-__all__ = ["PROGRAM_WORD_BYTES", "Accelerator"]
+__all__ = ["PROGRAM_WORD_BYTES", "FETCH_DEPTH", "Accelerator"]
 
 PROGRAM_WORD_BYTES = 8
 """Bytes of a word of the PROGRAM memory as the gateware holds it: a program entry is read in 10 cycles."""
+
+FETCH_DEPTH = 32
+"""DRAM words the weight fetch engine reads ahead of the array: more than a read's round trip
+through LiteDRAM and the clock crossing takes at the DRAM's rate."""
 
 assert SETTINGS[-1] == ("state", 4, False)  # the PRNG's state is the settings' last field
 
@@ -81,41 +95,51 @@ class Accelerator(wiring.Component):
     norm_length : the longest NORM row; 0: no vector ops (EMBED, NORM, SAMPLE are unknown opcodes)
     program_words : PROGRAM words (program entries, the header's included); 0: no programs (TOKEN is
         unknown). Programs need the vector ops
+    dram_words : DRAM words behind the ``dram`` port (a :class:`~.dram_port.DramPort`); 0: no DRAM.
+        DRAM needs programs and 16 columns
     timeout_cycles : cycles of silence inside a frame after which it is TRUNCATED
     clock_hz : reported by INFO
     gateware_version : reported by INFO (see :mod:`neofpga.contract.gateware_version`)
     """
 
-    i: In(stream.Signature(8))
-    o: Out(stream.Signature(8))
-
     def __init__(self, *, rows, cols, activation_words, weight_words, constant_words, gelu_tables=4,
-                 softmax_length=256, max_payload=4096, norm_length=0, program_words=0, timeout_cycles=1_000_000,
-                 clock_hz=0, gateware_version=0):
+                 softmax_length=256, max_payload=4096, norm_length=0, program_words=0, dram_words=0,
+                 timeout_cycles=1_000_000, clock_hz=0, gateware_version=0):
         if program_words and not norm_length:
             raise ValueError("a program's ops need the vector ops: give norm_length with program_words")
+        if dram_words and (not program_words or cols != DRAM_WORD_BYTES):
+            raise ValueError(f"a design with DRAM runs programs and has {DRAM_WORD_BYTES} columns, a byte of a DRAM "
+                             f"word each")
         self.rows, self.cols = rows, cols
         self.depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
                        Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables}
         self.gelu_tables, self.softmax_length = gelu_tables, softmax_length
         self.max_payload, self.timeout_cycles = max_payload, timeout_cycles
         self.norm_length, self.program_words = norm_length, program_words
-        self.spaces = PROGRAM_SPACES if program_words else SPACES
+        self.spaces = DRAM_SPACES if dram_words else PROGRAM_SPACES if program_words else SPACES
         if program_words:
             self.depths[Space.PROGRAM] = program_words
+        self.dram_words = dram_words
+        if dram_words:
+            self.depths[Space.DRAM] = dram_words
         self.record_bytes = dict(RECORD_BYTES)
         if norm_length:
             self.record_bytes.update({opcode: record_size(fields) for opcode, fields in VECTOR_OPS.items()})
         if program_words:
             self.record_bytes.update({Opcode.TOKEN: record_size(TOKEN), Opcode.GENERATE: record_size(GENERATE)})
+        if dram_words:
+            self.record_bytes[Opcode.COPY] = record_size(COPY)
         self.info = pack_record(
-            INFO, magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
+            info_record(bool(dram_words)), **(dict(dram_words=dram_words) if dram_words else {}), magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
             constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
             softmax_length=softmax_length, clock_hz=clock_hz, norm_length=norm_length,
             program_version=PROGRAM_VERSION if program_words else 0, program_words=program_words)
-        self.address_width = max(d - 1 for d in self.depths.values()).bit_length()
-        super().__init__()
+        # every space's addresses, WEIGHTS' continuing into DRAM
+        self.address_width = (max(*self.depths.values(), weight_words + dram_words) - 1).bit_length()
+        self.dram_address_width = (dram_words - 1).bit_length() if dram_words else 0
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)),
+                          **({"dram": Out(DramPort(self.dram_address_width))} if dram_words else {})})
 
     def elaborate(self, platform):
         m = Module()
@@ -129,8 +153,9 @@ class Accelerator(wiring.Component):
         m.submodules.banks = banks = Banks(
             rows, cols, activation_words=self.depths[Space.ACTIVATIONS], weight_words=self.depths[Space.WEIGHTS],
             constant_words=self.depths[Space.CONSTANTS], address_width=aw, gelu_tables=self.gelu_tables,
-            select_registered=bool(self.norm_length))
-        m.submodules.sequencer = sequencer = MatmulSequencer(rows, cols, banks.a_read, banks.w_read, aw)
+            results_in_dram=bool(self.dram_words), select_registered=bool(self.norm_length))
+        m.submodules.sequencer = sequencer = MatmulSequencer(rows, cols, banks.a_read, banks.w_read, aw,
+                                                             w_stream=bool(self.dram_words))
         m.submodules.results = results = ResultPath(rows, cols, aw, self.gelu_tables, self.softmax_length)
         # the array's result beats reach the result path through a small FIFO, which cuts the
         # ready path from the units back to the array's output buffer (a long route on a big FPGA)
@@ -141,6 +166,16 @@ class Accelerator(wiring.Component):
                      beats.r_en.eq(results.i.ready)]
         m.d.comb += [banks.c_read.addr.eq(results.constant_address), banks.c_read.en.eq(results.constant_enable),
                      results.constant_data.eq(banks.c_read.data)]
+        dram = self._dram_parts(m, sequencer) if self.dram_words else None
+        results_o_valid, results_o_ready = results.o.valid, banks.result.ready  # into the banks (and DRAM)
+        if dram is not None:  # a result for DRAM goes into the banks (for its last flag) once the combiner takes it
+            result = results.o.payload
+            to_dram = result.weights & (result.address >= self.depths[Space.WEIGHTS])
+            m.d.comb += [dram.combiner.i.valid.eq(results.o.valid & to_dram),
+                         dram.combiner.i.payload.address.eq(result.address - self.depths[Space.WEIGHTS]),
+                         dram.combiner.i.payload.lane.eq(result.bank), dram.combiner.i.payload.value.eq(result.value)]
+            results_o_valid = results.o.valid & (~to_dram | dram.combiner.i.ready)
+            results_o_ready = ~to_dram | dram.combiner.i.ready
         vector = None
         if self.norm_length:
             m.submodules.vector = vector = VectorOps(
@@ -149,8 +184,8 @@ class Accelerator(wiring.Component):
                 norm_length=self.norm_length, address_width=aw)
             # the result path's writes, or the vector ops' while one runs (never both at once)
             m.d.comb += [banks.result.payload.eq(Mux(vector.busy, vector.write.payload, results.o.payload)),
-                         banks.result.valid.eq(Mux(vector.busy, vector.write.valid, results.o.valid)),
-                         results.o.ready.eq(banks.result.ready), vector.write.ready.eq(banks.result.ready)]
+                         banks.result.valid.eq(Mux(vector.busy, vector.write.valid, results_o_valid)),
+                         results.o.ready.eq(results_o_ready), vector.write.ready.eq(banks.result.ready)]
         else:
             wiring.connect(m, results.o, banks.result)
         wiring.connect(m, banks.gelu_load, results.gelu_load)
@@ -167,7 +202,7 @@ class Accelerator(wiring.Component):
         m.d.comb += rx.payload_addr.eq(byte_index)
         m.submodules.decoder = decoder = Decoder(self.record_bytes)
         m.submodules.ranges = ranges = RangeCheck(rows, cols, activation_words=self.depths[Space.ACTIVATIONS],
-                                                  weight_words=self.depths[Space.WEIGHTS])
+                                                  weight_words=self.depths[Space.WEIGHTS], dram_words=self.dram_words)
         m.d.comb += [decoder.opcode.eq(opcode), ranges.command.eq(matmul)]
         refused, ranges_done = Signal(), Signal()  # a check's verdict, registered
         # the retry rule's memory: the previous good frame, and whether it was applied once
@@ -184,7 +219,7 @@ class Accelerator(wiring.Component):
         multiplicand, product = Signal(36), Signal(36)  # COUNT_MACS
         multiplier, second_factor = Signal(12), Signal()
         vector_counters = [Signal(64, name=name) for name, _, _ in VECTOR_COUNTERS] if self.norm_length else []
-        counters = Signal(8 * record_size(counters_record(self.norm_length)))
+        counters = Signal(8 * record_size(counters_record(self.norm_length, self.dram_words)))
         m.d.sync += cycles.eq(cycles + 1)
 
         # word transfers (WRITE, READ)
@@ -196,8 +231,8 @@ class Accelerator(wiring.Component):
                          banks.bank.eq(Mux(vector.busy, vector.bank, access.bank))]
         word_bytes = Signal(range(max(13, max(WORD_BYTES[space] for space in self.spaces) + 1)))
         m.d.comb += word_bytes.eq(word_bytes_of(access.space, self.spaces))
-        word = Signal(CONSTANT_WIDTH)  # WRITE's word so far, or READ's
-        byte_in_word = Signal(range(13))
+        word = Signal(DRAM_WORD_BITS if self.dram_words else CONSTANT_WIDTH)  # WRITE's word so far, or READ's
+        byte_in_word = Signal(range(DRAM_WORD_BYTES + 1 if self.dram_words else 13))
         word_count = Signal(17)
         byte_count = Signal(21)
         m.d.comb += byte_count.eq(payload_bytes(access.space, word_count, self.spaces))
@@ -229,7 +264,7 @@ class Accelerator(wiring.Component):
         # what the groups of states share: the parts and the signals
         s = SimpleNamespace(
             rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
-            program=program, opcode=opcode, operation=operation, sequence=sequence, length=length, record=record,
+            program=program, dram=dram, opcode=opcode, operation=operation, sequence=sequence, length=length, record=record,
             access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
@@ -251,6 +286,8 @@ class Accelerator(wiring.Component):
                 self._vector_states(m, s)
             if program is not None:
                 self._program_states(m, s)
+            if dram is not None:
+                self._copy_states(m, s)
             self._answer_states(m, s)
             self._read_answer_states(m, s)
             self._done_state(m, s)
@@ -282,6 +319,46 @@ class Accelerator(wiring.Component):
         with m.Else():
             self._answer(m, s, code, payload_length)
 
+    def _dram_parts(self, m, sequencer):
+        """The DRAM path: the weight fetch engine feeding the sequencer, the write combiner taking
+        results, READ's and WRITE's words, all through the arbiter onto the ``dram`` port; and the
+        counters of its words read and written."""
+        daw = self.dram_address_width
+        m.submodules.fetch = fetch = WeightFetch(self.rows, self.cols, daw, depth=FETCH_DEPTH)
+        m.submodules.combiner = combiner = WriteCombiner(daw)
+        m.submodules.arbiter = arbiter = DramArbiter(daw)
+        wiring.connect(m, arbiter.dram, wiring.flipped(self.dram))
+        wiring.connect(m, fetch.o, sequencer.w_stream)
+        d = SimpleNamespace(
+            fetch=fetch, combiner=combiner, arbiter=arbiter,
+            read=Signal(name="dram_link_read"),            # READ's word address is offered
+            read_address=Signal(daw, name="dram_link_read_address"),
+            taking=Signal(name="dram_link_taking"),        # READ or COPY waits for a word (not the fetch engine)
+            take=Signal(name="dram_link_take"),            # ... and takes the one offered, if any
+            write=Signal(name="dram_link_write"),          # WRITE's word waits to be written
+            write_word=Signal(WordWrite(daw), name="dram_link_word"),
+            reads=Signal(64, name="dram_reads"), writes=Signal(64, name="dram_writes"),
+            copy_cycles=Signal(64, name="copy_cycles"))
+        # reads: the fetch engine's, or READ's while it fetches a word (never both at once)
+        m.d.comb += [arbiter.read.valid.eq(d.read | fetch.read.valid),
+                     arbiter.read.payload.eq(Mux(d.read, d.read_address, fetch.read.payload)),
+                     fetch.read.ready.eq(arbiter.read.ready & ~d.read),
+                     fetch.rdata.payload.eq(arbiter.rdata.payload), fetch.rdata.valid.eq(arbiter.rdata.valid & ~d.taking),
+                     arbiter.rdata.ready.eq(Mux(d.taking, d.take, fetch.rdata.ready))]
+        # writes: WRITE's word, else the combiner's
+        m.d.comb += [arbiter.write.valid.eq(d.write | combiner.o.valid),
+                     arbiter.write.payload.eq(Mux(d.write, d.write_word, combiner.o.payload)),
+                     combiner.o.ready.eq(arbiter.write.ready & ~d.write)]
+        with m.If(arbiter.write.ready & d.write):
+            m.d.sync += d.write.eq(0)
+        command = self.dram.cmd
+        with m.If(command.valid & command.ready):
+            with m.If(command.payload.we):
+                m.d.sync += d.writes.eq(d.writes + 1)
+            with m.Else():
+                m.d.sync += d.reads.eq(d.reads + 1)
+        return d
+
     def _program_parts(self, m):
         """The PROGRAM memory, the token sequencer, and the registers of a running TOKEN."""
         depth = self.program_words * (PROGRAM_ENTRY_BYTES // PROGRAM_WORD_BYTES)
@@ -289,7 +366,8 @@ class Accelerator(wiring.Component):
         m.submodules.program = program = memory.Memory(shape=8 * PROGRAM_WORD_BYTES, depth=depth, init=[],
                                                        attrs={"ram_style": "distributed"})
         write, read = program.write_port(granularity=8), program.read_port()
-        m.submodules.tokens = tokens = TokenSequencer(self.program_words, bits_for(depth - 1), PROGRAM_WORD_BYTES)
+        m.submodules.tokens = tokens = TokenSequencer(self.program_words, bits_for(depth - 1), PROGRAM_WORD_BYTES,
+                                                      program_ops(bool(self.dram_words)))
         m.d.comb += [read.addr.eq(tokens.addr), tokens.data.eq(read.data)]
         return SimpleNamespace(
             write=write, tokens=tokens,
@@ -375,6 +453,9 @@ class Accelerator(wiring.Component):
             m.d.comb += s.vector.check_only.eq(~p.run)
             with m.If(s.operation == Opcode.MATMUL):
                 m.next = "CHECK_MATMUL"
+            if s.dram is not None:
+                with m.Elif(s.operation == Opcode.COPY):
+                    m.next = "CHECK_COPY"
             with m.Else():
                 m.d.comb += s.vector.start.eq(1)
                 m.next = "VECTOR"
@@ -519,12 +600,15 @@ class Accelerator(wiring.Component):
                 with m.Case(Opcode.INFO):
                     self._answer(m, s, payload_length=len(self.info))
                 with m.Case(Opcode.COUNTERS):
+                    dram_counters = [] if s.dram is None else [s.dram.reads, s.dram.writes, s.dram.copy_cycles]
                     m.d.sync += s.counters.eq(Cat(s.cycles, s.matmul_cycles, s.macs, s.commands, s.errors,
-                                                  *s.vector_counters))
-                    self._answer(m, s, payload_length=record_size(counters_record(self.norm_length)))
+                                                  *s.vector_counters, *dram_counters))
+                    self._answer(m, s, payload_length=record_size(counters_record(self.norm_length, self.dram_words)))
                 with m.Case(Opcode.RESET_COUNTERS):
                     m.d.sync += [s.cycles.eq(0), s.matmul_cycles.eq(0), s.macs.eq(0), s.commands.eq(0),
                                  s.errors.eq(0), *(counter.eq(0) for counter in s.vector_counters)]
+                    if s.dram is not None:
+                        m.d.sync += [s.dram.reads.eq(0), s.dram.writes.eq(0), s.dram.copy_cycles.eq(0)]
                     self._answer(m, s, payload_length=0)
                 with m.Case(Opcode.WRITE):
                     m.d.sync += [s.remaining.eq(s.length - record_size(ACCESS)), s.word_count.eq(0)]
@@ -538,6 +622,9 @@ class Accelerator(wiring.Component):
                     with m.Case(*VECTOR_OPS):
                         m.d.comb += s.vector.start.eq(1)
                         m.next = "VECTOR"
+                if s.dram is not None:
+                    with m.Case(Opcode.COPY):
+                        m.next = "CHECK_COPY"
                 if s.program is not None:
                     with m.Case(Opcode.TOKEN):
                         self._start_token(m, s)
@@ -577,15 +664,28 @@ class Accelerator(wiring.Component):
 
         with m.State("WRITE"):  # payload bytes into words, one a cycle, each word written as it completes
             take = s.fetched & (s.byte_index != s.length)  # rx.payload_data holds the byte at byte_index
+            completes = s.byte_in_word + 1 == s.word_bytes
+            finished, into_banks = s.byte_index == s.length, completes
+            if s.dram is not None:  # a DRAM word waits while the one before it is still to be written
+                to_dram = s.access.space == Space.DRAM
+                take &= ~(to_dram & completes & s.dram.write)
+                finished &= ~s.dram.write
+                into_banks = completes & ~to_dram
+                with m.If(take & completes & to_dram):
+                    word = Signal(DRAM_WORD_BITS)
+                    m.d.comb += [word.eq(s.word), word.word_select(s.byte_in_word, 8).eq(s.rx.payload_data)]
+                    m.d.sync += [s.dram.write.eq(1), s.dram.write_word.address.eq(s.write_address),
+                                 s.dram.write_word.word.data.eq(word), s.dram.write_word.word.we.eq(-1)]
             m.d.comb += [s.rx.payload_addr.eq(Mux(take, s.byte_index + 1, s.byte_index)),
-                         s.writing.eq(take & (s.byte_in_word + 1 == s.word_bytes))]
-            with m.If(s.byte_index == s.length):
+                         s.writing.eq(take & into_banks)]
+            word_done = s.writing if s.dram is None else take & completes
+            with m.If(finished):
                 self._answer(m, s, payload_length=0)
             with m.Elif(~s.fetched):
                 m.d.sync += s.fetched.eq(1)
-            with m.Else():
+            with (m.Else() if s.dram is None else m.Elif(take)):
                 m.d.sync += s.byte_index.eq(s.byte_index + 1)
-                with m.If(s.writing):
+                with m.If(word_done):
                     m.d.sync += [s.write_address.eq(s.write_address + 1), s.byte_in_word.eq(0)]
                 with m.Else():
                     m.d.sync += [s.word.word_select(s.byte_in_word, 8).eq(s.rx.payload_data),
@@ -640,21 +740,87 @@ class Accelerator(wiring.Component):
 
         with m.State("MATMUL"):
             command, matmul = s.sequencer.command.payload, s.matmul
-            m.d.comb += [s.sequencer.command.valid.eq(1),
+            # W in DRAM: the fetch engine takes the product with the sequencer
+            in_dram = matmul.w_base >= self.depths[Space.WEIGHTS] if s.dram is not None else None
+            m.d.comb += [s.sequencer.command.valid.eq(1 if s.dram is None else ~in_dram | s.dram.fetch.command.ready),
                          command.m.eq(matmul.m), command.k.eq(matmul.k), command.n.eq(matmul.n),
                          command.a_base.eq(matmul.a_base), command.a_stride.eq(matmul.a_stride),
                          command.w_base.eq(matmul.w_base), command.w_stride.eq(matmul.w_stride)]
             m.d.sync += s.matmul_cycles.eq(s.matmul_cycles + 1)
-            with m.If(s.sequencer.command.ready):
+            started = s.sequencer.command.ready
+            if s.dram is not None:
+                fetch, weight_words = s.dram.fetch.command, self.depths[Space.WEIGHTS]
+                m.d.comb += [command.w_dram.eq(in_dram), fetch.valid.eq(in_dram & s.sequencer.command.ready),
+                             fetch.payload.m.eq(matmul.m), fetch.payload.k.eq(matmul.k), fetch.payload.n.eq(matmul.n),
+                             fetch.payload.base.eq(matmul.w_base - weight_words),
+                             fetch.payload.stride.eq(matmul.w_stride)]
+                started &= ~in_dram | fetch.ready
+            with m.If(started):
                 m.next = "MATMUL_RESULTS"
 
         with m.State("MATMUL_RESULTS"):
             m.d.sync += s.matmul_cycles.eq(s.matmul_cycles + 1)
             with m.If(s.banks.result_last):
-                m.next = "MATMUL_DONE"
+                m.next = "MATMUL_DONE" if s.dram is None else "MATMUL_DRAIN"
+
+        if s.dram is not None:
+            with m.State("MATMUL_DRAIN"):  # the results for DRAM written: the next op may read them
+                m.d.sync += s.matmul_cycles.eq(s.matmul_cycles + 1)
+                m.d.comb += s.dram.combiner.flush.eq(1)
+                with m.If(s.dram.combiner.idle & s.dram.arbiter.idle):
+                    m.next = "MATMUL_DONE"
 
         with m.State("MATMUL_DONE"):  # a cycle between the result path and the answer, for timing
             self._finish_op(m, s)
+
+    def _copy_states(self, m, s):
+        """CHECK_COPY, COPY_VERDICT, COPY_RUN: a COPY checked, then its DRAM words read (up to
+        FETCH_DEPTH ahead) and written, each into every weight bank at once or into two CONSTANTS
+        words (the banks' write ports, taken from WRITE's and the result path's for the cycle)."""
+        d, banks = s.dram, s.banks
+        copy = data.View(record_layout(COPY), s.record[:8 * record_size(COPY)])
+        into_weights = copy.space == Space.WEIGHTS
+        issued, received = Signal(16, name="copy_issued"), Signal(16, name="copy_received")
+        high_half = Signal(name="copy_high_half")  # the next CONSTANTS word is the DRAM word's high 8 bytes
+
+        with m.State("CHECK_COPY"):
+            fits = Mux(into_weights, copy.address + copy.words <= self.depths[Space.WEIGHTS],
+                       (copy.space == Space.CONSTANTS) & (copy.address + 2 * copy.words <= self.depths[Space.CONSTANTS]))
+            m.d.sync += [s.refused.eq((copy.words == 0) | (copy.source + copy.words > self.dram_words) | ~fits),
+                         issued.eq(0), received.eq(0), high_half.eq(0), d.copy_cycles.eq(d.copy_cycles + 1)]
+            m.next = "COPY_VERDICT"
+
+        with m.State("COPY_VERDICT"):
+            m.d.sync += d.copy_cycles.eq(d.copy_cycles + 1)
+            with m.If(s.refused):
+                self._finish_op(m, s, Error.BAD_ARGUMENT)
+            with m.Elif(s.program.in_program & ~s.program.run):  # checked, not to run
+                self._finish_op(m, s)
+            with m.Else():
+                m.next = "COPY_RUN"
+
+        with m.State("COPY_RUN"):
+            # the banks' write address names CONSTANTS (a word is written a cycle after ``writing``)
+            m.d.comb += [banks.space.eq(Space.CONSTANTS), banks.bank.eq(0)]
+            m.d.sync += d.copy_cycles.eq(d.copy_cycles + 1)
+            m.d.comb += [d.read.eq((issued != copy.words) & (issued - received < FETCH_DEPTH)),
+                         d.read_address.eq(copy.source + issued), d.taking.eq(1)]
+            with m.If(d.read & d.arbiter.read.ready):
+                m.d.sync += issued.eq(issued + 1)
+            word = d.arbiter.rdata.payload
+            with m.If(received == copy.words):  # (the last word is written in this cycle)
+                self._finish_op(m, s)
+            with m.Elif(d.arbiter.rdata.valid & into_weights):
+                m.d.comb += [d.take.eq(1), banks.copying.eq(1), banks.copy_word.eq(word),
+                             banks.write_address.eq(copy.address + received)]
+                m.d.sync += received.eq(received + 1)
+            with m.Elif(d.arbiter.rdata.valid):  # two CONSTANTS words, the low 8 bytes first
+                m.d.comb += [d.take.eq(high_half), banks.writing.eq(1),
+                             banks.write_word.eq(Mux(high_half, word[64:], word[:64])),
+                             banks.write_address.eq(copy.address + 2 * received + high_half)]
+                m.d.sync += high_half.eq(~high_half)
+                with m.If(high_half):
+                    m.d.sync += received.eq(received + 1)
 
     def _vector_states(self, m, s):
         """VECTOR: an EMBED, NORM or SAMPLE, checked and (if good) run by the vector ops."""
@@ -717,8 +883,25 @@ class Accelerator(wiring.Component):
     def _read_answer_states(self, m, s):
         """READ_FETCH, READ_LATCH, READ_SEND: READ's words, a bank read a cycle before its bytes are sent."""
         with m.State("READ_FETCH"):
-            m.d.comb += s.reading.eq(1)
-            m.next = "READ_LATCH"
+            if s.dram is None:
+                m.d.comb += s.reading.eq(1)
+                m.next = "READ_LATCH"
+            else:
+                with m.If(s.access.space == Space.DRAM):  # the word's read offered to DRAM
+                    m.d.comb += [s.dram.read.eq(1), s.dram.read_address.eq(s.read_address)]
+                    with m.If(s.dram.arbiter.read.ready):
+                        m.next = "READ_DRAM"
+                with m.Else():
+                    m.d.comb += s.reading.eq(1)
+                    m.next = "READ_LATCH"
+
+        if s.dram is not None:
+            with m.State("READ_DRAM"):  # its word, when DRAM answers
+                m.d.comb += [s.dram.taking.eq(1), s.dram.take.eq(1)]
+                with m.If(s.dram.arbiter.rdata.valid):
+                    m.d.sync += [s.word.eq(s.dram.arbiter.rdata.payload), s.byte_in_word.eq(0),
+                                 s.read_address.eq(s.read_address + 1)]
+                    m.next = "READ_SEND"
 
         with m.State("READ_LATCH"):
             m.d.sync += [s.word.eq(s.banks.read_word), s.byte_in_word.eq(0), s.read_address.eq(s.read_address + 1)]
@@ -738,7 +921,8 @@ class Accelerator(wiring.Component):
             with m.If(s.rx.frame.payload.error == 0):  # damaged frames leave the retry rule alone
                 # a retry of this frame is answered, not applied, if it is one of APPLIED_ONCE and
                 # succeeded (a retry's own answer is no error: a retry of a retry is recognised too)
-                applied_once = (s.answer_opcode != ERROR) & s.opcode.matches(*sorted(APPLIED_ONCE))
+                ops = APPLIED_ONCE if self.dram_words else APPLIED_ONCE - {Opcode.COPY}  # COPY: with DRAM
+                applied_once = (s.answer_opcode != ERROR) & s.opcode.matches(*sorted(ops))
                 m.d.sync += [s.previous_opcode.eq(s.opcode), s.previous_sequence.eq(s.sequence),
                              s.previous_applied.eq(applied_once)]
             with m.If(s.answer_opcode != ERROR):

@@ -61,6 +61,10 @@ class Banks(wiring.Component):
         Width of every address port (enough for the deepest space).
     gelu_tables : int
         Knot tables of the GELU unit that ``gelu_load`` writes.
+    results_in_dram : bool
+        WEIGHTS continues into DRAM past ``weight_words``: results at those addresses are not the
+        banks' (the accelerator sends them to DRAM); and COPY writes DRAM words into every weight
+        bank at once (``copying``, ``copy_word``).
     select_registered : bool
         ``read_word`` comes from the memory that ``space`` and ``bank`` named in the ``reading``
         cycle, not in its own: reads of different banks may follow each other every cycle (the
@@ -98,12 +102,17 @@ class Banks(wiring.Component):
     gelu_load : stream.Signature(knot_write_layout(gelu_tables)), out
         WRITE's words for the GELU space, as knot writes (``ready`` is not waited for: the GELU
         unit's ``load`` is always ready).
+    copying : Signal(1), in
+        With ``results_in_dram``: ``copy_word`` is registered with ``write_address``, and its byte
+        ``c`` written a cycle later into weight bank ``c``, in place of the result path's write.
+    copy_word : Signal(8 * cols), in
+        COPY's DRAM word.
     """
 
     def __init__(self, rows, cols, *, activation_words, weight_words, constant_words, address_width,
-                 gelu_tables, select_registered=False):
+                 gelu_tables, results_in_dram=False, select_registered=False):
         self.rows, self.cols = rows, cols
-        self.select_registered = select_registered
+        self.select_registered, self.results_in_dram = select_registered, results_in_dram
         self.activation_words, self.weight_words = activation_words, weight_words
         self.constant_words = constant_words
         self.address_width = address_width
@@ -123,6 +132,7 @@ class Banks(wiring.Component):
             "write_address": In(aw),
             "write_word": In(CONSTANT_WIDTH),
             "gelu_load": Out(stream.Signature(knot_write_layout(gelu_tables))),
+            **({"copying": In(1), "copy_word": In(8 * cols)} if results_in_dram else {}),
         })
 
     def elaborate(self, platform):
@@ -182,6 +192,11 @@ class Banks(wiring.Component):
                          port.data.eq(Mux(stored, stored_word[:16], result.value)),
                          port.en.eq(Mux(stored, (space == Space.ACTIVATIONS) & (bank == r),
                                         result_valid & ~result.weights & (result.bank == r)))]
+        result_in_banks = result_valid & result.weights
+        if self.results_in_dram:
+            result_in_banks &= result.address < self.weight_words
+            copied, copied_word = Signal(), Signal.like(self.copy_word)  # COPY's, registered
+            m.d.sync += [copied.eq(self.copying), copied_word.eq(self.copy_word)]
         for p, bank_memory in enumerate(w_banks):  # a byte written to the lane of its bank
             port = bank_memory.write_port(granularity=8)
             byte = Mux(stored, stored_word[:8], result.value[:8])
@@ -189,7 +204,11 @@ class Banks(wiring.Component):
             for lane in range(lanes):
                 c = p * lanes + lane
                 m.d.comb += port.en[lane].eq(Mux(stored, (space == Space.WEIGHTS) & (bank == c),
-                                                 result_valid & result.weights & (result.bank == c)))
+                                                 result_in_banks & (result.bank == c)))
+            if self.results_in_dram:  # COPY's word: every lane, its own byte
+                with m.If(copied):
+                    m.d.comb += [port.addr.eq(stored_address), port.data.eq(copied_word.word_select(p, 8 * lanes)),
+                                 port.en.eq(-1)]
         c_write = constants.write_port()
         m.d.comb += [c_write.addr.eq(stored_address), c_write.data.eq(stored_word[:CONSTANT_WORD_BITS]),
                      c_write.en.eq(stored & (space == Space.CONSTANTS)),

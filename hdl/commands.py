@@ -18,8 +18,8 @@ from ..contract.protocol import (
     ACCESS, MATMUL, MATMUL_MAX_SIZE, READ, WORD_BYTES, Mode, Opcode, Space, record_size)
 from .results import record_layout
 
-__all__ = ["RECORD_BYTES", "Decoder", "word_bytes_of", "payload_bytes", "access_refused", "matmul_refused",
-           "RangeCheck"]
+__all__ = ["RECORD_BYTES", "SPACES", "PROGRAM_SPACES", "DRAM_SPACES", "Decoder", "word_bytes_of", "payload_bytes",
+           "access_refused", "matmul_refused", "RangeCheck"]
 
 RECORD_BYTES = {Opcode.INFO: 0, Opcode.COUNTERS: 0, Opcode.RESET_COUNTERS: 0,
                 Opcode.WRITE: record_size(ACCESS), Opcode.READ: record_size(READ),
@@ -64,8 +64,10 @@ class Decoder(wiring.Component):
 
 
 SPACES = (Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU)
-"""The memories of every device; one that runs programs has :data:`PROGRAM_SPACES`."""
+"""The memories of every device; one that runs programs has :data:`PROGRAM_SPACES`, and one with
+DRAM (which runs programs) :data:`DRAM_SPACES`."""
 PROGRAM_SPACES = SPACES + (Space.PROGRAM,)
+DRAM_SPACES = PROGRAM_SPACES + (Space.DRAM,)
 
 
 def _select(spaces, space):
@@ -97,7 +99,7 @@ def access_refused(opcode, access, words, remaining, byte_count, *, rows, cols, 
     device's memories.
     """
     space, index = access.space, _select(spaces, access.space)
-    banks = Array(Const(n, 9) for n in (rows, cols, 1, 1, 1)[:len(spaces)])[index]
+    banks = Array(Const(n, 9) for n in (rows, cols, 1, 1, 1, 1)[:len(spaces)])[index]
     depth = Array(Const(depths[s], 33) for s in spaces)[index]
     readable = (opcode == Opcode.WRITE) | (space != Space.GELU)
     if Space.PROGRAM in spaces:
@@ -147,6 +149,9 @@ class RangeCheck(wiring.Component):
         The banks of activations and of weights.
     activation_words, weight_words : int
         Words in each activation bank and in each weight bank.
+    dram_words : int
+        DRAM words, where WEIGHTS continues past ``weight_words`` (contract/protocol.py's
+        DRAM_INFO): W lies in the banks' block RAM or in DRAM, not in both.
 
     Attributes
     ----------
@@ -168,9 +173,9 @@ class RangeCheck(wiring.Component):
     past_end: Out(1)
     done: Out(1)
 
-    def __init__(self, rows, cols, *, activation_words, weight_words):
+    def __init__(self, rows, cols, *, activation_words, weight_words, dram_words=0):
         self.rows, self.cols = rows, cols
-        self.activation_words, self.weight_words = activation_words, weight_words
+        self.activation_words, self.weight_words, self.dram_words = activation_words, weight_words, dram_words
         super().__init__()
 
     def elaborate(self, platform):
@@ -179,11 +184,14 @@ class RangeCheck(wiring.Component):
         transposed = matmul.out_transposed != 0
         out_banks = _out_banks(matmul, rows, cols)
         out_step = Mux(transposed, cols, Mux(matmul.out_banked != 0, out_banks, 1))
-        out_depth = Mux(matmul.out_space == Space.WEIGHTS, self.weight_words, self.activation_words)
+        w_depth = self.weight_words + self.dram_words
+        out_depth = Mux(matmul.out_space == Space.WEIGHTS, w_depth, self.activation_words)
         a_end, w_end, out_end = Signal(34), Signal(34), Signal(34)
         a_left, w_left, out_left = Signal(14), Signal(14), Signal(14)  # rows (or columns) left to step over
-        m.d.comb += [self.past_end.eq((a_end > self.activation_words) | (w_end > self.weight_words)
-                                      | (out_end > out_depth)),
+        past_end = (a_end > self.activation_words) | (w_end > w_depth) | (out_end > out_depth)
+        if self.dram_words:  # W from block RAM and DRAM both (w_base is its lowest address, w_end its end)
+            past_end |= (matmul.w_base < self.weight_words) & (w_end > self.weight_words)
+        m.d.comb += [self.past_end.eq(past_end),
                      self.done.eq((a_left <= rows) & (w_left <= cols) & (out_left <= out_step))]
         with m.If(self.start):
             m.d.sync += [

@@ -8,7 +8,9 @@ Operands live in banked memories, laid out so that one read of every bank gives 
   in bank ``n % cols`` at address ``w_base + (n // cols) * w_stride + k``.
 
 The sequencer walks the output tiles (column tiles outside, row tiles inside) and streams each
-tile's K steps into the array; results leave as one beat per output row: the row's ``cols`` sums
+tile's K steps into the array. With ``w_stream``, a command whose ``w_dram`` is set takes its
+weights from that stream instead, one word of ``cols`` bytes a step in the same order (the weight
+fetch engine's, hdl/weight_fetch.py); results leave as one beat per output row: the row's ``cols`` sums
 starting at column ``column``. Rows past M are dropped; columns past N carry whatever the banks
 held and are the consumer's to ignore. A new command starts as soon as the previous one's last
 step has entered the array, so consecutive products run back to back.
@@ -24,12 +26,14 @@ from .systolic import SystolicArray
 __all__ = ["MatmulCommand", "MatmulResult", "MatmulSequencer"]
 
 
-def MatmulCommand(address_width, size_width=MATMUL_SIZE_BITS):
-    """One product: its sizes and where its operands are."""
+def MatmulCommand(address_width, size_width=MATMUL_SIZE_BITS, w_stream=False):
+    """One product: its sizes and where its operands are (and, with ``w_stream``, whether its
+    weights come from the stream)."""
     return data.StructLayout({
         "m": unsigned(size_width), "k": unsigned(size_width), "n": unsigned(size_width),
         "a_base": unsigned(address_width), "a_stride": unsigned(address_width),
         "w_base": unsigned(address_width), "w_stride": unsigned(address_width),
+        **({"w_dram": 1} if w_stream else {}),
     })
 
 
@@ -43,18 +47,21 @@ class MatmulSequencer(wiring.Component):
     """Runs :func:`MatmulCommand` products over a ``rows x cols`` systolic array.
 
     ``a_ports`` (``rows`` of them) and ``w_ports`` (``cols``) are synchronous read ports of the
-    operand banks, owned by the caller; the sequencer drives their addresses and enables.
+    operand banks, owned by the caller; the sequencer drives their addresses and enables. With
+    ``w_stream``, the component has a ``w_stream`` input (words of ``cols`` bytes, bank ``c`` the
+    ``c``-th byte) that commands with ``w_dram`` take their weights from.
     """
 
-    def __init__(self, rows, cols, a_ports, w_ports, address_width, size_width=MATMUL_SIZE_BITS):
+    def __init__(self, rows, cols, a_ports, w_ports, address_width, size_width=MATMUL_SIZE_BITS, w_stream=False):
         assert len(a_ports) == rows and len(w_ports) == cols
         self.rows, self.cols = rows, cols
         self.a_ports, self.w_ports = a_ports, w_ports
-        self.address_width, self.size_width = address_width, size_width
+        self.address_width, self.size_width, self.streamed = address_width, size_width, w_stream
         super().__init__({
-            "command": In(stream.Signature(MatmulCommand(address_width, size_width))),
+            "command": In(stream.Signature(MatmulCommand(address_width, size_width, w_stream))),
             "o": Out(stream.Signature(MatmulResult(cols, size_width))),
             "busy": Out(1),
+            **({"w_stream": In(stream.Signature(8 * cols))} if w_stream else {}),
         })
 
     def elaborate(self, platform):
@@ -80,7 +87,15 @@ class MatmulSequencer(wiring.Component):
         # stage 2 holds the step whose operands the banks are reading
         step_valid, step_first, step_last = Signal(), Signal(), Signal()
         move = Signal()  # the generator's step enters stage 2
-        m.d.comb += move.eq(running & (~step_valid | array.i.ready))
+        can_move = running & (~step_valid | array.i.ready)
+        if self.streamed:  # a streamed step waits for its word, taken as the banks' words are read
+            can_move &= ~command.w_dram | self.w_stream.valid
+        m.d.comb += move.eq(can_move)
+        if self.streamed:
+            streamed_word, step_streamed = Signal(8 * cols), Signal()
+            m.d.comb += self.w_stream.ready.eq(move & command.w_dram)
+            with m.If(move):
+                m.d.sync += [streamed_word.eq(self.w_stream.payload), step_streamed.eq(command.w_dram)]
         for port in (*self.a_ports, *self.w_ports):
             m.d.comb += port.en.eq(move)
         for port in self.a_ports:
@@ -117,7 +132,11 @@ class MatmulSequencer(wiring.Component):
         m.d.comb += [array.i.valid.eq(step_valid), array.i.payload.first.eq(step_first),
                      array.i.payload.last.eq(step_last)]
         m.d.comb += [array.i.payload.a[r].eq(port.data) for r, port in enumerate(self.a_ports)]
-        m.d.comb += [array.i.payload.b[c].eq(port.data) for c, port in enumerate(self.w_ports)]
+        if self.streamed:
+            m.d.comb += [array.i.payload.b[c].eq(Mux(step_streamed, streamed_word.word_select(c, 8), port.data))
+                         for c, port in enumerate(self.w_ports)]
+        else:
+            m.d.comb += [array.i.payload.b[c].eq(port.data) for c, port in enumerate(self.w_ports)]
 
         # -- output side: name every array row beat, drop rows past M ---------------------------
         out_m, out_n = Signal(sw), Signal(sw)

@@ -34,10 +34,12 @@ def times_constant(value, constant):
     return sum((value << bit for bit in range(constant.bit_length()) if constant >> bit & 1), 0)
 
 
-def field_slices():
-    """``{(opcode, field index): (first bit, width)}`` of every relocatable field in a record."""
+def field_slices(ops=PROGRAM_OPS):
+    """``{(opcode, field index): (first bit, width)}`` of every relocatable field in a record of ``ops``."""
     slices = {}
     for opcode, fields in RELOCATABLE.items():
+        if opcode not in ops:
+            continue
         offsets, offset = {}, 0
         for name, size, _ in PROGRAM_OPS[opcode]:
             offsets[name] = (8 * offset, 8 * size)
@@ -53,6 +55,8 @@ class ProgramFetch(wiring.Component):
     ----------
     address_width : bits of a word address in the PROGRAM memory
     word_bytes : bytes in a word of the PROGRAM memory (a divisor of PROGRAM_ENTRY_BYTES)
+    ops : the ops the device's programs may hold (contract/program.py's ``program_ops``); an entry
+        of any other comes out malformed
 
     Attributes
     ----------
@@ -67,10 +71,11 @@ class ProgramFetch(wiring.Component):
         its first byte in the low bits.
     """
 
-    def __init__(self, address_width, word_bytes=1):
+    def __init__(self, address_width, word_bytes=1, ops=PROGRAM_OPS):
         if PROGRAM_ENTRY_BYTES % word_bytes:
             raise ValueError(f"a PROGRAM entry of {PROGRAM_ENTRY_BYTES} bytes is no whole number of {word_bytes}-byte words")
         self.words = PROGRAM_ENTRY_BYTES // word_bytes
+        self.ops = ops
         super().__init__({"i": In(stream.Signature(ProgramRequest)), "o": Out(stream.Signature(RelocatedEntry)),
                           "addr": Out(address_width), "data": In(8 * word_bytes)})
 
@@ -88,12 +93,14 @@ class ProgramFetch(wiring.Component):
         # what unpack_entry refuses
         program_op = Signal()
         with m.Switch(entry.opcode):
-            for opcode in PROGRAM_OPS:
+            for opcode in self.ops:
                 with m.Case(opcode):
                     m.d.comb += program_op.eq(1)
         fields = Signal(4)  # how many fields the op can relocate
         with m.Switch(entry.opcode):
             for opcode, names in RELOCATABLE.items():
+                if opcode not in self.ops:
+                    continue
                 with m.Case(opcode):
                     m.d.comb += fields.eq(len(names))
         bad_relocation = []
@@ -148,7 +155,7 @@ class ProgramFetch(wiring.Component):
                 m.d.comb += relocator.o.ready.eq(1)
                 with m.If(relocator.o.valid):
                     with m.Switch(Cat(chosen["field"], entry.opcode)):
-                        for (opcode, index), (start, width) in field_slices().items():
+                        for (opcode, index), (start, width) in field_slices(self.ops).items():
                             with m.Case(index | (opcode << len(chosen["field"]))):
                                 field = entry.record[start:start + width]
                                 m.d.sync += field.eq(field + relocator.o.payload)

@@ -18,7 +18,7 @@ from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.program import HEADER, PROGRAM_VERSION
+from ..contract.program import HEADER, PROGRAM_OPS, PROGRAM_VERSION
 from ..contract.protocol import Opcode, record_size
 from .program_fetch import ProgramFetch, RelocatedEntry
 from .results import record_layout
@@ -40,6 +40,7 @@ class TokenSequencer(wiring.Component):
     ----------
     program_words : PROGRAM words in the memory (the header's included)
     address_width, word_bytes : the PROGRAM memory's word address and word (as :class:`~.program_fetch.ProgramFetch`'s)
+    ops : the ops its programs may hold (as :class:`~.program_fetch.ProgramFetch`'s)
 
     Attributes
     ----------
@@ -58,15 +59,15 @@ class TokenSequencer(wiring.Component):
         The program header's context, once a token's header is read (GENERATE's CONTEXT stop).
     """
 
-    def __init__(self, program_words, address_width, word_bytes=1):
-        self.program_words, self.word_bytes = program_words, word_bytes
+    def __init__(self, program_words, address_width, word_bytes=1, ops=PROGRAM_OPS):
+        self.program_words, self.word_bytes, self.ops = program_words, word_bytes, ops
         super().__init__({"i": In(stream.Signature(TokenRequest)), "o": Out(stream.Signature(1)),
                           "op": Out(stream.Signature(ProgramOp)), "verdict": In(stream.Signature(1)),
                           "addr": Out(address_width), "data": In(8 * word_bytes), "context": Out(16)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fetch = fetch = ProgramFetch(len(self.addr), self.word_bytes)
+        m.submodules.fetch = fetch = ProgramFetch(len(self.addr), self.word_bytes, self.ops)
         request = Signal(TokenRequest)
         header_words = -(-record_size(HEADER) // self.word_bytes)
         header_bits = Signal(8 * self.word_bytes * header_words)

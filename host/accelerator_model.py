@@ -32,7 +32,7 @@ import numpy as np
 from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL,
                                  SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
-from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, EMBED, ERROR,
+from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, COPY, EMBED, ERROR,
                                  GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN,
                                  READ, SAMPLE, SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder,
                                  Mode, Opcode, Space, Stop, counters_record, encode_frame, info_record, pack_record,
@@ -121,6 +121,9 @@ class AcceleratorModel:
             self.handlers.update({Opcode.TOKEN: self._token, Opcode.GENERATE: self._generate})
         self.plans = {Opcode.MATMUL: self._plan_matmul, Opcode.EMBED: self._plan_embed, Opcode.NORM: self._plan_norm,
                       Opcode.SAMPLE: self._plan_sample}
+        if dram_words:
+            self.handlers[Opcode.COPY] = self._copy
+            self.plans[Opcode.COPY] = self._plan_copy
 
     # -- the link ------------------------------------------------------------------------------
 
@@ -248,7 +251,8 @@ class AcceleratorModel:
 
     def _words(self, space, bank, address, count):
         """The memory words a WRITE or READ addresses (a view), once they are known to exist."""
-        _require(bank < self.banks[space] and address + count <= self.memory[space].shape[1])
+        depth = self.weight_words if space == Space.WEIGHTS else self.memory[space].shape[1]  # DRAM: its own space
+        _require(bank < self.banks[space] and address + count <= depth)
         return self.memory[space][bank, address:address + count]
 
     def _record(self, fields, payload):
@@ -258,6 +262,10 @@ class AcceleratorModel:
 
     def _matmul(self, payload):
         self._plan_matmul(self._record(MATMUL, payload))()
+        return b""
+
+    def _copy(self, payload):
+        self._plan_copy(self._record(COPY, payload))()
         return b""
 
     def _embed(self, payload):
@@ -300,6 +308,7 @@ class AcceleratorModel:
             if opcode == Opcode.SAMPLE:
                 fields.update(settings)
                 samples += 1
+            _require(opcode in self.plans)  # COPY, on a device without DRAM
             runs.append((opcode, self.plans[opcode](fields)))
         _require(samples > 0)
 
@@ -377,6 +386,26 @@ class AcceleratorModel:
             sums = (sums + 2 ** 31) % 2 ** 32 - 2 ** 31  # the accumulators are 32 bits
             self._store(out, finish(sums))
             self.counters["macs"] += c["m"] * c["k"] * c["n"]
+        return run
+
+    def _plan_copy(self, c):
+        count = c["words"]
+        _require(count > 0)
+        source = self._dram(0, c["source"], count)
+        if c["space"] == Space.WEIGHTS:
+            self._words(Space.WEIGHTS, 0, c["address"], count)  # the check: every bank has them if bank 0 has
+            target = slice(c["address"], c["address"] + count)
+
+            def run():
+                self.memory[Space.WEIGHTS][:, target] = source
+            return run
+        _require(c["space"] == Space.CONSTANTS)
+        records = self._constants(c["address"], 2 * count)
+
+        def run():
+            words = np.ascontiguousarray(source.T).view(np.uint64).reshape(-1)  # two records a DRAM word
+            self.memory[Space.CONSTANTS][0, records] = (words & np.uint64((1 << CONSTANT_WORD_BITS) - 1)).view(
+                WORD_DTYPES[Space.CONSTANTS])
         return run
 
     def _plan_embed(self, c):

@@ -24,6 +24,14 @@
 //
 // On SIGINT or SIGTERM (or after --max-cycles) the board closes the trace and prints to stderr:
 //     simulated C cycles in S s (R cycles/s), stopped I s while idle
+//
+// DRAM (a design built with -DNEOFPGA_DRAM, whose `top` has the port `dram`: LiteDRAM's native
+// user port, hdl/dram_port.py): the board answers it with the Dram below, configured by
+//     --dram KEY=VALUE,...   the chip and controller (contract/dram.py's fields, in controller
+//                            cycles), the design's clock (accel_hz) and the DRAM words (words)
+//     --dram-init FILE       the DRAM's first bytes, as LiteX's --sdram-init (a preloaded image)
+//     --dram-stuck-bit B     address bit B of every access reads as 0 (a fault for selftest)
+// and adds to its summary line: `, DRAM R reads W writes`.
 
 #include "Vtop.h"
 #include "verilated.h"
@@ -39,6 +47,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <algorithm>
 #include <fcntl.h>
 #include <memory>
 #include <netinet/in.h>
@@ -183,6 +193,216 @@ struct Link {
     }
 };
 
+#ifdef NEOFPGA_DRAM
+// A DRAM behind LiteDRAM's controller, as the design's port sees it: 16-byte words, each of
+// `bursts` column accesses at consecutive columns (mapped ROW_BANK_COL), scheduled in order by an
+// open-row controller in its own clock (sys_hz) with the chip's timings: an access to a closed row
+// waits for precharge (tRAS after its activate, tWR after a write's data) and tRP, activates (tRRD
+// after any other) and waits tRCD; column accesses are tCCD apart, a read tWTR after a write; every
+// tREFI all rows close for tRP + tRFC. Up to QUEUE commands wait in the controller; a read's data
+// comes read_latency controller cycles after its last column access, then CROSSING design cycles
+// later (the clock-domain crossing), holding what the word held when the read was taken. A write's
+// data is taken when the design offers it, and no command is taken while a write waits for its data.
+class Dram {
+public:
+    static constexpr int WORD_BYTES = 16;
+    static constexpr size_t QUEUE = 16;      // LiteDRAM's command buffer (cmd_buffer_depth)
+    static constexpr uint64_t CROSSING = 2;  // design cycles through the clock-domain crossing, each way
+
+    uint64_t words = 0, sys_hz = 0, accel_hz = 0;
+    int64_t banks = 0, rows = 0, row_words = 0, word_bytes = 0, read_latency = 0;
+    int64_t tRP = 0, tRCD = 0, tRAS = 0, tWR = 0, tWTR = 0, tCCD = 0, tRRD = 0, tRFC = 0, tREFI = 0;
+    int stuck_bit = -1;
+    uint64_t reads = 0, writes = 0;
+
+    void configure(const std::string& text) {
+        size_t at = 0;
+        while (at < text.size()) {
+            size_t end = text.find(',', at);
+            if (end == std::string::npos) end = text.size();
+            std::string item = text.substr(at, end - at);
+            size_t equals = item.find('=');
+            if (equals == std::string::npos) usage("--dram takes KEY=VALUE,...");
+            set(item.substr(0, equals), number(item.substr(equals + 1).c_str()));
+            at = end + 1;
+        }
+        if (!words || !sys_hz || !accel_hz || !banks || !rows || !row_words || !word_bytes || WORD_BYTES % word_bytes
+                || !tCCD || !tREFI)
+            usage("--dram needs words, sys_hz, accel_hz, banks, rows, row_words, word_bytes (a divisor of 16), "
+                  "tCCD, tREFI");
+        bursts = WORD_BYTES / word_bytes;
+        if (words * bursts > static_cast<uint64_t>(banks * rows * row_words)) usage("--dram: more words than the chip");
+        storage = static_cast<uint8_t*>(std::calloc(words, WORD_BYTES));  // untouched pages stay unallocated
+        if (!storage) fail("calloc");
+        bank.assign(banks, Bank{});
+        next_refresh = tREFI;
+    }
+
+    void preload(const char* path) {
+        FILE* file = std::fopen(path, "rb");
+        if (!file) fail(path);
+        size_t got = std::fread(storage, 1, words * WORD_BYTES, file);
+        bool more = std::fgetc(file) != EOF;
+        std::fclose(file);
+        if (more) usage("--dram-init: the file is larger than the DRAM");
+        std::fprintf(stderr, "Vboard: %zu bytes of DRAM preloaded from %s\n", got, path);
+    }
+
+    // The port's inputs for design cycle `now`, before the clock edge.
+    void drive(Vtop* top, uint64_t now) {
+        while (!queued.empty() && queued.front() <= sys_time(now)) queued.pop_front();
+        top->dram___05Fcmd___05Fready = !write_waiting && queued.size() < QUEUE;
+        top->dram___05Fwdata___05Fready = write_waiting;
+        bool due = !answers.empty() && answers.front().due <= now;
+        top->dram___05Frdata___05Fvalid = due;
+        if (due) {
+            const uint8_t* word = answers.front().data;
+            for (int i = 0; i < WORD_BYTES / 4; ++i) {
+                uint32_t value;
+                std::memcpy(&value, word + 4 * i, 4);
+                top->dram___05Frdata___05Fpayload[i] = value;
+            }
+        }
+    }
+
+    // What the port transferred in cycle `now` (after drive() and eval with the clock low); true if anything.
+    bool transfer(Vtop* top, uint64_t now) {
+        bool moved = false;
+        if (top->dram___05Frdata___05Fvalid && top->dram___05Frdata___05Fready) {
+            answers.pop_front();
+            moved = true;
+        }
+        if (top->dram___05Fwdata___05Fvalid && top->dram___05Fwdata___05Fready) {
+            uint8_t* word = storage + write_word * WORD_BYTES;
+            uint32_t enables = (top->dram___05Fwdata___05Fpayload[4]) & 0xFFFF;
+            for (int b = 0; b < WORD_BYTES; ++b)
+                if (enables >> b & 1) word[b] = static_cast<uint8_t>(top->dram___05Fwdata___05Fpayload[b / 4] >> (8 * (b % 4)));
+            queued.push_back(schedule(write_word, true, sys_time(now)));
+            write_waiting = false;
+            ++writes;
+            moved = true;
+        }
+        if (top->dram___05Fcmd___05Fvalid && top->dram___05Fcmd___05Fready) {
+            uint64_t command = top->dram___05Fcmd___05Fpayload;
+            uint64_t address = command & ((uint64_t{1} << address_bits()) - 1);
+            bool write = command >> address_bits() & 1;
+            if (stuck_bit >= 0) address &= ~(uint64_t{1} << stuck_bit);
+            address %= words;  // past the DRAM, the address wraps, as the chip's unused bits do
+            if (write) {
+                write_waiting = true;
+                write_word = address;
+            } else {
+                int64_t done = schedule(address, false, sys_time(now));
+                queued.push_back(done);
+                uint64_t due = design_time(done + read_latency) + CROSSING;
+                if (!answers.empty() && due <= answers.back().due) due = answers.back().due + 1;
+                Answer answer{std::max(due, now + 2 * CROSSING), {}};
+                std::memcpy(answer.data, storage + address * WORD_BYTES, WORD_BYTES);  // in order: before later writes
+                answers.push_back(answer);
+                ++reads;
+            }
+            moved = true;
+        }
+        return moved;
+    }
+
+    bool busy() const { return write_waiting || !answers.empty(); }
+
+    void set_address_bits(int bits) { address_width = bits; }
+
+private:
+    struct Bank {
+        int64_t row = -1;
+        int64_t activated = 0;
+        int64_t precharge_ok = 0;  // the earliest precharge: tRAS after the activate, tWR after a write
+    };
+    struct Answer {
+        uint64_t due;  // the design cycle its data is offered
+        uint8_t data[WORD_BYTES];
+    };
+
+    int64_t bursts = 1;
+    int address_width = 0;
+    uint8_t* storage = nullptr;
+    std::vector<Bank> bank;
+    int64_t last_column = -(int64_t{1} << 40), last_write = -(int64_t{1} << 40), last_activate = -(int64_t{1} << 40);
+    int64_t activate_ok = 0;  // after a refresh
+    int64_t next_refresh = 0;
+    std::deque<int64_t> queued;  // the controller cycle each accepted command's last column access takes place
+    std::deque<Answer> answers;
+    bool write_waiting = false;
+    uint64_t write_word = 0;
+
+    int address_bits() const { return address_width; }
+    int64_t sys_time(uint64_t design_cycle) const {
+        return static_cast<int64_t>(static_cast<unsigned __int128>(design_cycle) * sys_hz / accel_hz);
+    }
+    uint64_t design_time(int64_t sys_cycle) const {  // the first design cycle at or after it
+        return static_cast<uint64_t>((static_cast<unsigned __int128>(sys_cycle) * accel_hz + sys_hz - 1) / sys_hz);
+    }
+
+    void set(const std::string& key, uint64_t value) {
+        int64_t v = static_cast<int64_t>(value);
+        if (key == "words") words = value;
+        else if (key == "sys_hz") sys_hz = value;
+        else if (key == "accel_hz") accel_hz = value;
+        else if (key == "banks") banks = v;
+        else if (key == "rows") rows = v;
+        else if (key == "row_words") row_words = v;
+        else if (key == "word_bytes") word_bytes = v;
+        else if (key == "read_latency") read_latency = v;
+        else if (key == "tRP") tRP = v;
+        else if (key == "tRCD") tRCD = v;
+        else if (key == "tRAS") tRAS = v;
+        else if (key == "tWR") tWR = v;
+        else if (key == "tWTR") tWTR = v;
+        else if (key == "tCCD") tCCD = v;
+        else if (key == "tRRD") tRRD = v;
+        else if (key == "tRFC") tRFC = v;
+        else if (key == "tREFI") tREFI = v;
+        else usage(("--dram: unknown key " + key).c_str());
+    }
+
+    // The controller cycle of the last column access of word `word`, arriving at controller cycle `t`.
+    int64_t schedule(uint64_t word, bool write, int64_t t) {
+        for (int64_t b = 0; b < bursts; ++b) {
+            int64_t access = static_cast<int64_t>(word) * bursts + b;
+            int64_t which = access / row_words % banks, row = access / (row_words * banks);
+            while (std::max(t, last_column + tCCD) >= next_refresh) {  // precharge all, refresh
+                int64_t start = std::max(next_refresh, last_column + 1);
+                for (const Bank& k : bank)
+                    if (k.row >= 0) start = std::max(start, k.precharge_ok);
+                for (Bank& k : bank) k.row = -1;
+                activate_ok = start + tRP + tRFC;
+                t = std::max(t, activate_ok);
+                next_refresh += tREFI;
+            }
+            Bank& k = bank[which];
+            int64_t ready = t;
+            if (k.row != row) {
+                int64_t activate = k.row < 0 ? t : std::max(t, k.precharge_ok) + tRP;
+                activate = std::max({activate, last_activate + tRRD, activate_ok});
+                k.row = row;
+                k.activated = last_activate = activate;
+                k.precharge_ok = activate + tRAS;
+                ready = activate + tRCD;
+            }
+            int64_t column = std::max(ready, last_column + tCCD);
+            if (!write) column = std::max(column, last_write + tWTR);
+            last_column = column;
+            if (write) {
+                last_write = column;
+                k.precharge_ok = std::max(k.precharge_ok, column + 1 + tWR);
+            } else {
+                k.precharge_ok = std::max(k.precharge_ok, column + 1);
+            }
+            t = column;
+        }
+        return t;
+    }
+};
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,6 +410,10 @@ int main(int argc, char** argv) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     int port = 0;
     const char* trace_file = nullptr;
+#ifdef NEOFPGA_DRAM
+    Dram dram;
+    const char* dram_init = nullptr;
+#endif
     uint64_t max_cycles = 0;  // 0: no limit
     uint64_t idle_cycles = uint64_t{1} << 26;  // a few seconds: longer than any one command computes
     for (int i = 1; i < argc; ++i) {
@@ -200,8 +424,18 @@ int main(int argc, char** argv) {
         else if (option == "--trace") trace_file = value;
         else if (option == "--max-cycles") max_cycles = number(value);
         else if (option == "--idle-cycles") idle_cycles = number(value);
+#ifdef NEOFPGA_DRAM
+        else if (option == "--dram") dram.configure(value);
+        else if (option == "--dram-init") dram_init = value;
+        else if (option == "--dram-stuck-bit") dram.stuck_bit = static_cast<int>(number(value));
+#endif
         else usage(("unknown option " + option).c_str());
     }
+#ifdef NEOFPGA_DRAM
+    if (!dram.words) usage("this board has DRAM: give --dram");
+    dram.set_address_bits(NEOFPGA_DRAM);
+    if (dram_init) dram.preload(dram_init);
+#endif
 
     auto context = std::make_unique<VerilatedContext>();
     auto top = std::make_unique<Vtop>(context.get());
@@ -241,6 +475,9 @@ int main(int argc, char** argv) {
         top->i___05Fvalid = offer;
         if (offer) top->i___05Fpayload = link.in[link.in_head];
         top->o___05Fready = link.out.size() < OUT_LIMIT;
+#ifdef NEOFPGA_DRAM
+        dram.drive(top.get(), cycles);
+#endif
         top->clk = 0;
         top->eval();
 #if VM_TRACE_FST
@@ -250,13 +487,18 @@ int main(int argc, char** argv) {
         bool given = top->o___05Fvalid && top->o___05Fready;
         if (given) link.out.push_back(top->o___05Fpayload);
         link.in_head += taken;
+#ifdef NEOFPGA_DRAM
+        bool dram_moved = dram.transfer(top.get(), cycles);
+#else
+        bool dram_moved = false;
+#endif
         top->clk = 1;
         top->eval();
 #if VM_TRACE_FST
         if (trace) trace->dump(2 * cycles + 1);
 #endif
         ++cycles;
-        return taken || given;
+        return taken || given || dram_moved;
     };
 
     top->rst = 1;
@@ -283,8 +525,13 @@ int main(int argc, char** argv) {
     if (trace) trace->close();
 #endif
     top->final();
-    std::fprintf(stderr, "simulated %llu cycles in %.3f s (%.0f cycles/s), stopped %.3f s while idle\n",
+    std::fprintf(stderr, "simulated %llu cycles in %.3f s (%.0f cycles/s), stopped %.3f s while idle",
                  static_cast<unsigned long long>(cycles), wall, wall > 0 ? cycles / wall : 0.0,
                  seconds(stopped));
+#ifdef NEOFPGA_DRAM
+    std::fprintf(stderr, ", DRAM %llu reads %llu writes", static_cast<unsigned long long>(dram.reads),
+                 static_cast<unsigned long long>(dram.writes));
+#endif
+    std::fprintf(stderr, "\n");
     return 0;
 }

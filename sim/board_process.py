@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .runner import PCH_MAKEFLAGS, _build_error, _build_once, _cache_root, _verilator_version
 
-__all__ = ["HARNESS_FILES", "build_board", "SimulatedBoard"]
+__all__ = ["HARNESS_FILES", "build_board", "dram_option", "SimulatedBoard"]
 
 MAIN = Path(__file__).with_name("board_main.cpp")
 HARNESS_FILES = (MAIN, Path(__file__))
@@ -29,6 +29,16 @@ HARNESS_FILES = (MAIN, Path(__file__))
 EXECUTABLE = "Vboard"
 
 _SUMMARY = re.compile(r"simulated (\d+) cycles in [\d.]+ s \(([\d.]+) cycles/s\)")
+_DRAM_SUMMARY = re.compile(r"DRAM (\d+) reads (\d+) writes")
+_DRAM_TIMINGS = ("banks", "rows", "row_words", "word_bytes", "read_latency", "tRP", "tRCD", "tRAS", "tWR", "tWTR",
+                 "tCCD", "tRRD", "tRFC", "tREFI", "sys_hz")
+
+
+def dram_option(dram, words, clock_hz):
+    """The ``--dram`` value for a board whose design (clocked at ``clock_hz``) has ``words`` DRAM
+    words behind a :class:`~neofpga.contract.dram.Dram`'s timing."""
+    return ",".join([f"words={words}", f"accel_hz={clock_hz}"] + [f"{name}={getattr(dram, name)}"
+                                                                   for name in _DRAM_TIMINGS])
 
 
 def build_board(verilog_text, *, trace=False, log=print):
@@ -40,6 +50,9 @@ def build_board(verilog_text, *, trace=False, log=print):
     """
     args = ["--cc", "--exe", "--build", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
             "--noassert", "-CFLAGS", "-O2", *(["--trace-fst"] if trace else [])]
+    dram = re.search(r"output \[(\d+):0\] dram__cmd__payload", verilog_text)  # a port of address bits and we
+    if dram:
+        args += ["-CFLAGS", f"-DNEOFPGA_DRAM={int(dram[1])}"]
     main = MAIN.read_text()
     key = json.dumps([verilog_text, args, main, _verilator_version()])
     build_dir = _cache_root() / f"board-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -68,12 +81,16 @@ class SimulatedBoard:
     `port` 0 picks a free port. `trace` is an FST file to write (the board must be built with
     ``trace=True``). `idle_cycles` overrides the cycles without a byte moved after which the clock
     stops (0: never); `max_cycles` ends the simulation after that many cycles. Waits up to
-    `timeout` seconds for the board to listen.
+    `timeout` seconds for the board to listen. A board with DRAM takes its ``dram`` (a
+    :func:`dram_option`), the file ``dram_init`` to preload it from, and an address bit
+    ``dram_stuck_bit`` that reads as 0 (a fault).
     """
 
-    def __init__(self, executable, port=0, trace=None, *, idle_cycles=None, max_cycles=None, timeout=30):
+    def __init__(self, executable, port=0, trace=None, *, idle_cycles=None, max_cycles=None, timeout=30,
+                 dram=None, dram_init=None, dram_stuck_bit=None):
         command = [str(executable), "--port", str(port)]
-        for option, value in [("--trace", trace), ("--idle-cycles", idle_cycles), ("--max-cycles", max_cycles)]:
+        for option, value in [("--trace", trace), ("--idle-cycles", idle_cycles), ("--max-cycles", max_cycles),
+                              ("--dram", dram), ("--dram-init", dram_init), ("--dram-stuck-bit", dram_stuck_bit)]:
             if value is not None:
                 command += [option, str(value)]
         self._stdout, self._stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
@@ -81,6 +98,7 @@ class SimulatedBoard:
         self.stderr = None             #: what the board printed to stderr, once closed
         self.cycles = None             #: cycles simulated, once closed
         self.cycles_per_second = None  #: simulation speed while clocking, once closed
+        self.dram_reads = self.dram_writes = None  #: DRAM words read and written, once closed (a board with DRAM)
         deadline = time.monotonic() + timeout
         while (match := re.match(rb"listening on (\d+)\n", self._read(self._stdout))) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -116,6 +134,8 @@ class SimulatedBoard:
         self._stderr.close()
         if (match := _SUMMARY.search(self.stderr)) is not None:
             self.cycles, self.cycles_per_second = int(match[1]), float(match[2])
+        if (match := _DRAM_SUMMARY.search(self.stderr)) is not None:
+            self.dram_reads, self.dram_writes = int(match[1]), int(match[2])
         return self.stderr
 
     def __enter__(self):
