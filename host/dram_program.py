@@ -1,0 +1,255 @@
+"""A model's program on a device with DRAM: its weights, KV caches and constants resident in DRAM.
+
+The memory plan (D hidden size, T context, V vocabulary; DRAM words of 16 bytes, one byte a
+weight bank; ``ww`` the device's block-RAM WEIGHTS words, where WEIGHTS continues into DRAM)::
+
+    DRAM: the K and V caches of every layer (in BoardOps' layouts), every matrix (qkv, out_proj,
+          c_fc, c_proj, the head's wte) and wpe, in the weight banks' layout; then every record,
+          two a word: each requantizer's CONSTANTs, the embedding's and wpe's, each LayerNorm's
+          NORM_COLUMNs, each run starting at a word
+    WEIGHTS (block RAM): EMBED's two rows, copied in for the token
+    CONSTANTS: the records of the product that runs (at most a MATMUL's columns), the layer's P x V
+          records, the LayerNorm's columns, and the embedding's two records, each copied in first
+    ACTIVATIONS: as TokenProgram's (one token row; the logits after it, or in bank 1)
+
+The units read only block RAM but W, which the weight fetch engine streams from DRAM; so the
+program COPYs each op's records (and EMBED's rows) in before the op. EMBED's copies are relocated
+by the token: its row's words (``(id >> 4) * D`` on), the word holding its record (``id >> 1``),
+copied to where EMBED, relocated to ``id & 15``, reads them.
+"""
+
+import math
+
+import numpy as np
+
+from ..contract.dram import DRAM_WORD_BYTES
+from ..contract.errors import UserError
+from ..contract.program import Relocation, Source, pack_entry, pack_header
+from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, NORM_COLUMN, Mode, Opcode, Space
+from .board_ops import _check_fit
+from .driver import record_dtype
+from .token_program import EMBEDDINGS, TokenProgram
+
+__all__ = ["DramProgram"]
+
+EMBED_RECORD_SLOTS = 16  # the record of token id lands at slot (id & 15) of these
+
+
+class DramProgram(TokenProgram):
+    """The model's program and its DRAM image, uploaded to the device with DRAM behind ``driver``
+    (or, with ``preloaded``, already in its DRAM: only the block-RAM parts are uploaded, and a
+    word of every region checked); :meth:`token` runs one token."""
+
+    def __init__(self, model, driver, preloaded=False):
+        info = driver.device_info
+        if not info.get("dram_words"):
+            raise UserError("the device has no DRAM")
+        if info["cols"] != DRAM_WORD_BYTES:
+            raise UserError(f"the device's {info['cols']} weight banks are not one a byte of a DRAM word")
+        self.preloaded = preloaded
+        super().__init__(model, driver)
+
+    # -- the memory plan -------------------------------------------------------------------------
+
+    def _plan_weights(self):
+        """The DRAM's regions: ``caches``, ``weight_base`` (WEIGHTS addresses, past the block RAM)
+        and ``record_word`` (DRAM words); EMBED's rows in block RAM."""
+        c, cols, window = self.config, self.cols, self.info["weight_words"]
+        d, t = c.hidden_size, c.max_position_embeddings
+        self.slots = {layer: min(c.window_size, t) if c.attention_layers[layer] == "local" else t
+                      for layer in self.layers}
+        word = 0
+        self.caches = {}
+        for layer in self.layers:
+            k_words, v_words = math.ceil(self.slots[layer] / cols) * d, d // cols * self.slots[layer]
+            self.caches[layer] = (window + word, window + word + k_words)
+            word += k_words + v_words
+        self.matrices = {name: self.t[f"{name}.weight"] for name in self.requantizers if f"{name}.weight" in self.t}
+        self.matrices["wpe"] = self.t["wpe.weight"]  # the head's matrix is wte, EMBED's rows
+        self.weight_base = {}
+        for name, matrix in self.matrices.items():
+            self.weight_base[name] = window + word
+            word += math.ceil(len(matrix) / cols) * matrix.shape[1]
+        self.records = self._records()
+        self.record_word = {}
+        for name, records in self.records.items():
+            self.record_word[name] = word
+            word += -(-len(records) // 2)
+        self.dram_used = self.words_used["dram_words"] = word
+        _check_fit(word, self.info["dram_words"], "DRAM words")
+        self.embed_rows = (0, d)  # the token's and the position's, in every weight bank
+        self.words_used["weight_words"] = 2 * d
+        _check_fit(2 * d, window, "block-RAM words in each weight bank for EMBED's rows")
+
+    def _records(self):
+        """Every record the program copies in: CONSTANTs by requantizer (and the embedding's, and
+        wpe's), NORM_COLUMNs by LayerNorm, as record arrays."""
+        t, records = self.t, {}
+        for name in [*self.requantizers, *EMBEDDINGS]:  # the embedding's have no bias
+            r = np.zeros(len(t[f"{name}.multiplier"]), record_dtype(CONSTANT))
+            r["multiplier"], r["shift"] = t[f"{name}.multiplier"], t[f"{name}.shift"]
+            if name not in EMBEDDINGS:
+                r["bias"] = t[f"{name}.bias"]
+            records[name] = r
+        for name in self.layer_norms:
+            r = np.zeros(self.config.hidden_size, record_dtype(NORM_COLUMN))
+            r["gain"], r["bias"] = t[f"{name}.gain"], t[f"{name}.bias"]
+            records[name] = r
+        return records
+
+    def _plan_constants(self):
+        """CONSTANTS: where each op's records are copied to."""
+        c, part = self.config, MATMUL_MAX_SIZE // self.cols * self.cols
+        widest = max(min(len(self.records[name]), part) for name in self.requantizers if name in self.matrices)
+        d = c.hidden_size
+        self.product_records = 0
+        self.pv_records = widest + widest % 2
+        self.norm_columns = self.pv_records + d + d % 2
+        self.embed_records = (self.norm_columns + d + d % 2, self.norm_columns + d + d % 2 + EMBED_RECORD_SLOTS)
+        end = self.words_used["constant_words"] = self.embed_records[1] + EMBED_RECORD_SLOTS
+        _check_fit(end, self.info["constant_words"], "CONSTANTS words for the records copied in")
+
+    # -- the DRAM image and the uploads ------------------------------------------------------------
+
+    def dram_image(self):
+        """The DRAM's first ``dram_used`` words as the plan fills them: int8 [words, 16]."""
+        cols, window = self.cols, self.info["weight_words"]
+        image = np.zeros((self.dram_used, cols), np.int8)
+        for name, matrix in self.matrices.items():
+            tiles, k = math.ceil(len(matrix) / cols), matrix.shape[1]
+            padded = np.zeros((tiles * cols, k), np.int8)
+            padded[:len(matrix)] = matrix
+            start = self.weight_base[name] - window
+            image[start:start + tiles * k] = padded.reshape(tiles, cols, k).transpose(0, 2, 1).reshape(-1, cols)
+        for name, records in self.records.items():
+            data = records.tobytes() + bytes(len(records) % 2 * 8)
+            start = self.record_word[name]
+            image[start:start + len(data) // DRAM_WORD_BYTES] = np.frombuffer(data, np.int8).reshape(-1, cols)
+        return image
+
+    def _upload_everything(self):
+        """The program compiled and checked; then the DRAM image (unless preloaded: then checked),
+        the GELU tables and the program."""
+        self.entries = self._compile()
+        _check_fit(len(self.entries) + 1, self.info["program_words"], "program words (one an op, and the header)")
+        image = self.dram_image()
+        if self.preloaded:
+            self._check_preloaded(image)
+        else:
+            self.driver.write(Space.DRAM, 0, 0, image.tobytes())
+        for table, layer in enumerate(self.layers):
+            self._upload_knots(layer, table)
+        c = self.config
+        words = [pack_header(len(self.entries), c.vocab_size, c.max_position_embeddings), *self.entries]
+        self.driver.write(Space.PROGRAM, 0, 0, b"".join(words))
+
+    def _check_preloaded(self, image):
+        """A preloaded DRAM holds this image: the first and last word of every region read back."""
+        starts = sorted({self.weight_base[name] - self.info["weight_words"] for name in self.matrices}
+                        | set(self.record_word.values()))
+        for start, end in zip(starts, [*starts[1:], self.dram_used]):
+            for word in {start, end - 1}:
+                got = self.driver.read(Space.DRAM, 0, word, 1)
+                if got != image[word].tobytes():
+                    raise UserError(f"the board's preloaded DRAM differs from this model's image at word {word:,}: "
+                                    f"preload the image of this model, or upload it (no preload)")
+
+    # -- the program -------------------------------------------------------------------------------
+
+    def _copy(self, source, words, space, address, relocations=()):
+        """A COPY entry: DRAM words from ``source`` into ``space`` at ``address``."""
+        self.entries.append(pack_entry(Opcode.COPY, dict(source=source, words=words, space=space, address=address),
+                                       relocations))
+
+    def _copy_records(self, name, start, count, address):
+        """COPY requantizer (or LayerNorm) ``name``'s records ``start`` .. ``start + count - 1`` (``start`` even)."""
+        assert start % 2 == 0
+        self._copy(self.record_word[name] + start // 2, -(-count // 2), Space.CONSTANTS, address)
+
+    def _compile(self):
+        c, d = self.config, self.config.hidden_size
+        self.entries = []
+        self._embed_entries()
+        for layer in range(c.num_layers):
+            p = f"h.{layer}."
+            self._norm(p + "ln_1", add=layer > 0)
+            self._qkv_entries(layer)
+            self._copy_records(p + "pv", 0, d, self.pv_records)
+            for head in range(c.num_heads):
+                self._attend_entries(layer, head, self.pv_records)
+            self._linear(p + "out_proj", 1, self.hidden_base, self.out_base)
+            self._norm(p + "ln_2", add=True)
+            low, high = (int(v) for v in self.t[p + "gelu.limits"])
+            self._linear(p + "c_fc", 1, self.x_base, self.hidden_base, mode=Mode.GELU,
+                         gelu_table=self._gelu_table(layer), gelu_low=low, gelu_high=high)
+            self._linear(p + "c_proj", 1, self.hidden_base, self.out_base)
+        self._norm("ln_f", add=True)
+        self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
+        self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=c.vocab_size, bank=self.logits_bank,
+                                                           address=self.logits_base)))
+        return self.entries
+
+    def _embed_entries(self):
+        """EMBED's rows and records copied in, relocated by the token's id and position; then EMBED."""
+        d, window = self.config.hidden_size, self.info["weight_words"]
+        token_row, position_row = self.embed_rows
+        token_records, position_records = self.embed_records
+        for matrix, row, source in (("head", token_row, Source.ID), ("wpe", position_row, Source.POSITION)):
+            self._copy(self.weight_base[matrix] - window, d, Space.WEIGHTS, row,
+                       [Relocation("source", source, shift=4, scale=d)])
+        for name, slots, source in (("embedding", token_records, Source.ID), ("wpe", position_records,
+                                                                              Source.POSITION)):
+            self._copy(self.record_word[name], 1, Space.CONSTANTS, slots,
+                       [Relocation("source", source, shift=1), Relocation("address", source, mask=14)])
+        self.entries.append(pack_entry(
+            Opcode.EMBED, dict(d=d, token_base=token_row, position_base=position_row,
+                               token_constants=token_records, position_constants=position_records,
+                               out_address=self.residual_base),
+            [Relocation("id", Source.ID, mask=15), Relocation("position", Source.POSITION, mask=15)]))
+
+    def _norm(self, name, add):
+        """NORM ``name`` with its columns copied in first."""
+        self._copy_records(name, 0, self.config.hidden_size, self.norm_columns)
+        saved, self.constant_base = getattr(self, "constant_base", {}), {name: self.norm_columns}
+        try:
+            super()._norm(name, add)
+        finally:
+            self.constant_base = saved
+
+    def _qkv_entries(self, layer):
+        """q, k and v, each with its third of the records copied in."""
+        d, ring, cols = self.config.hidden_size, self.slots[layer], self.cols
+        kbase, vbase = self.caches[layer]
+        name = f"h.{layer}.qkv"
+        w_base = self.weight_base[name]
+        part = d // cols * d
+        product = dict(m=1, k=d, n=d, a_base=self.x_base, a_stride=d, w_stride=d, mode=Mode.REQUANTIZE,
+                       constants=self.product_records)
+        slot = dict(source=Source.SLOT, ring=ring)
+        outputs = [
+            dict(out_space=Space.ACTIVATIONS, out_address0=self.q_base, out_stride=d),
+            dict(out_space=Space.WEIGHTS, out_banked=1, out_address0=kbase, out_stride=d,
+                 relocations=[Relocation("out_bank0", **slot, mask=cols - 1),
+                              Relocation("out_address0", **slot, shift=cols.bit_length() - 1, scale=d)]),
+            dict(out_space=Space.WEIGHTS, out_transposed=1, out_address0=vbase, out_stride=ring,
+                 relocations=[Relocation("out_offset", **slot)]),
+        ]
+        for i, out in enumerate(outputs):
+            self._copy_records(name, i * d, d, self.product_records)
+            self._product("qkv", **product, **self._limits(name, i * d, d), w_base=w_base + i * part, **out)
+
+    def _linear(self, name, m, a_base, out_base, out_banked=1, out_bank0=0, **fields):
+        """A matrix product in parts of whole weight banks, each part's records copied in first."""
+        n, k = self.t[f"{name}.weight"].shape
+        w_base = self.weight_base[name]
+        part = MATMUL_MAX_SIZE // self.cols * self.cols
+        for start in range(0, n, part):
+            count = min(part, n - start)
+            self._copy_records(name, start, count, self.product_records)
+            self._product(name.split(".")[-1], m=m, k=k, n=count, a_base=a_base, a_stride=k,
+                          w_base=w_base + start // self.cols * k, w_stride=k, constants=self.product_records,
+                          **self._limits(name, start, part), out_space=Space.ACTIVATIONS, out_banked=out_banked,
+                          out_bank0=out_bank0, out_address0=out_base + start, out_stride=n, **fields)
+
+    def _gelu_table(self, layer):
+        return self.layers.index(layer)

@@ -1,0 +1,79 @@
+"""host/dram_program.py: the model's program with everything in DRAM, on the reference device with
+DRAM (fast) and on the simulated board with its timed DRAM: every logit code and choice equal to
+the golden model's, past the local window."""
+
+import numpy as np
+import pytest
+from neofpga.contract.dram import BOARD_DRAMS
+from neofpga.contract.errors import UserError
+from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
+from neofpga.host.backends import load_source
+from neofpga.host.dram_program import DramProgram
+from neofpga.host.driver import AcceleratorDriver
+from neofpga.host.link import Link
+from neofpga.host.quantize import quantize_checkpoint
+from neofpga.host.training.corpus import calibration_text
+from neofpga.sim.board_process import SimulatedBoard, dram_option
+from neofpga.sim.simulated_board import board_executable
+import serial
+
+from test_token_program import run_both, settings_for
+
+DEVICE = dict(rows=1, cols=16, activation_words=4096, weight_words=512, constant_words=4608, gelu_tables=4,
+              max_payload=2048, softmax_length=256, program_words=256, norm_length=256, dram_words=2 ** 16)
+
+
+@pytest.fixture(scope="module")
+def default():
+    """The shipped default model (window 64, context 256)."""
+    return load_source(None).quantized()
+
+
+@pytest.fixture(scope="module")
+def odd(checkpoints):
+    """Two global layers of width 64 (heads of 32), MLP 96, context 64."""
+    source = load_source(checkpoints["two-global"])
+    return quantize_checkpoint(source.checkpoint, source.tokenizer.encode(calibration_text(4)))
+
+
+def on_reference(model, **device):
+    driver = AcceleratorDriver(Link(ModelTransport(AcceleratorModel(**{**DEVICE, **device})), timeout=0))
+    return DramProgram(model, driver)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_the_dram_program_equals_the_golden_model_on_the_reference_device(odd, sampled):
+    program = on_reference(odd)
+    ids = np.random.default_rng(1).integers(0, odd.config.vocab_size, 40)
+    settings = settings_for(odd, temperature=1.2, top_k=20, top_p=0.9, seed=5) if sampled else settings_for(odd)
+    run_both(odd, program, ids, settings)
+
+
+def test_the_default_model_runs_from_dram(default):
+    program = on_reference(default)
+    assert program.words_used["weight_words"] == 2 * default.config.hidden_size  # only EMBED's rows
+    run_both(default, program, np.random.default_rng(2).integers(0, default.config.vocab_size, 70),
+             settings_for(default))  # window 64
+
+
+def test_a_model_too_big_for_the_dram_is_a_one_line_error(default):
+    with pytest.raises(UserError, match="DRAM words"):
+        on_reference(default, dram_words=2 ** 12)
+
+
+def test_the_dram_program_on_the_simulated_board_with_its_dram(default, tmp_path):
+    """The gateware with the timed DRAM model (the ECPIX-5's timing), its DRAM preloaded from the
+    model's image, then checked: 70 tokens, past the window, each equal to the golden model."""
+    executable = board_executable({**DEVICE, "timeout_cycles": 2 ** 20, "clock_hz": 36_000_000},
+                                  log=lambda line: None)
+    reference = on_reference(default)
+    image = tmp_path / "dram.bin"
+    image.write_bytes(reference.dram_image().tobytes())
+    with SimulatedBoard(executable, dram=dram_option(BOARD_DRAMS["ecpix5"], DEVICE["dram_words"], 36_000_000),
+                        dram_init=image) as board:
+        driver = AcceleratorDriver(Link(serial.serial_for_url(board.url, timeout=0.01), timeout=20.0))
+        program = DramProgram(default, driver, preloaded=True)
+        run_both(default, program, np.random.default_rng(2).integers(0, default.config.vocab_size, 70),
+                 settings_for(default))
+        counters = driver.counters()
+        assert counters["dram_reads"] > 0 and counters["dram_writes"] > 0 and counters["copy_cycles"] > 0
