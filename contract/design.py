@@ -7,10 +7,11 @@ host can tell which design a board runs (:func:`boards_running`) without elabora
 
 from dataclasses import dataclass
 
+from .dram import BOARD_DRAMS
 from .errors import UserError
 
 __all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
-           "RESIDENT_MEMORIES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design",
+           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design",
            "accelerator_parameters", "simulated_parameters", "boards_running"]
 
 ARRAY_ROWS, ARRAY_COLS = 9, 16
@@ -59,6 +60,13 @@ RESIDENT_MEMORIES = dict(activation_words=1024, weight_words=21504, constant_wor
 # 1,024 requantizer records; one GELU table. 4 x 16 MACs: the array and units in 72 MULT18X18D.
 STREAMED_MEMORIES = dict(activation_words=1024, weight_words=10240, constant_words=1024, gelu_tables=1,
                          softmax_length=256, max_payload=4096)
+# TinyStories-33M with everything in DRAM (host/dram_program.py), and any smaller model alike: one
+# activation bank (programs run one row) for its row (8,192 words) and logits (50,257); in each
+# weight bank EMBED's two rows (2 x 768); the records copied in for one op (a product's 4,080, the
+# P x V's 768, a LayerNorm's 768, the embedding's 32); 4 GELU tables, a 2,048-key softmax, rows of
+# 768, 256 program entries (TinyStories-33M's program has 230).
+DRAM_MEMORIES = dict(activation_words=8192 + 50257, weight_words=2048, constant_words=6144, gelu_tables=4,
+                     softmax_length=2048, max_payload=4096, norm_length=768, program_words=256)
 SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix need 80 DP16KD with 16 weight "
               "banks (72 with 8), and this FPGA has {}")
 
@@ -72,14 +80,15 @@ class BoardDesign:
     cols: int = ARRAY_COLS
     memories: dict = None
     does_not_fit: str = ""
+    dram: str = ""  #: the family of BOARD_DRAMS whose DRAM the board has, for its DRAM design ("": none)
 
 
 BOARD_DESIGNS = {
-    "ulx3s-85f": BoardDesign(30_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES),
+    "ulx3s-85f": BoardDesign(30_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES, dram="ulx3s"),
     "ulx3s-45f": BoardDesign(30_000_000, rows=4, memories=STREAMED_MEMORIES),
     "ulx3s-25f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(56)),
     "ulx3s-12f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(32)),
-    "ecpix5-85": BoardDesign(36_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES),
+    "ecpix5-85": BoardDesign(36_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES, dram="ecpix5"),
 }
 """Each board's design, by the board's name (boards/catalog.py holds its platform, pins and tools).
 The clocks are exactly what the boards' PLLs make: 30 MHz divides into 3 Mbaud exactly."""
@@ -97,18 +106,25 @@ def board_design(name):
     return design
 
 
-def accelerator_parameters(design, rows=None, cols=None, clock_hz=None):
-    """The accelerator parameters of board design ``design``, with another array or clock if given.
-    Frames time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
+def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, dram=False):
+    """The accelerator parameters of board design ``design``, with another array or clock if given;
+    with ``dram``, of its DRAM design (one row, :data:`DRAM_MEMORIES` and the board's DRAM). Frames
+    time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
     clock_hz = clock_hz or design.clock_hz
+    if dram:
+        return dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
+                    dram_words=BOARD_DRAMS[design.dram].words,
+                    timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
     return dict(rows=rows or design.rows, cols=cols or design.cols, **design.memories,
                 timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
 
 
-def simulated_parameters(board=None, uart=False):
+def simulated_parameters(board=None, uart=False, dram=False):
     """The accelerator ``--device sim`` runs: the simulated board's, or that of the board named
-    ``board``; ``uart``: with the UART PHYs in the loop."""
-    parameters = dict(SIMULATED_BOARD) if board is None else accelerator_parameters(board_design(board))
+    ``board`` (with ``dram``, its DRAM design); ``uart``: with the UART PHYs in the loop."""
+    if dram and (board is None or not board_design(board).dram):
+        raise UserError(f"{board or 'the simulated board'} has no DRAM design")
+    parameters = dict(SIMULATED_BOARD) if board is None else accelerator_parameters(board_design(board), dram=dram)
     return {**parameters, "uart_divisor": SIMULATED_UART_DIVISOR} if uart else parameters
 
 
@@ -117,9 +133,10 @@ def boards_running(info):
     (with INFO's array and clock): (names, parameters), or ([], None)."""
     names, matched = [], None
     for name, design in BOARD_DESIGNS.items():
-        if design.memories is None:
+        if design.memories is None or (info.get("dram_words") and not design.dram):
             continue
-        parameters = accelerator_parameters(design, info["rows"], info["cols"], info["clock_hz"])
+        parameters = accelerator_parameters(design, info["rows"], info["cols"], info["clock_hz"],
+                                            dram=bool(info.get("dram_words")))
         if all(parameters[key] == info[key] for key in parameters if key in info):
             names.append(name)
             matched = parameters  # boards whose parameters match INFO's have the same parameters

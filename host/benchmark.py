@@ -2,12 +2,14 @@
 
 import statistics
 
-from ..contract.design import DEFAULT_BAUD
+from ..contract.design import DEFAULT_BAUD, board_design, boards_running
+from ..contract.dram import BOARD_DRAMS, DRAM_WORD_BYTES
 from .board_ops import PRODUCT_KINDS
 from .generation import generate
 from .sampling import Sampler
 
-__all__ = ["bench_backends", "per_decoded_token", "product_cycles", "projected_tokens_per_second", "render_bench"]
+__all__ = ["bench_backends", "per_decoded_token", "product_cycles", "projected_tokens_per_second", "dram_figures",
+           "render_bench"]
 
 ROUND_TRIP_SECONDS = 1e-3  # a command's answer waits for the USB serial chip's latency timer (1 ms at least)
 
@@ -36,6 +38,9 @@ def bench_backends(models, tokenizer, ids, new_tokens, repeats=3, log=None):
             info = model.driver.device_info
             entry["projected"] = projected_tokens_per_second(per, info["clock_hz"])
             entry["array"] = {"rows": info["rows"], "cols": info["cols"]}
+            names, _ = boards_running(info)
+            if info.get("dram_words") and names:
+                entry["dram"] = dram_figures(per, info["clock_hz"], BOARD_DRAMS[board_design(names[0]).dram])
         results.append(entry)
         if log:
             log(f"{model.name}: {entry['tokens_per_second']:.1f} tok/s "
@@ -65,7 +70,8 @@ def per_decoded_token(model, tokenizer, ids, new_tokens):
     one, many = stats(1), stats(new_tokens)
     per_token = {name: (many[name] - one[name]) / (new_tokens - 1) for name in many}
     if per_token.get("device_program_cycles"):  # the program: the device's counters by kind of op
-        by_kind = {kind: per_token[counter] for kind, counter in PROGRAM_KINDS.items()}
+        kinds = {**PROGRAM_KINDS, **({"COPY": "device_copy_cycles"} if "device_copy_cycles" in per_token else {})}
+        by_kind = {kind: per_token[counter] for kind, counter in kinds.items()}
         by_kind["fetch, relocation, checks"] = per_token["device_program_cycles"] - sum(by_kind.values())
         per_token["program_cycles_by_kind"] = by_kind
         return per_token
@@ -111,6 +117,19 @@ def projected_tokens_per_second(per_token, clock_hz, baud=DEFAULT_BAUD, round_tr
             "round_trip_seconds": round_trip_seconds}
 
 
+def dram_figures(per_token, clock_hz, dram):
+    """A decoded token's DRAM traffic against ``dram`` (a :class:`~neofpga.contract.dram.Dram`):
+    the bytes moved, their share of what the DRAM could move in the token's device time (the
+    program's cycles at ``clock_hz``), and the roofline: tok/s if a token took only its bytes at
+    the DRAM's peak."""
+    moved = (per_token["device_dram_reads"] + per_token["device_dram_writes"]) * DRAM_WORD_BYTES
+    seconds = per_token["device_program_cycles"] / clock_hz
+    peak = dram.peak_bytes_per_second
+    return {"module": dram.module, "bytes_read": per_token["device_dram_reads"] * DRAM_WORD_BYTES,
+            "bytes_written": per_token["device_dram_writes"] * DRAM_WORD_BYTES, "peak_bytes_per_second": peak,
+            "utilisation": moved / (peak * seconds), "roofline_tokens_per_second": peak / moved}
+
+
 def render_bench(report):
     """``bench``'s text for ``{"model", "prompt_tokens", "new_tokens", "repeats", "devices", "ratios"}``."""
     lines = [f"model: {report['model']}, prompt {report['prompt_tokens']} tokens, {report['new_tokens']} new "
@@ -128,6 +147,12 @@ def render_bench(report):
                          f"{cycles:,.0f} {'device' if program else 'array'} cycles; on a board at "
                          f"{p['clock_hz'] / 1e6:g} MHz, {p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms "
                          f"a round trip: {p['tokens_per_second']:,.1f} tok/s")
+            if "dram" in r:
+                d = r["dram"]
+                lines.append(f"  {r['device']:>6}: DRAM ({d['module']}) per decoded token {d['bytes_read'] / 1e6:,.3f} MB "
+                             f"read, {d['bytes_written'] / 1e6:,.3f} MB written: {d['utilisation']:.1%} of its "
+                             f"{d['peak_bytes_per_second'] / 1e6:g} MB/s over the token's device time; roofline "
+                             f"{d['roofline_tokens_per_second']:,.1f} tok/s")
             by_kind = t.get("program_cycles_by_kind") or t.get("matmul_cycles_by_kind")
             if by_kind:
                 what = "device cycles per decoded token by op" if program else \

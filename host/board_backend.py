@@ -7,22 +7,26 @@ and stops it when the model is closed.
 """
 
 import sys
+import tempfile
 
 import numpy as np
 
-from ..contract.design import boards_running, simulated_parameters
+from ..contract.design import board_design, boards_running, simulated_parameters
+from ..contract.dram import BOARD_DRAMS
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from ..contract.numerics import NUMERICS_VERSION
 from ..contract.protocol import GENERATE, GENERATED, STREAMED, Opcode, Stop, pack_record, record_size, unpack_record
 from .backends import parse_backend
 from .board_ops import BoardOps
-from .driver import AcceleratorDriver, check_info
+from .driver import AcceleratorDriver, PlanningDriver, check_info
+from .dram_program import DramProgram, dram_plan
 from .golden import IntegerGPTNeo
 from .link import Link, LinkError, StreamBroken
 from .token_program import TokenProgram
 
-__all__ = ["BoardModel", "ProgramModel", "check_board_gateware", "connect_board", "open_board_model"]
+__all__ = ["BoardModel", "ProgramModel", "HostEndsModel", "check_board_gateware", "connect_board",
+           "open_board_model"]
 
 
 class BoardModel(IntegerGPTNeo):
@@ -35,15 +39,17 @@ class BoardModel(IntegerGPTNeo):
         self.link_at_start = (link.commands, link.bytes_sent, link.bytes_received)
 
     def device_stats(self):
-        """Device cycles (all, in products, and where the device counts them in each vector op and in
-        programs), MACs, and link bytes since the weights were uploaded."""
+        """Device cycles (all, in products, and where the device counts them in each vector op, in
+        programs and in COPY), MACs, DRAM words read and written (where it has DRAM), and link bytes
+        since the weights were uploaded."""
         link = {"link_commands": self.link.commands - self.link_at_start[0],
                 "link_bytes_sent": self.link.bytes_sent - self.link_at_start[1],
                 "link_bytes_received": self.link.bytes_received - self.link_at_start[2],
                 "link_resends": self.link.resends}
         counters = self.driver.counters()
         vector = {f"device_{name}": counters[name] for name in ("embed_cycles", "norm_cycles", "sample_cycles",
-                                                                "program_cycles") if name in counters}
+                                                                "program_cycles", "copy_cycles", "dram_reads",
+                                                                "dram_writes") if name in counters}
         return {"device_cycles": counters["cycles"], "device_matmul_cycles": counters["matmul_cycles"],
                 "device_macs": counters["macs"], **vector, **link}
 
@@ -61,6 +67,12 @@ class ProgramModel(BoardModel):
     TOKEN a token and reads the logits back, for what must see them (scoring, ``keep_logits``)."""
 
     GREEDY = dict(greedy=1)
+
+    @property
+    def context(self):
+        """The tokens a sequence may hold: the program's context (on a device with DRAM, what its
+        KV caches fit)."""
+        return self.ops.context
 
     def forward(self, ids, last_only=False):
         """Logits [1, T, vocab] for token ids [1, T] that follow what the caches hold."""
@@ -135,7 +147,7 @@ class ProgramModel(BoardModel):
         """Why a GENERATE whose stream holds ``tokens`` tokens, ``last`` the last id, stopped; None if it did not."""
         if last == eos:
             return Stop.EOS
-        if tokens >= self.config.max_position_embeddings:
+        if tokens >= self.context:
             return Stop.CONTEXT
         return Stop.COUNT if counted else None
 
@@ -144,13 +156,26 @@ class ProgramModel(BoardModel):
         ids = np.asarray(ids)
         if ids.shape[0] != 1:
             raise UserError(f"the board runs one sequence at a time, not a batch of {ids.shape[0]}")
-        if self.length + ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(f"position {self.length + ids.shape[1] - 1} is past the context of "
-                             f"{self.config.max_position_embeddings}")
+        if self.length + ids.shape[1] > self.context:
+            raise UserError(f"position {self.length + ids.shape[1] - 1} is past the device's context of "
+                            f"{self.context} tokens")
         for i, token in enumerate(ids[0]):
             self.ops.token(token, self.length, self.GREEDY)
             self.length += 1
             yield i == ids.shape[1] - 1
+
+
+SIMULATED_DRAM_TIMEOUT = 120.0
+"""Seconds an answer may take from a simulated board with DRAM: a TinyStories-33M token is about 4
+million cycles, some 10 s of simulation."""
+
+
+class HostEndsModel(ProgramModel):
+    """The model on a device that runs its blocks from DRAM while the host embeds each token and
+    runs the head (:class:`~neofpga.host.dram_program.DramProgram`'s ``host_ends``): the host
+    chooses every token, so the device runs no GENERATE loop."""
+
+    generate_ids = None
 
 
 def _log(text):
@@ -179,13 +204,13 @@ def _low_latency(transport):
         pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
 
 
-def connect_board(backend, trace=None, uart=False, board=None):
+def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_init=None):
     """The :class:`AcceleratorDriver` of the device on board back end ``backend`` (a
     :class:`~neofpga.host.backends.Backend` or its text), its versions checked; returns (driver,
     close) where ``close`` closes the link and stops a simulated board this started.
 
-    ``board``: with ``sim``, simulate that board's accelerator;
-    ``uart``: with ``sim``, the UART in the loop.
+    ``board``: with ``sim``, simulate that board's accelerator (``dram``: its DRAM design, the DRAM
+    preloaded from the file ``dram_init`` if given); ``uart``: with ``sim``, the UART in the loop.
     """
     import serial
 
@@ -195,8 +220,9 @@ def connect_board(backend, trace=None, uart=False, board=None):
     started = None
     if backend.kind == "sim":
         from ..sim.simulated_board import start_simulated_board
-        parameters = simulated_parameters(board, uart)
-        started = start_simulated_board(parameters, trace=trace, log=_log)
+        parameters = simulated_parameters(board, uart, dram)
+        timing = BOARD_DRAMS[board_design(board).dram] if dram else None
+        started = start_simulated_board(parameters, trace=trace, log=_log, dram=timing, dram_init=dram_init)
         url, baud = started.url, backend.baud
     elif backend.kind == "sim-server":
         url, baud = f"socket://{backend.host}:{backend.port}", backend.baud
@@ -209,7 +235,7 @@ def connect_board(backend, trace=None, uart=False, board=None):
             raise UserError(f"{backend}: cannot open {url} ({e})") from None
         if not backend.simulated:
             _low_latency(transport)
-        link = Link(transport, timeout=10.0 if backend.simulated else 1.0)
+        link = Link(transport, timeout=(SIMULATED_DRAM_TIMEOUT if dram else 10.0) if backend.simulated else 1.0)
 
         def close():
             link.close()
@@ -240,14 +266,50 @@ def connect_board(backend, trace=None, uart=False, board=None):
         raise
 
 
+def _dram_image_file(image, board):
+    """With ``sim`` and a board with a DRAM design: None if the model's program fits the board's
+    block-RAM design, else a temporary file of its DRAM image for the DRAM design (as a board's
+    memory would be loaded by neofpga before a run); a one-line error if it fits neither."""
+    try:
+        TokenProgram(image, PlanningDriver(simulated_parameters(board)))
+        return None
+    except UserError:
+        pass
+    parameters = simulated_parameters(board, dram=True)
+    plan = DramProgram(image, PlanningDriver(parameters), host_ends=dram_plan(image, parameters))
+    file = tempfile.NamedTemporaryFile(prefix="neofpga-dram-", suffix=".bin")
+    plan.dram_image().tofile(file.name)
+    return file
+
+
 def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False):
     """The model ``image`` on board back end ``backend``: its program (GENERATE, TOKEN) where the
     device runs programs and it fits, unless ``per_op`` or ``residency`` "stream"; else each op as
-    its own command, with ``residency`` auto, resident or stream. ``uart`` and ``board``: as
-    :func:`connect_board` takes them."""
+    its own command, with ``residency`` auto, resident or stream. On a device with DRAM, the program
+    with everything in DRAM. ``sim`` with a ``board`` that has a DRAM design simulates that design
+    when the model does not fit the board's block RAM, its DRAM preloaded with the model. ``uart``
+    and ``board``: as :func:`connect_board` takes them."""
     backend = parse_backend(backend)
-    accelerator, close = connect_board(backend, trace, uart, board)
+    preload = None
+    if backend.kind == "sim" and board is not None and board_design(board).dram and not per_op:
+        preload = _dram_image_file(image, board)
     try:
+        accelerator, close = connect_board(backend, trace, uart, board, dram=preload is not None,
+                                           dram_init=preload and preload.name)
+    finally:
+        if preload is not None:
+            preload.close()  # the board has read it
+    try:
+        if accelerator.device_info["dram_words"]:
+            host_ends = dram_plan(image, accelerator.device_info)
+            if host_ends:
+                _log("the model's blocks run from the device's DRAM, its embedding and head on the host")
+            program = DramProgram(image, accelerator, preloaded=preload is not None, host_ends=host_ends)
+            if program.context < image.config.max_position_embeddings:
+                _log(f"the DRAM holds the KV caches of {program.context:,} tokens: that is the context")
+            accelerator.reset_counters()
+            model = HostEndsModel if host_ends else ProgramModel
+            return model(image, program, accelerator.link, str(backend), on_close=close)
         if accelerator.device_info["program_words"] and not per_op and residency in ("auto", "resident"):
             try:
                 program = TokenProgram(image, accelerator)

@@ -109,7 +109,8 @@ def cmd_generate(args):
         model.close()
     write("\n")
     if result.stop_reason == "context":
-        _err(f"note: stopped at the model's context limit of {source.config.max_position_embeddings} tokens")
+        _err(f"note: stopped at the context limit of "
+             f"{getattr(model, 'context', source.config.max_position_embeddings)} tokens")
     if args.format == "json":
         _print_json({"device": str(args.device), "prompt": args.prompt, "prompt_ids": result.prompt_ids,
                      "new_ids": result.new_ids, "text": result.text, "stop_reason": result.stop_reason,

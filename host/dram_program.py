@@ -16,6 +16,12 @@ The units read only block RAM but W, which the weight fetch engine streams from 
 program COPYs each op's records (and EMBED's rows) in before the op. EMBED's copies are relocated
 by the token: its row's words (``(id >> 4) * D`` on), the word holding its record (``id >> 1``),
 copied to where EMBED, relocated to ``id & 15``, reads them.
+
+With ``host_ends`` (a DRAM that holds the blocks but not the tied wte), the host runs the two ends
+of the token in the golden model's integers: it writes the embedded row before TOKEN and reads the
+final LayerNorm's row after it, for the head. The program then holds no EMBED and no head, and ends
+with a SAMPLE of one code that only the program format asks for. The KV caches take the context
+that fits what the blocks leave of the DRAM (:attr:`context`, a multiple of 16).
 """
 
 import math
@@ -28,9 +34,10 @@ from ..contract.program import Relocation, Source, pack_entry, pack_header
 from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, NORM_COLUMN, Mode, Opcode, Space
 from .board_ops import _check_fit
 from .driver import record_dtype
+from .kernels import exact_matmul, requantize
 from .token_program import EMBEDDINGS, TokenProgram
 
-__all__ = ["DramProgram"]
+__all__ = ["DramProgram", "dram_plan"]
 
 EMBED_RECORD_SLOTS = 16  # the record of token id lands at slot (id & 15) of these
 
@@ -40,13 +47,13 @@ class DramProgram(TokenProgram):
     (or, with ``preloaded``, already in its DRAM: only the block-RAM parts are uploaded, and a
     word of every region checked); :meth:`token` runs one token."""
 
-    def __init__(self, model, driver, preloaded=False):
+    def __init__(self, model, driver, preloaded=False, host_ends=False):
         info = driver.device_info
         if not info.get("dram_words"):
             raise UserError("the device has no DRAM")
         if info["cols"] != DRAM_WORD_BYTES:
             raise UserError(f"the device's {info['cols']} weight banks are not one a byte of a DRAM word")
-        self.preloaded = preloaded
+        self.preloaded, self.host_ends = preloaded, host_ends
         super().__init__(model, driver)
 
     # -- the memory plan -------------------------------------------------------------------------
@@ -54,9 +61,18 @@ class DramProgram(TokenProgram):
     def _plan_weights(self):
         """The DRAM's regions: ``caches``, ``weight_base`` (WEIGHTS addresses, past the block RAM)
         and ``record_word`` (DRAM words); EMBED's rows in block RAM."""
-        c, cols, window = self.config, self.cols, self.info["weight_words"]
-        d, t = c.hidden_size, c.max_position_embeddings
-        self.slots = {layer: min(c.window_size, t) if c.attention_layers[layer] == "local" else t
+        c, cols, window, available = self.config, self.cols, self.info["weight_words"], self.info["dram_words"]
+        d = c.hidden_size
+        if self.host_ends:
+            self.requantizers = [name for name in self.requantizers if name != "head"]
+        self.matrices = {name: self.t[f"{name}.weight"] for name in self.requantizers if f"{name}.weight" in self.t}
+        if not self.host_ends:
+            self.matrices["wpe"] = self.t["wpe.weight"]  # the head's matrix is wte, EMBED's rows
+        self.records = self._records()
+        fixed = sum(math.ceil(len(m) / cols) * m.shape[1] for m in self.matrices.values()) \
+            + sum(-(-len(r) // 2) for r in self.records.values())
+        self.context = self._context_that_fits(available - fixed)
+        self.slots = {layer: min(c.window_size, self.context) if c.attention_layers[layer] == "local" else self.context
                       for layer in self.layers}
         word = 0
         self.caches = {}
@@ -64,28 +80,45 @@ class DramProgram(TokenProgram):
             k_words, v_words = math.ceil(self.slots[layer] / cols) * d, d // cols * self.slots[layer]
             self.caches[layer] = (window + word, window + word + k_words)
             word += k_words + v_words
-        self.matrices = {name: self.t[f"{name}.weight"] for name in self.requantizers if f"{name}.weight" in self.t}
-        self.matrices["wpe"] = self.t["wpe.weight"]  # the head's matrix is wte, EMBED's rows
         self.weight_base = {}
         for name, matrix in self.matrices.items():
             self.weight_base[name] = window + word
             word += math.ceil(len(matrix) / cols) * matrix.shape[1]
-        self.records = self._records()
         self.record_word = {}
         for name, records in self.records.items():
             self.record_word[name] = word
             word += -(-len(records) // 2)
         self.dram_used = self.words_used["dram_words"] = word
-        _check_fit(word, self.info["dram_words"], "DRAM words")
+        _check_fit(word, available, "DRAM words")
         self.embed_rows = (0, d)  # the token's and the position's, in every weight bank
-        self.words_used["weight_words"] = 2 * d
-        _check_fit(2 * d, window, "block-RAM words in each weight bank for EMBED's rows")
+        if not self.host_ends:
+            self.words_used["weight_words"] = 2 * d
+            _check_fit(2 * d, window, "block-RAM words in each weight bank for EMBED's rows")
+
+    def _context_that_fits(self, words):
+        """The model's context, or with ``host_ends`` the longest (a multiple of 16) whose KV caches
+        fit ``words`` DRAM words."""
+        c, cols, d = self.config, self.cols, self.config.hidden_size
+
+        def cache_words(context):
+            slots = [min(c.window_size, context) if kind == "local" else context for kind in c.attention_layers]
+            return sum(math.ceil(s / cols) * d + d // cols * s for s in slots)
+
+        if not self.host_ends or cache_words(c.max_position_embeddings) <= words:
+            return c.max_position_embeddings
+        context = c.max_position_embeddings // 16 * 16
+        while context >= 16 and cache_words(context) > words:
+            context -= 16
+        if context < 16:
+            raise UserError(f"the model's blocks leave {max(words, 0):,} of the device's {self.info['dram_words']:,} "
+                            f"DRAM words, too few for the KV caches of 16 tokens")
+        return context
 
     def _records(self):
         """Every record the program copies in: CONSTANTs by requantizer (and the embedding's, and
         wpe's), NORM_COLUMNs by LayerNorm, as record arrays."""
         t, records = self.t, {}
-        for name in [*self.requantizers, *EMBEDDINGS]:  # the embedding's have no bias
+        for name in [*self.requantizers, *([] if self.host_ends else EMBEDDINGS)]:  # the embedding's have no bias
             r = np.zeros(len(t[f"{name}.multiplier"]), record_dtype(CONSTANT))
             r["multiplier"], r["shift"] = t[f"{name}.multiplier"], t[f"{name}.shift"]
             if name not in EMBEDDINGS:
@@ -96,6 +129,22 @@ class DramProgram(TokenProgram):
             r["gain"], r["bias"] = t[f"{name}.gain"], t[f"{name}.bias"]
             records[name] = r
         return records
+
+    def _plan_activations(self):
+        """TokenProgram's rows for one token, P over the context that fits; the logits after them
+        (or in bank 1), unless the host runs the head."""
+        c, d = self.config, self.config.hidden_size
+        self.chunk, self.x_base, self.hidden_base = 1, 0, d
+        self.out_base = self.hidden_base + max(d, c.intermediate_size)
+        self.q_base = self.out_base + d
+        self.p_base = self.q_base + d
+        self.residual_base = self.p_base + self.context
+        end = self.residual_base + d
+        if not self.host_ends:
+            self.logits_bank, self.logits_base = (1, 0) if self.rows > 1 else (0, end)
+            end = max(end, self.logits_base + c.vocab_size)
+        self.words_used["activation_words"] = end
+        _check_fit(end, self.info["activation_words"], f"words in each of the {self.rows} activation banks")
 
     def _plan_constants(self):
         """CONSTANTS: where each op's records are copied to."""
@@ -140,7 +189,7 @@ class DramProgram(TokenProgram):
         for table, layer in enumerate(self.layers):
             self._upload_knots(layer, table)
         c = self.config
-        words = [pack_header(len(self.entries), c.vocab_size, c.max_position_embeddings), *self.entries]
+        words = [pack_header(len(self.entries), c.vocab_size, self.context), *self.entries]
         self.driver.write(Space.PROGRAM, 0, 0, b"".join(words))
 
     def _check_preloaded(self, image):
@@ -169,7 +218,8 @@ class DramProgram(TokenProgram):
     def _compile(self):
         c, d = self.config, self.config.hidden_size
         self.entries = []
-        self._embed_entries()
+        if not self.host_ends:
+            self._embed_entries()
         for layer in range(c.num_layers):
             p = f"h.{layer}."
             self._norm(p + "ln_1", add=layer > 0)
@@ -184,6 +234,9 @@ class DramProgram(TokenProgram):
                          gelu_table=self._gelu_table(layer), gelu_low=low, gelu_high=high)
             self._linear(p + "c_proj", 1, self.hidden_base, self.out_base)
         self._norm("ln_f", add=True)
+        if self.host_ends:  # a SAMPLE of one code, which the program format asks for; its choice is not used
+            self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=1, bank=0, address=self.x_base)))
+            return self.entries
         self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
         self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=c.vocab_size, bank=self.logits_bank,
                                                            address=self.logits_base)))
@@ -253,3 +306,45 @@ class DramProgram(TokenProgram):
 
     def _gelu_table(self, layer):
         return self.layers.index(layer)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def token(self, token_id, position, settings):
+        """Run the program for ``token_id`` at ``position``: the device's CHOICE; with ``host_ends``,
+        its embedded row written first, and None (the host chooses, from :meth:`logits`)."""
+        if not self.host_ends:
+            return super().token(token_id, position, settings)
+        row = self.embedding(np.array([[token_id]]), np.array([position]))[0, 0]
+        self.driver.write(Space.ACTIVATIONS, 0, self.residual_base, row.astype("<i2").tobytes())
+        super().token(token_id, position, settings)
+        return None
+
+    def logits(self):
+        """The int16 logit codes [V] of the last token: the device's, or with ``host_ends`` the
+        golden head's on the device's final row."""
+        if not self.host_ends:
+            return super().logits()
+        d, t = self.config.hidden_size, self.t
+        x = np.frombuffer(self.driver.read(Space.ACTIVATIONS, 0, self.x_base, d), "<i2").astype(np.int64)
+        if not hasattr(self, "head_weight"):
+            self.head_weight = t["head.weight"].astype(np.float32)  # exact_matmul's operand
+        limits = t["head.limits"]
+        return requantize(exact_matmul(x[None], self.head_weight), t["head.bias"], t["head.multiplier"],
+                          t["head.shift"], limits[..., 0], limits[..., 1])[0]
+
+
+def dram_plan(model, info):
+    """``host_ends`` for a model on a device with DRAM (INFO ``info``): False where the whole model
+    fits its DRAM, True where the blocks do; a one-line error, saying what would fit, where neither does."""
+    from .driver import PlanningDriver
+
+    try:
+        DramProgram(model, PlanningDriver(info))
+        return False
+    except UserError as whole:
+        try:
+            DramProgram(model, PlanningDriver(info), host_ends=True)
+            return True
+        except UserError as blocks:
+            raise UserError(f"the model fits no plan of the device's {info['dram_words'] * DRAM_WORD_BYTES / 2 ** 20:,.0f} "
+                            f"MiB of DRAM: whole, {whole}; its blocks alone, {blocks}") from None

@@ -13,10 +13,12 @@ board or on the simulated board, or its Python reference model
 import numpy as np
 
 from ..contract.errors import UserError
+from ..contract.numerics import NUMERICS_VERSION
+from ..contract.program import PROGRAM_VERSION
 from ..contract.protocol import (ACCESS, CHOICE, INFO, INFO_MAGIC, MATMUL, READ, TOKEN, WORD_BYTES, Opcode,
                                  counters_record, info_record, pack_record, record_size, unpack_record)
 
-__all__ = ["record_dtype", "AcceleratorDriver", "check_info"]
+__all__ = ["record_dtype", "AcceleratorDriver", "PlanningDriver", "check_info"]
 
 
 def record_dtype(fields):
@@ -81,6 +83,19 @@ class AcceleratorDriver:
     def reset_counters(self):
         """Zero the device's counters."""
         self.link.command(Opcode.RESET_COUNTERS)
+
+
+class PlanningDriver:
+    """A stand-in for a device of accelerator ``parameters`` (contract/design.py's), to plan a model's
+    memories before a board is connected: it reports them as INFO would, and its writes go nowhere."""
+
+    def __init__(self, parameters):
+        self.device_info = {**parameters, "magic": INFO_MAGIC, "numerics_version": NUMERICS_VERSION,
+                            "program_version": PROGRAM_VERSION if parameters.get("program_words") else 0,
+                            "dram_words": parameters.get("dram_words", 0)}
+
+    def write(self, space, bank, address, data):
+        """Nothing: a plan uploads nothing."""
 
 
 def check_info(info, expected):

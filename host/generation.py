@@ -71,7 +71,7 @@ def generate(model, tokenizer, ids, sampler, max_new_tokens, eos_id, write=None,
 
     ``write`` receives the new text as it is produced. Returns a :class:`GenerationResult`.
     """
-    context = model.config.max_position_embeddings
+    context = getattr(model, "context", model.config.max_position_embeddings)  # a device's may be shorter
     stream = TextStream(tokenizer, write or (lambda text: None))
     choose = model.chooser(sampler)
     new_ids, kept = [], []

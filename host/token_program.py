@@ -55,6 +55,7 @@ class TokenProgram(BoardOps):
                             f"({info['norm_length']})")
         self.layer_norms = [f"h.{i}.{name}" for i in range(c.num_layers) for name in ("ln_1", "ln_2")]
         self.layer_norms.append("ln_f")
+        self.context = c.max_position_embeddings  # the tokens a sequence may hold
         super().__init__(model, driver, residency="resident")  # plans, compiles, checks, then uploads
 
     # -- the memory plan, extended ---------------------------------------------------------------

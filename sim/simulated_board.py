@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..contract.gateware_version import gateware_version
 from ..hdl.accelerator import Accelerator
 from ..hdl.uart import UARTReceiver, UARTTransmitter
-from .board_process import HARNESS_FILES, SimulatedBoard, build_board
+from .board_process import HARNESS_FILES, SimulatedBoard, build_board, dram_option
 from .runner import _cache_root, verilog_for
 
 __all__ = ["UARTLoop", "design", "design_verilog", "board_key", "board_executable", "start_simulated_board"]
@@ -31,12 +31,10 @@ class UARTLoop(wiring.Component):
     sent as 8N1 frames to the board's receiver, and the board's answers come back the same way to
     ``o``, so the simulated board runs both PHYs."""
 
-    i: In(stream.Signature(8))
-    o: Out(stream.Signature(8))
-
     def __init__(self, top, divisor):
         self.top, self.divisor = top, divisor
-        super().__init__()
+        dram = {"dram": top.signature.members["dram"]} if "dram" in top.signature.members else {}  # passed through
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)), **dram})
 
     def elaborate(self, platform):
         m = Module()
@@ -50,6 +48,8 @@ class UARTLoop(wiring.Component):
         wiring.connect(m, board_rx.o, top.i)
         wiring.connect(m, top.o, board_tx.i)
         wiring.connect(m, host_rx.o, wiring.flipped(self.o))
+        if "dram" in self.signature.members:
+            wiring.connect(m, top.dram, wiring.flipped(self.dram))
         return m
 
 
@@ -91,6 +91,12 @@ def board_executable(parameters, *, trace=False, log=print, sources=None):
     return executable
 
 
-def start_simulated_board(parameters, *, port=0, trace=None, log=print):
-    """Build (once) and start the simulated board; a :class:`SimulatedBoard` to connect to."""
-    return SimulatedBoard(board_executable(parameters, trace=trace is not None, log=log), port=port, trace=trace)
+def start_simulated_board(parameters, *, port=0, trace=None, log=print, dram=None, dram_init=None):
+    """Build (once) and start the simulated board; a :class:`SimulatedBoard` to connect to. A design
+    with DRAM (``dram_words``) gets the timing of ``dram`` (a :class:`~neofpga.contract.dram.Dram`),
+    preloaded from the file ``dram_init`` if given."""
+    options = {}
+    if parameters.get("dram_words"):
+        options = dict(dram=dram_option(dram, parameters["dram_words"], parameters["clock_hz"]), dram_init=dram_init)
+    return SimulatedBoard(board_executable(parameters, trace=trace is not None, log=log), port=port, trace=trace,
+                          **options)

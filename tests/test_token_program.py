@@ -142,7 +142,7 @@ def test_a_device_without_programs_or_room_for_this_one_is_refused_before_any_up
 def test_open_board_model_runs_the_program_and_falls_back_per_op_where_it_does_not_fit(odd, monkeypatch):
     def connect(device):
         driver = AcceleratorDriver(Link(ModelTransport(AcceleratorModel(**device)), timeout=0))
-        monkeypatch.setattr(board_backend, "connect_board", lambda *args: (driver, lambda: None))
+        monkeypatch.setattr(board_backend, "connect_board", lambda *args, **kwargs: (driver, lambda: None))
 
     connect(dict(DEVICE, rows=3, cols=4))
     assert isinstance(board_backend.open_board_model("sim", odd), ProgramModel)
