@@ -39,7 +39,8 @@ __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Fra
            "CONSTANT", "CONSTANT_WORD_BITS", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE",
            "GENERATE", "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
-           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS", "COPY"]
+           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS", "COPY", "DRAM_TEST",
+           "DRAM_TESTED", "dram_test_word"]
 
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length
@@ -150,6 +151,7 @@ class Opcode(enum.IntEnum):
     TOKEN = 0x0A           # TOKEN record -> a CHOICE record, once the program has run (contract/program.py)
     GENERATE = 0x0B        # GENERATE record + prompt ids -> STREAM frames, one an id, then a GENERATED record
     COPY = 0x0C            # COPY record -> nothing, once every word is copied (a device with DRAM)
+    DRAM_TEST = 0x0D       # DRAM_TEST record -> a DRAM_TESTED record (a device with DRAM)
 
 
 APPLIED_ONCE = frozenset({Opcode.WRITE, Opcode.MATMUL, Opcode.RESET_COUNTERS, Opcode.EMBED, Opcode.NORM,
@@ -282,6 +284,24 @@ rows). Into WEIGHTS, word ``w`` goes to address ``address + w`` of every weight 
 to bank ``b``); into CONSTANTS, to the words ``address + 2 w`` (its low 8 bytes) and ``address +
 2 w + 1`` (each keeping CONSTANT_WORD_BITS). Any other space, or a word outside its memory, is
 BAD_ARGUMENT."""
+
+DRAM_TEST = [("start", 4, False), ("words", 4, False), ("seed", 4, False)]
+"""A device with DRAM tests DRAM words ``start`` .. ``start + words - 1`` (at least one): it writes
+each its :func:`dram_test_word`, then reads them all back, at the DRAM's pace. Executed again on a
+retry (it is not one of APPLIED_ONCE: running it twice leaves the same words)."""
+DRAM_TESTED = [("errors", 4, False), ("first_error", 4, False)]
+"""DRAM_TEST's answer: the words that read back other than written, and the address of the first
+(0xFFFFFFFF if none)."""
+
+
+def dram_test_word(address, seed):
+    """The 16 bytes DRAM_TEST writes at word ``address``: from x = (address ^ seed) mod 2**32, the
+    32-bit lanes x, ~x, x rotated by 16 and x ^ 0xA5A5A5A5 (each word its own, so an address bit
+    that does not reach the chip shows; each data bit both 0 and 1)."""
+    x = (address ^ seed) & 0xFFFFFFFF
+    lanes = (x, x ^ 0xFFFFFFFF, ((x << 16) | (x >> 16)) & 0xFFFFFFFF, x ^ 0xA5A5A5A5)
+    return b"".join(lane.to_bytes(4, "little") for lane in lanes)
+
 
 # -- the vector ops and the token ----------------------------------------------------------------
 # Each writes one row (not banked: bank, then consecutive addresses); every word it reads or

@@ -18,7 +18,7 @@ It executes the commands of contract/protocol.py one at a time, each answered on
   ops; answered with the last SAMPLE's CHOICE;
 * with DRAM (where ``dram_words`` is set): WRITE and READ of the DRAM space, a word at a time
   through the DRAM port; COPY (of the link or a program), DRAM words into the weight banks or the
-  constants, checked, then streamed; products whose W lies in DRAM (WEIGHTS past ``weight_words``) fed by
+  constants, checked, then streamed; DRAM_TEST, a pattern written over DRAM and read back; products whose W lies in DRAM (WEIGHTS past ``weight_words``) fed by
   :class:`~.weight_fetch.WeightFetch`, and results written there through
   :class:`~.write_combiner.WriteCombiner` (a product ends once its last write has left);
 * GENERATE: every prompt token's program checked, then run (all but the last choosing greedily),
@@ -46,7 +46,7 @@ from ..contract.dram import DRAM_WORD_BYTES
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION, program_ops
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COPY, ERROR, GENERATE, GENERATED, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES,
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COPY, DRAM_TEST, DRAM_TESTED, ERROR, GENERATE, GENERATED, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES,
     READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error, Opcode, Space, Stop,
     counters_record, info_record, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
@@ -128,7 +128,7 @@ class Accelerator(wiring.Component):
         if program_words:
             self.record_bytes.update({Opcode.TOKEN: record_size(TOKEN), Opcode.GENERATE: record_size(GENERATE)})
         if dram_words:
-            self.record_bytes[Opcode.COPY] = record_size(COPY)
+            self.record_bytes.update({Opcode.COPY: record_size(COPY), Opcode.DRAM_TEST: record_size(DRAM_TEST)})
         self.info = pack_record(
             info_record(bool(dram_words)), **(dict(dram_words=dram_words) if dram_words else {}), magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
@@ -288,6 +288,7 @@ class Accelerator(wiring.Component):
                 self._program_states(m, s)
             if dram is not None:
                 self._copy_states(m, s)
+                self._dram_test_states(m, s)
             self._answer_states(m, s)
             self._read_answer_states(m, s)
             self._done_state(m, s)
@@ -625,6 +626,8 @@ class Accelerator(wiring.Component):
                 if s.dram is not None:
                     with m.Case(Opcode.COPY):
                         m.next = "CHECK_COPY"
+                    with m.Case(Opcode.DRAM_TEST):
+                        m.next = "CHECK_DRAM_TEST"
                 if s.program is not None:
                     with m.Case(Opcode.TOKEN):
                         self._start_token(m, s)
@@ -821,6 +824,56 @@ class Accelerator(wiring.Component):
                 m.d.sync += high_half.eq(~high_half)
                 with m.If(high_half):
                     m.d.sync += received.eq(received + 1)
+
+    def _dram_test_states(self, m, s):
+        """CHECK_DRAM_TEST, DRAM_TEST_VERDICT, DRAM_TEST_WRITE, DRAM_TEST_READ: the pattern of
+        contract/protocol.py's ``dram_test_word`` written over the words, then read back and
+        compared; the errors and the first one's address answered (from the counters' register)."""
+        d = s.dram
+        test = data.View(record_layout(DRAM_TEST), s.record[:8 * record_size(DRAM_TEST)])
+        issued, received = Signal(32, name="test_issued"), Signal(32, name="test_received")
+        errors, first_error = Signal(32, name="test_errors"), Signal(32, name="test_first_error")
+
+        def pattern(address):
+            x = (address ^ test.seed)[:32]
+            return Cat(x, ~x, x.rotate_left(16), x ^ 0xA5A5A5A5)
+
+        with m.State("CHECK_DRAM_TEST"):
+            m.d.sync += [s.refused.eq((test.words == 0) | (test.start + test.words > self.dram_words)),
+                         issued.eq(0), received.eq(0), errors.eq(0), first_error.eq(0xFFFFFFFF)]
+            m.next = "DRAM_TEST_VERDICT"
+
+        with m.State("DRAM_TEST_VERDICT"):
+            with m.If(s.refused):
+                self._answer(m, s, Error.BAD_ARGUMENT)
+            with m.Else():
+                m.next = "DRAM_TEST_WRITE"
+
+        with m.State("DRAM_TEST_WRITE"):  # a word into the write register whenever it is free
+            with m.If(issued == test.words):
+                with m.If(~d.write):
+                    m.d.sync += issued.eq(0)
+                    m.next = "DRAM_TEST_READ"
+            with m.Elif(~d.write):
+                address = test.start + issued
+                m.d.sync += [d.write.eq(1), d.write_word.address.eq(address), d.write_word.word.data.eq(pattern(address)),
+                             d.write_word.word.we.eq(-1), issued.eq(issued + 1)]
+
+        with m.State("DRAM_TEST_READ"):  # up to FETCH_DEPTH reads ahead, each word compared as it comes
+            m.d.comb += [d.read.eq((issued != test.words) & (issued - received < FETCH_DEPTH)),
+                         d.read_address.eq(test.start + issued), d.taking.eq(1), d.take.eq(1)]
+            with m.If(d.read & d.arbiter.read.ready):
+                m.d.sync += issued.eq(issued + 1)
+            with m.If(received == test.words):
+                m.d.sync += s.counters.eq(Cat(errors, first_error))
+                self._answer(m, s, payload_length=record_size(DRAM_TESTED))
+            with m.Elif(d.arbiter.rdata.valid):
+                address = test.start + received
+                m.d.sync += received.eq(received + 1)
+                with m.If(d.arbiter.rdata.payload != pattern(address)):
+                    m.d.sync += errors.eq(errors + 1)
+                    with m.If(errors == 0):
+                        m.d.sync += first_error.eq(address)
 
     def _vector_states(self, m, s):
         """VECTOR: an EMBED, NORM or SAMPLE, checked and (if good) run by the vector ops."""

@@ -32,11 +32,11 @@ import numpy as np
 from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NUMERICS_VERSION, RESIDUAL,
                                  SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
-from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, COPY, EMBED, ERROR,
-                                 GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL, MATMUL_MAX_SIZE, NORM, NORM_COLUMN,
-                                 READ, SAMPLE, SETTINGS, STREAM, STREAMED, SYNC, TOKEN, WORD_BYTES, Error, FrameDecoder,
-                                 Mode, Opcode, Space, Stop, counters_record, encode_frame, info_record, pack_record,
-                                 record_size, unpack_record)
+from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, COPY, DRAM_TEST,
+                                 DRAM_TESTED, EMBED, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL,
+                                 MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE, SETTINGS, STREAM, STREAMED, SYNC,
+                                 TOKEN, WORD_BYTES, Error, FrameDecoder, Mode, Opcode, Space, Stop, counters_record,
+                                 dram_test_word, encode_frame, info_record, pack_record, record_size, unpack_record)
 from .driver import record_dtype
 from .kernels import (argmax, exact_matmul, integer_gelu, integer_layer_norm, integer_sample, integer_softmax,
                       requantize, residual_add)
@@ -123,6 +123,7 @@ class AcceleratorModel:
                       Opcode.SAMPLE: self._plan_sample}
         if dram_words:
             self.handlers[Opcode.COPY] = self._copy
+            self.handlers[Opcode.DRAM_TEST] = self._dram_test
             self.plans[Opcode.COPY] = self._plan_copy
 
     # -- the link ------------------------------------------------------------------------------
@@ -267,6 +268,15 @@ class AcceleratorModel:
     def _copy(self, payload):
         self._plan_copy(self._record(COPY, payload))()
         return b""
+
+    def _dram_test(self, payload):
+        """DRAM_TEST: the pattern written, and read back as written (the model's memory has no faults)."""
+        c = self._record(DRAM_TEST, payload)
+        _require(c["words"] > 0)
+        words = self._dram(0, c["start"], c["words"])
+        pattern = b"".join(dram_test_word(c["start"] + i, c["seed"]) for i in range(c["words"]))
+        words[:] = np.frombuffer(pattern, "i1").reshape(c["words"], -1).T
+        return pack_record(DRAM_TESTED, errors=0, first_error=0xFFFFFFFF)
 
     def _embed(self, payload):
         self._plan_embed(self._record(EMBED, payload))()

@@ -343,7 +343,9 @@ def cmd_selftest(args):
     from .board_backend import connect_board
     from .selftest import run_selftest
 
-    driver, close = connect_board(args.device, uart=args.uart, board=args.board)
+    if args.dram and (args.device.kind != "sim" or args.board is None):
+        raise UserError("--dram takes --device sim and a --board: it simulates that board's DRAM design")
+    driver, close = connect_board(args.device, uart=args.uart, board=args.board, dram=args.dram)
     baud = args.device.baud if args.device.kind == "serial" else None
 
     def log(check):
@@ -514,6 +516,8 @@ def build_parser():
     p.add_argument("--device", type=_backend, required=True, help="serial:PORT[@BAUD], sim or sim:HOST:PORT")
     p.add_argument("--uart", action="store_true", help="--device sim: the UART PHY in the loop")
     sim_board_option(p)
+    p.add_argument("--dram", action="store_true", help="--device sim with --board: the board's DRAM design, its "
+                   "timed DRAM model behind it")
     p.add_argument("--full", action="store_true", help="write and read every word of every bank")
     p.add_argument("--seed", type=int, default=0, help="seed of the random data (default 0)")
     format_option(p)

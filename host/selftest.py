@@ -4,18 +4,21 @@ Every check runs its commands on the board and on :class:`~neofpga.sim.accelerat
 (the golden numerics behind the same protocol), built with the board's INFO, and compares what
 comes back: memory patterns at both ends of every bank, a requantized product with saturating
 operands, a softmax row as long as the unit takes, a GELU product, the vector ops (EMBED, NORM,
-SAMPLE) where the device has them, the counters, and refused out-of-range accesses. Then it
-measures the link: bytes a second each way and a command's round trip.
+SAMPLE) where the device has them, the counters, and refused out-of-range accesses. Where the
+device has DRAM: a word at every power-of-two address read back (walking addresses), and
+DRAM_TEST's pattern over the whole DRAM, in parts of :data:`DRAM_TEST_WORDS`. Then it measures the
+link: bytes a second each way and a command's round trip.
 """
 
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from ..contract.numerics import GELU_KNOTS
-from ..contract.protocol import (CONSTANT, EMBED, NORM, NORM_COLUMN, SAMPLE, WORD_BYTES, Mode, Opcode, Space,
-                                 pack_record)
+from ..contract.protocol import (CONSTANT, DRAM_TEST, DRAM_TESTED, EMBED, NORM, NORM_COLUMN, SAMPLE, WORD_BYTES, Mode,
+                                 Opcode, Space, pack_record, unpack_record)
 from .driver import AcceleratorDriver, record_dtype
 from .kernels import gelu_knots, multiplier_and_shift, sampling_parameters, softmax_parameters
 from .link import Link, LinkError
@@ -23,10 +26,12 @@ from .link import Link, LinkError
 __all__ = ["Check", "run_selftest"]
 
 MODEL_FIELDS = ("rows", "cols", "activation_words", "weight_words", "constant_words", "gelu_tables",
-                "max_payload", "softmax_length", "program_words", "norm_length", "gateware_version", "clock_hz")
+                "max_payload", "softmax_length", "program_words", "norm_length", "dram_words", "gateware_version",
+                "clock_hz")
 PATTERN_WORDS = 256       # words written and read back at each end of every bank (--full: all of them)
 THROUGHPUT_BYTES = 65536  # written to, then read from, weight bank 0
 ROUND_TRIPS = 20          # INFO commands timed for the latency
+DRAM_TEST_WORDS = 2 ** 20  # DRAM words a DRAM_TEST command tests: a part of a fraction of a second on a board
 
 
 @dataclass
@@ -96,6 +101,33 @@ def _memory_checks(mirror, info, rng, full):
                     bad.append(f"bank {bank} at {start}")
         what = f"{space.name}: {banks} bank(s) x {len(starts)} region(s) of {count:,} words"
         yield Check(f"memory {space.name.lower()}", not bad, what + (f"; wrong read-back: {', '.join(bad)}" if bad else ""))
+
+
+def _walking_addresses(mirror, info, rng):
+    """A random word at DRAM address 0 and at every power of two below its size, all written
+    first, then read back: an address bit that does not reach the chip makes two of them one."""
+    addresses = [0] + [1 << bit for bit in range((info["dram_words"] - 1).bit_length())]
+    for address in addresses:
+        mirror.write(Space.DRAM, 0, address, rng.integers(0, 256, WORD_BYTES[Space.DRAM], dtype=np.uint8).tobytes())
+    bad = [address for address in addresses if len(set(mirror.read(Space.DRAM, 0, address, 1))) > 1]
+    return Check("dram addresses", not bad, f"a word at 0 and at each of {len(addresses) - 1} powers of two"
+                 + (f"; wrong read-back at {', '.join(map(str, bad))}" if bad else ""))
+
+
+def _dram_patterns(mirror, info, seed):
+    """DRAM_TEST over every DRAM word, a part a command (a progress bar on stderr): the board's
+    errors (the reference device has none)."""
+    words, errors, first = info["dram_words"], 0, None
+    for start in tqdm(range(0, words, DRAM_TEST_WORDS), desc="testing the DRAM", unit="part", disable=None):
+        count = min(DRAM_TEST_WORDS, words - start)
+        board, _ = mirror.command(Opcode.DRAM_TEST, pack_record(DRAM_TEST, start=start, words=count, seed=seed))
+        answer = unpack_record(DRAM_TESTED, board)
+        if answer["errors"] and first is None:
+            first = answer["first_error"]
+        errors += answer["errors"]
+    size = words * WORD_BYTES[Space.DRAM]
+    return Check("dram patterns", errors == 0, f"{words:,} words ({size / 2 ** 20:,.1f} MiB) written with DRAM_TEST's "
+                 f"pattern and read back: {errors:,} words wrong" + (f", the first at {first:,}" if errors else ""))
 
 
 def _refusals(board, info):
@@ -253,6 +285,9 @@ def run_selftest(board, baud=None, full=False, seed=0, log=None):
     for check in _memory_checks(mirror, info, rng, full):
         done(check)
     done(_refusals(board, info))
+    if info.get("dram_words"):
+        done(_walking_addresses(mirror, info, rng))
+        done(_dram_patterns(mirror, info, seed))
     mirror.reset_counters()
     products = [_matmul_check, _softmax_check, _gelu_check] + ([_vector_check] if info["norm_length"] else [])
     for product in products:

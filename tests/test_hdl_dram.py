@@ -1,13 +1,15 @@
 """The accelerator with DRAM on the simulated board (its DRAM the timed model of sim/board_main.cpp)
 against the reference device (host/accelerator_model.py): the DRAM space's words, products whose
-W lies in DRAM and results written there, COPY, the checks, the counters, and a stuck address bit."""
+W lies in DRAM and results written there, COPY, DRAM_TEST and selftest, the checks, the counters,
+and a stuck address bit."""
 
 import numpy as np
 import pytest
 
-from neofpga.contract.dram import BOARD_DRAMS, DRAM_WORD_BYTES
-from neofpga.contract.protocol import (ACCESS, ANSWER, COPY, ERROR, MATMUL, READ, Error, FrameDecoder, Mode, Opcode,
-                                       Space, counters_record, encode_frame, pack_record, unpack_record)
+from neofpga.contract.dram import BOARD_DRAMS, DRAM_WORD_BYTES, board_dram
+from neofpga.contract.protocol import (ACCESS, ANSWER, COPY, DRAM_TEST, DRAM_TESTED, ERROR, MATMUL, READ, Error,
+                                       FrameDecoder, Mode, Opcode, Space, counters_record, encode_frame, pack_record,
+                                       unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel
 from neofpga.host.driver import record_dtype
 from neofpga.sim.board_process import SimulatedBoard, dram_option
@@ -210,3 +212,55 @@ def test_a_stuck_address_bit_aliases_dram_words(executable):
             assert link.exchange(frame).opcode == Opcode.WRITE | ANSWER
         frame = encode_frame(Opcode.READ, 3, pack_record(READ, space=Space.DRAM, bank=0, address=0, words=1))
         assert link.exchange(frame).payload == second
+
+
+def test_dram_test_writes_its_pattern_and_finds_no_errors_in_a_sound_dram(executable):
+    """DRAM_TEST over all of DRAM and over a part: no errors, the words left as the reference's, and
+    bad ranges refused."""
+    with start(executable) as board:
+        both = Both(board)
+        for fields in (dict(start=0, words=DRAM_WORDS, seed=0x12345678), dict(start=100, words=77, seed=0)):
+            answer = both.command(Opcode.DRAM_TEST, pack_record(DRAM_TEST, **fields))
+            assert unpack_record(DRAM_TESTED, answer.payload) == dict(errors=0, first_error=0xFFFFFFFF)
+        both.read(Space.DRAM, 0, 0, DRAM_WORDS, DRAM_WORD_BYTES)
+        for fields in (dict(start=0, words=0), dict(start=DRAM_WORDS - 3, words=4)):
+            answer = both.command(Opcode.DRAM_TEST, pack_record(DRAM_TEST, **fields))
+            assert (answer.opcode, answer.payload) == (ERROR, bytes([Error.BAD_ARGUMENT]))
+
+
+def test_selftest_passes_on_a_sound_dram_and_fails_on_a_stuck_address_bit(executable):
+    """neofpga selftest's DRAM checks: walking addresses and the pattern over all of DRAM."""
+    import serial
+    from neofpga.host.driver import AcceleratorDriver
+    from neofpga.host.link import Link
+    from neofpga.host.selftest import run_selftest
+
+    for stuck in (None, 11):
+        with start(executable, dram_stuck_bit=stuck) as board:
+            driver = AcceleratorDriver(Link(serial.serial_for_url(board.url, timeout=0.01), timeout=10))
+            checks, _ = run_selftest(driver)
+            driver.link.close()
+        failed = {check.name for check in checks if not check.passed}
+        assert failed == (set() if stuck is None else {"dram addresses", "dram patterns"}), checks
+        if stuck is not None:
+            patterns = next(check for check in checks if check.name == "dram patterns")
+            # the words below 2**11 read what their aliases above it wrote last
+            assert f"{DRAM_WORDS // 2:,} words wrong, the first at 0" in patterns.detail
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["ulx3s-85f", "ecpix5-85"])
+def test_selftest_passes_on_each_boards_simulated_dram_design(board):
+    """neofpga selftest --device sim --board B --dram: every check, the pattern over all of the
+    board's DRAM (32 MB, 512 MB) included."""
+    from neofpga.host.board_backend import connect_board
+    from neofpga.host.selftest import run_selftest
+
+    driver, close = connect_board("sim", board=board, dram=True)
+    try:
+        checks, _ = run_selftest(driver)
+    finally:
+        close()
+    assert all(check.passed for check in checks), [check for check in checks if not check.passed]
+    patterns = next(check for check in checks if check.name == "dram patterns")
+    assert f"{board_dram(board).words:,} words" in patterns.detail
