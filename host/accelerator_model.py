@@ -33,7 +33,7 @@ from ..contract.numerics import (CONSTANT_BITS, GELU_KNOTS, NORM_EPSILON_MAX, NU
                                  SAMPLE_CANDIDATES, TOP_P_BITS)
 from ..contract.program import HEADER, PROGRAM_VERSION, relocate, unpack_entry
 from ..contract.protocol import (ACCESS, ANSWER, APPLIED_ONCE, CHOICE, CONSTANT, CONSTANT_WORD_BITS, COPY, DRAM_TEST,
-                                 DRAM_TESTED, EMBED, ERROR, GENERATE, GENERATED, INFO, INFO_MAGIC, MATMUL,
+                                 DRAM_TESTED, EMBED, ERROR, GENERATE, GENERATED, INFO_MAGIC, MATMUL,
                                  MATMUL_MAX_SIZE, NORM, NORM_COLUMN, READ, SAMPLE, SETTINGS, STREAM, STREAMED, SYNC,
                                  TOKEN, WORD_BYTES, Error, FrameDecoder, Mode, Opcode, Space, Stop, counters_record,
                                  dram_test_word, encode_frame, info_record, pack_record, record_size, unpack_record)

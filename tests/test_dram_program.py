@@ -105,3 +105,50 @@ def test_tinystories_on_a_simulated_board_runs_from_dram_as_emu_does(tinystories
         assert sim.device_stats()["device_dram_reads"] * 16 > 5 * weights  # 5 tokens of the blocks' weights, at least
     finally:
         sim.close()
+
+
+def test_the_blocks_alone_run_from_dram_with_the_ends_on_the_host(default):
+    """With host_ends (the ULX3S's plan for TinyStories-33M), the host embeds each token and runs
+    the head on the device's final row: the same logit codes as the golden model."""
+    driver = AcceleratorDriver(Link(ModelTransport(AcceleratorModel(**DEVICE)), timeout=0))
+    program = DramProgram(default, driver, host_ends=True)
+    assert program.context == default.config.max_position_embeddings
+    assert "head" not in program.matrices and "embedding" not in program.records
+    golden = golden_model(default)
+    scale = np.float32(default.scales["logits"])
+    for position, token in enumerate(np.random.default_rng(4).integers(0, default.config.vocab_size, 70)):
+        assert program.token(token, position, settings_for(default)) is None  # the host chooses
+        expected = np.rint(golden.forward(np.array([[token]]))[0, -1] / scale).astype(np.int64)
+        np.testing.assert_array_equal(program.logits(), expected, err_msg=f"logits at position {position}")
+
+
+def test_open_board_model_picks_the_dram_plan_that_fits(default, monkeypatch):
+    """On a device with DRAM, the whole model where it fits, else its blocks with the ends on the
+    host (no GENERATE: the host chooses), and the same tokens as the golden model either way."""
+    from neofpga.host import board_backend
+
+    tokenizer = load_source(None).tokenizer
+    expected = generate(golden_model(default), tokenizer, [5, 6], Sampler(), 8, eos_id=None).new_ids
+    whole = DramProgram(default, PlanningDriver(DEVICE)).dram_used
+    for dram_words, kind in ((DEVICE["dram_words"], ProgramModel), (whole - 16, HostEndsModel)):
+        driver = AcceleratorDriver(Link(ModelTransport(AcceleratorModel(**dict(DEVICE, dram_words=dram_words))),
+                                        timeout=0))
+        monkeypatch.setattr(board_backend, "connect_board", lambda *args, **kwargs: (driver, lambda: None))
+        model = board_backend.open_board_model("sim", default)
+        assert type(model) is kind and isinstance(model.ops, DramProgram)
+        assert generate(model, tokenizer, [5, 6], Sampler(), 8, eos_id=None).new_ids == expected
+
+
+def test_the_context_is_cut_to_the_kv_caches_that_fit_beside_the_blocks(default):
+    """A DRAM too small for the whole model's plan holds the blocks and the caches of a shorter context."""
+    from neofpga.host.dram_program import dram_plan
+    whole = DramProgram(default, PlanningDriver(DEVICE)).dram_used
+    blocks = DramProgram(default, PlanningDriver(DEVICE), host_ends=True)
+    caches = blocks.weight_base[min(blocks.weight_base, key=blocks.weight_base.get)] - DEVICE["weight_words"]
+    small = dict(DEVICE, dram_words=blocks.dram_used - caches // 2)
+    assert small["dram_words"] < whole and dram_plan(default, small) is True
+    cut = DramProgram(default, PlanningDriver(small), host_ends=True)
+    assert 16 <= cut.context < default.config.max_position_embeddings and cut.context % 16 == 0
+    assert cut.dram_used <= small["dram_words"]
+    with pytest.raises(UserError, match="fits no plan"):
+        dram_plan(default, dict(DEVICE, dram_words=1000))

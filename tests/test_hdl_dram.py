@@ -11,7 +11,6 @@ from neofpga.contract.protocol import (ACCESS, ANSWER, COPY, DRAM_TEST, DRAM_TES
                                        FrameDecoder, Mode, Opcode, Space, counters_record, encode_frame, pack_record,
                                        unpack_record)
 from neofpga.host.accelerator_model import AcceleratorModel
-from neofpga.host.driver import record_dtype
 from neofpga.sim.board_process import SimulatedBoard, dram_option
 from neofpga.sim.simulated_board import board_executable
 
