@@ -65,18 +65,21 @@ def test_a_model_too_big_for_the_dram_is_a_one_line_error(default):
         on_reference(default, dram_words=2 ** 12)
 
 
-def test_the_dram_program_on_the_simulated_board_with_its_dram(default, tmp_path):
+@pytest.mark.parametrize("preloaded", [True, False])
+def test_the_dram_program_on_the_simulated_board_with_its_dram(default, tmp_path, preloaded):
     """The gateware with the timed DRAM model (the ECPIX-5's timing), its DRAM preloaded from the
-    model's image, then checked: 70 tokens, past the window, each equal to the golden model."""
+    model's image (then checked), or uploaded over the link: 70 tokens, past the window, each
+    equal to the golden model."""
     executable = board_executable({**DEVICE, "timeout_cycles": 2 ** 20, "clock_hz": 36_000_000},
                                   log=lambda line: None)
-    reference = on_reference(default)
-    image = tmp_path / "dram.bin"
-    image.write_bytes(reference.dram_image().tobytes())
+    image = None
+    if preloaded:
+        image = tmp_path / "dram.bin"
+        image.write_bytes(on_reference(default).dram_image().tobytes())
     with SimulatedBoard(executable, dram=dram_option(BOARD_DRAMS["ecpix5"], DEVICE["dram_words"], 36_000_000),
                         dram_init=image) as board:
         driver = AcceleratorDriver(Link(serial.serial_for_url(board.url, timeout=0.01), timeout=20.0))
-        program = DramProgram(default, driver, preloaded=True)
+        program = DramProgram(default, driver, preloaded=preloaded)
         run_both(default, program, np.random.default_rng(2).integers(0, default.config.vocab_size, 70),
                  settings_for(default))
         counters = driver.counters()
@@ -152,3 +155,17 @@ def test_the_context_is_cut_to_the_kv_caches_that_fit_beside_the_blocks(default)
     assert cut.dram_used <= small["dram_words"]
     with pytest.raises(UserError, match="fits no plan"):
         dram_plan(default, dict(DEVICE, dram_words=1000))
+
+
+def test_a_dram_preloaded_with_another_image_is_a_one_line_error(default, tmp_path):
+    """A board whose DRAM holds something else than this model's image is refused before it runs."""
+    executable = board_executable({**DEVICE, "timeout_cycles": 2 ** 20, "clock_hz": 36_000_000},
+                                  log=lambda line: None)
+    image = on_reference(default).dram_image()
+    image[len(image) // 2:] += 1  # another model's, from its middle on
+    (tmp_path / "dram.bin").write_bytes(image.tobytes())
+    with SimulatedBoard(executable, dram=dram_option(BOARD_DRAMS["ecpix5"], DEVICE["dram_words"], 36_000_000),
+                        dram_init=tmp_path / "dram.bin") as board:
+        driver = AcceleratorDriver(Link(serial.serial_for_url(board.url, timeout=0.01), timeout=20.0))
+        with pytest.raises(UserError, match="preloaded DRAM differs from this model's image"):
+            DramProgram(default, driver, preloaded=True)
