@@ -215,35 +215,24 @@ class DramProgram(TokenProgram):
         assert start % 2 == 0
         self._copy(self.record_word[name] + start // 2, -(-count // 2), Space.CONSTANTS, address)
 
-    def _compile(self):
-        c, d = self.config, self.config.hidden_size
-        self.entries = []
-        if not self.host_ends:
-            self._embed_entries()
-        for layer in range(c.num_layers):
-            p = f"h.{layer}."
-            self._norm(p + "ln_1", add=layer > 0)
-            self._qkv_entries(layer)
-            self._copy_records(p + "pv", 0, d, self.pv_records)
-            for head in range(c.num_heads):
-                self._attend_entries(layer, head, self.pv_records)
-            self._linear(p + "out_proj", 1, self.hidden_base, self.out_base)
-            self._norm(p + "ln_2", add=True)
-            low, high = (int(v) for v in self.t[p + "gelu.limits"])
-            self._linear(p + "c_fc", 1, self.x_base, self.hidden_base, mode=Mode.GELU,
-                         gelu_table=self._gelu_table(layer), gelu_low=low, gelu_high=high)
-            self._linear(p + "c_proj", 1, self.hidden_base, self.out_base)
-        self._norm("ln_f", add=True)
-        if self.host_ends:  # a SAMPLE of one code, which the program format asks for; its choice is not used
+    def _pv_constants(self, layer):
+        """The layer's P x V records, copied in first."""
+        self._copy_records(f"h.{layer}.pv", 0, self.config.hidden_size, self.pv_records)
+        return self.pv_records
+
+    def _head_entries(self):
+        """The head and SAMPLE; with ``host_ends``, a SAMPLE of one code, which the program format
+        asks for and whose choice is not used."""
+        if self.host_ends:
             self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=1, bank=0, address=self.x_base)))
-            return self.entries
-        self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
-        self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=c.vocab_size, bank=self.logits_bank,
-                                                           address=self.logits_base)))
-        return self.entries
+        else:
+            super()._head_entries()
 
     def _embed_entries(self):
-        """EMBED's rows and records copied in, relocated by the token's id and position; then EMBED."""
+        """EMBED's rows and records copied in, relocated by the token's id and position; then EMBED
+        (nothing with ``host_ends``: the host embeds)."""
+        if self.host_ends:
+            return
         d, window = self.config.hidden_size, self.info["weight_words"]
         token_row, position_row = self.embed_rows
         token_records, position_records = self.embed_records

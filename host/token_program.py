@@ -124,31 +124,48 @@ class TokenProgram(BoardOps):
         self.entries.append(pack_entry(Opcode.MATMUL, fields, relocations))
 
     def _compile(self):
-        c, d = self.config, self.config.hidden_size
+        """The program's entries: the embedding, every layer, the final LayerNorm, the head."""
         self.entries = []
+        self._embed_entries()
+        for layer in range(self.config.num_layers):
+            self._layer_entries(layer)
+        self._norm("ln_f", add=True)
+        self._head_entries()
+        return self.entries
+
+    def _embed_entries(self):
+        """EMBED of the token at its position into the residual row."""
         self.entries.append(pack_entry(
-            Opcode.EMBED, dict(d=d, token_base=self.weight_base["head"], position_base=self.weight_base["wpe"],
-                               token_constants=self.constant_base["embedding"],
+            Opcode.EMBED, dict(d=self.config.hidden_size, token_base=self.weight_base["head"],
+                               position_base=self.weight_base["wpe"], token_constants=self.constant_base["embedding"],
                                position_constants=self.constant_base["wpe"], out_address=self.residual_base),
             [Relocation("id", Source.ID), Relocation("position", Source.POSITION)]))
-        for layer in range(c.num_layers):
-            p = f"h.{layer}."
-            self._norm(p + "ln_1", add=layer > 0)
-            self._qkv_entries(layer)
-            _, pv = self._parameters(p + "pv")
-            for head in range(c.num_heads):
-                self._attend_entries(layer, head, pv)
-            self._linear(p + "out_proj", 1, self.hidden_base, self.out_base)
-            self._norm(p + "ln_2", add=True)
-            low, high = (int(v) for v in self.t[p + "gelu.limits"])
-            self._linear(p + "c_fc", 1, self.x_base, self.hidden_base, mode=Mode.GELU,
-                         gelu_table=self._gelu_table(layer), gelu_low=low, gelu_high=high)
-            self._linear(p + "c_proj", 1, self.hidden_base, self.out_base)
-        self._norm("ln_f", add=True)
+
+    def _layer_entries(self, layer):
+        """One block: LayerNorm, attention (qkv, then each head's scores and P x V), out_proj,
+        LayerNorm, the MLP."""
+        p = f"h.{layer}."
+        self._norm(p + "ln_1", add=layer > 0)
+        self._qkv_entries(layer)
+        pv = self._pv_constants(layer)
+        for head in range(self.config.num_heads):
+            self._attend_entries(layer, head, pv)
+        self._linear(p + "out_proj", 1, self.hidden_base, self.out_base)
+        self._norm(p + "ln_2", add=True)
+        low, high = (int(v) for v in self.t[p + "gelu.limits"])
+        self._linear(p + "c_fc", 1, self.x_base, self.hidden_base, mode=Mode.GELU,
+                     gelu_table=self._gelu_table(layer), gelu_low=low, gelu_high=high)
+        self._linear(p + "c_proj", 1, self.hidden_base, self.out_base)
+
+    def _pv_constants(self, layer):
+        """The CONSTANTS word of layer ``layer``'s P x V records."""
+        return self._parameters(f"h.{layer}.pv")[1]
+
+    def _head_entries(self):
+        """The head's logits, and SAMPLE of the next id."""
         self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
-        self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=c.vocab_size, bank=self.logits_bank,
+        self.entries.append(pack_entry(Opcode.SAMPLE, dict(n=self.config.vocab_size, bank=self.logits_bank,
                                                            address=self.logits_base)))
-        return self.entries
 
     def _norm(self, name, add):
         """NORM ``name``: the residual (plus the block output at ``out``, if ``add``) -> x."""
