@@ -11,7 +11,8 @@ from .dram import BOARD_DRAMS
 from .errors import UserError
 
 __all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
-           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design",
+           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS",
+           "board_design",
            "accelerator_parameters", "simulated_parameters", "boards_running"]
 
 ARRAY_ROWS, ARRAY_COLS = 9, 16

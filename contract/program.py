@@ -37,7 +37,8 @@ from .protocol import (COPY, EMBED, MATMUL, NORM, PROGRAM_ENTRY_BYTES, SAMPLE, O
                        unpack_record)
 
 __all__ = ["PROGRAM_VERSION", "Source", "RELOCATION", "RELOCATIONS", "RELOCATABLE", "PROGRAM_OPS", "HEADER",
-           "ENTRY", "RECORD_BYTES", "Relocation", "program_ops", "pack_header", "pack_entry", "unpack_entry", "source_value",
+           "ENTRY", "RECORD_BYTES", "Relocation", "program_ops", "pack_header", "pack_entry", "unpack_entry",
+           "source_value",
            "relocate"]
 
 PROGRAM_VERSION = 1

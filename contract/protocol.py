@@ -39,8 +39,8 @@ __all__ = ["SYNC", "HEADER_BYTES", "CRC_BYTES", "ANSWER", "ERROR", "Error", "Fra
            "CONSTANT", "CONSTANT_WORD_BITS", "NORM_COLUMN", "EMBED", "NORM", "SETTINGS", "SAMPLE", "TOKEN", "CHOICE",
            "GENERATE", "STREAM", "STREAMED", "GENERATED", "Stop", "VECTOR_COUNTERS", "counters_record",
            "PROGRAM_ENTRY_BYTES", "WORD_BYTES", "INFO_MAGIC", "APPLIED_ONCE", "MATMUL_SIZE_BITS", "MATMUL_MAX_SIZE",
-           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS", "COPY", "DRAM_TEST",
-           "DRAM_TESTED", "dram_test_word"]
+           "record_size", "pack_record", "unpack_record", "DRAM_INFO", "info_record", "DRAM_COUNTERS", "COPY",
+           "DRAM_TEST", "DRAM_TESTED", "dram_test_word"]
 
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = len(SYNC) + 4   # sync, opcode, sequence, length

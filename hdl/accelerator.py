@@ -18,7 +18,8 @@ It executes the commands of contract/protocol.py one at a time, each answered on
   ops; answered with the last SAMPLE's CHOICE;
 * with DRAM (where ``dram_words`` is set): WRITE and READ of the DRAM space, a word at a time
   through the DRAM port; COPY (of the link or a program), DRAM words into the weight banks or the
-  constants, checked, then streamed; DRAM_TEST, a pattern written over DRAM and read back; products whose W lies in DRAM (WEIGHTS past ``weight_words``) fed by
+  constants, checked, then streamed; DRAM_TEST, a pattern written over DRAM and read back;
+  products whose W lies in DRAM (WEIGHTS past ``weight_words``) fed by
   :class:`~.weight_fetch.WeightFetch`, and results written there through
   :class:`~.write_combiner.WriteCombiner` (a product ends once its last write has left);
 * GENERATE: every prompt token's program checked, then run (all but the last choosing greedily),
@@ -46,9 +47,9 @@ from ..contract.dram import DRAM_WORD_BYTES
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION, program_ops
 from ..contract.protocol import (
-    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COPY, DRAM_TEST, DRAM_TESTED, ERROR, GENERATE, GENERATED, INFO_MAGIC, MATMUL, PROGRAM_ENTRY_BYTES,
-    READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error, Opcode, Space, Stop,
-    counters_record, info_record, pack_record, record_size)
+    ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COPY, DRAM_TEST, DRAM_TESTED, ERROR, GENERATE, GENERATED, INFO_MAGIC,
+    MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error,
+    Opcode, Space, Stop, counters_record, info_record, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
 from .commands import (DRAM_SPACES, PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused,
                        matmul_refused, payload_bytes, word_bytes_of)
@@ -130,7 +131,8 @@ class Accelerator(wiring.Component):
         if dram_words:
             self.record_bytes.update({Opcode.COPY: record_size(COPY), Opcode.DRAM_TEST: record_size(DRAM_TEST)})
         self.info = pack_record(
-            info_record(bool(dram_words)), **(dict(dram_words=dram_words) if dram_words else {}), magic=INFO_MAGIC, gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
+            info_record(bool(dram_words)), **(dict(dram_words=dram_words) if dram_words else {}), magic=INFO_MAGIC,
+            gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
             constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
             softmax_length=softmax_length, clock_hz=clock_hz, norm_length=norm_length,
@@ -264,8 +266,8 @@ class Accelerator(wiring.Component):
         # what the groups of states share: the parts and the signals
         s = SimpleNamespace(
             rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
-            program=program, dram=dram, opcode=opcode, operation=operation, sequence=sequence, length=length, record=record,
-            access=access, matmul=matmul,
+            program=program, dram=dram, opcode=opcode, operation=operation, sequence=sequence, length=length,
+            record=record, access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
             answer_opcode=answer_opcode, answer_length=answer_length, error_code=error_code, sent=sent,
@@ -344,7 +346,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [arbiter.read.valid.eq(d.read | fetch.read.valid),
                      arbiter.read.payload.eq(Mux(d.read, d.read_address, fetch.read.payload)),
                      fetch.read.ready.eq(arbiter.read.ready & ~d.read),
-                     fetch.rdata.payload.eq(arbiter.rdata.payload), fetch.rdata.valid.eq(arbiter.rdata.valid & ~d.taking),
+                     fetch.rdata.payload.eq(arbiter.rdata.payload),
+                     fetch.rdata.valid.eq(arbiter.rdata.valid & ~d.taking),
                      arbiter.rdata.ready.eq(Mux(d.taking, d.take, fetch.rdata.ready))]
         # writes: WRITE's word, else the combiner's
         m.d.comb += [arbiter.write.valid.eq(d.write | combiner.o.valid),
@@ -787,8 +790,9 @@ class Accelerator(wiring.Component):
         high_half = Signal(name="copy_high_half")  # the next CONSTANTS word is the DRAM word's high 8 bytes
 
         with m.State("CHECK_COPY"):
+            constants_fit = copy.address + 2 * copy.words <= self.depths[Space.CONSTANTS]
             fits = Mux(into_weights, copy.address + copy.words <= self.depths[Space.WEIGHTS],
-                       (copy.space == Space.CONSTANTS) & (copy.address + 2 * copy.words <= self.depths[Space.CONSTANTS]))
+                       (copy.space == Space.CONSTANTS) & constants_fit)
             m.d.sync += [s.refused.eq((copy.words == 0) | (copy.source + copy.words > self.dram_words) | ~fits),
                          issued.eq(0), received.eq(0), high_half.eq(0), d.copy_cycles.eq(d.copy_cycles + 1)]
             m.next = "COPY_VERDICT"
@@ -856,8 +860,9 @@ class Accelerator(wiring.Component):
                     m.next = "DRAM_TEST_READ"
             with m.Elif(~d.write):
                 address = test.start + issued
-                m.d.sync += [d.write.eq(1), d.write_word.address.eq(address), d.write_word.word.data.eq(pattern(address)),
-                             d.write_word.word.we.eq(-1), issued.eq(issued + 1)]
+                m.d.sync += [d.write.eq(1), d.write_word.address.eq(address),
+                             d.write_word.word.data.eq(pattern(address)), d.write_word.word.we.eq(-1),
+                             issued.eq(issued + 1)]
 
         with m.State("DRAM_TEST_READ"):  # up to FETCH_DEPTH reads ahead, each word compared as it comes
             m.d.comb += [d.read.eq((issued != test.words) & (issued - received < FETCH_DEPTH)),

@@ -149,8 +149,9 @@ def render_bench(report):
                          f"a round trip: {p['tokens_per_second']:,.1f} tok/s")
             if "dram" in r:
                 d = r["dram"]
-                lines.append(f"  {r['device']:>6}: DRAM ({d['module']}) per decoded token {d['bytes_read'] / 1e6:,.3f} MB "
-                             f"read, {d['bytes_written'] / 1e6:,.3f} MB written: {d['utilisation']:.1%} of its "
+                lines.append(f"  {r['device']:>6}: DRAM ({d['module']}) per decoded token "
+                             f"{d['bytes_read'] / 1e6:,.3f} MB read, {d['bytes_written'] / 1e6:,.3f} MB written: "
+                             f"{d['utilisation']:.1%} of its "
                              f"{d['peak_bytes_per_second'] / 1e6:g} MB/s over the token's device time; roofline "
                              f"{d['roofline_tokens_per_second']:,.1f} tok/s")
             by_kind = t.get("program_cycles_by_kind") or t.get("matmul_cycles_by_kind")

@@ -335,5 +335,6 @@ def dram_plan(model, info):
             DramProgram(model, PlanningDriver(info), host_ends=True)
             return True
         except UserError as blocks:
-            raise UserError(f"the model fits no plan of the device's {info['dram_words'] * DRAM_WORD_BYTES / 2 ** 20:,.0f} "
-                            f"MiB of DRAM: whole, {whole}; its blocks alone, {blocks}") from None
+            mib = info["dram_words"] * DRAM_WORD_BYTES / 2 ** 20
+            raise UserError(f"the model fits no plan of the device's {mib:,.0f} MiB of DRAM: whole, {whole}; "
+                            f"its blocks alone, {blocks}") from None

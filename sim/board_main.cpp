@@ -276,7 +276,8 @@ public:
             uint8_t* word = storage + write_word * WORD_BYTES;
             uint32_t enables = (top->dram___05Fwdata___05Fpayload[4]) & 0xFFFF;
             for (int b = 0; b < WORD_BYTES; ++b)
-                if (enables >> b & 1) word[b] = static_cast<uint8_t>(top->dram___05Fwdata___05Fpayload[b / 4] >> (8 * (b % 4)));
+                if (enables >> b & 1)
+                    word[b] = static_cast<uint8_t>(top->dram___05Fwdata___05Fpayload[b / 4] >> (8 * (b % 4)));
             queued.push_back(schedule(write_word, true, sys_time(now)));
             write_waiting = false;
             ++writes;
