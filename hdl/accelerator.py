@@ -781,20 +781,19 @@ class Accelerator(wiring.Component):
 
     def _copy_states(self, m, s):
         """CHECK_COPY, COPY_VERDICT, COPY_RUN: a COPY checked, then its DRAM words read (up to
-        FETCH_DEPTH ahead) and written, each into every weight bank at once or into two CONSTANTS
-        words (the banks' write ports, taken from WRITE's and the result path's for the cycle)."""
+        FETCH_DEPTH ahead) and written a word a cycle, each into every weight bank at once or into
+        two CONSTANTS words (the banks' write ports, taken from WRITE's and the result path's)."""
         d, banks = s.dram, s.banks
         copy = data.View(record_layout(COPY), s.record[:8 * record_size(COPY)])
         into_weights = copy.space == Space.WEIGHTS
         issued, received = Signal(16, name="copy_issued"), Signal(16, name="copy_received")
-        high_half = Signal(name="copy_high_half")  # the next CONSTANTS word is the DRAM word's high 8 bytes
 
         with m.State("CHECK_COPY"):
             constants_fit = copy.address + 2 * copy.words <= self.depths[Space.CONSTANTS]
             fits = Mux(into_weights, copy.address + copy.words <= self.depths[Space.WEIGHTS],
                        (copy.space == Space.CONSTANTS) & constants_fit)
             m.d.sync += [s.refused.eq((copy.words == 0) | (copy.source + copy.words > self.dram_words) | ~fits),
-                         issued.eq(0), received.eq(0), high_half.eq(0), d.copy_cycles.eq(d.copy_cycles + 1)]
+                         issued.eq(0), received.eq(0), d.copy_cycles.eq(d.copy_cycles + 1)]
             m.next = "COPY_VERDICT"
 
         with m.State("COPY_VERDICT"):
@@ -807,27 +806,22 @@ class Accelerator(wiring.Component):
                 m.next = "COPY_RUN"
 
         with m.State("COPY_RUN"):
-            # the banks' write address names CONSTANTS (a word is written a cycle after ``writing``)
-            m.d.comb += [banks.space.eq(Space.CONSTANTS), banks.bank.eq(0)]
             m.d.sync += d.copy_cycles.eq(d.copy_cycles + 1)
             m.d.comb += [d.read.eq((issued != copy.words) & (issued - received < FETCH_DEPTH)),
                          d.read_address.eq(copy.source + issued), d.taking.eq(1)]
             with m.If(d.read & d.arbiter.read.ready):
                 m.d.sync += issued.eq(issued + 1)
-            word = d.arbiter.rdata.payload
             with m.If(received == copy.words):  # (the last word is written in this cycle)
                 self._finish_op(m, s)
-            with m.Elif(d.arbiter.rdata.valid & into_weights):
-                m.d.comb += [d.take.eq(1), banks.copying.eq(1), banks.copy_word.eq(word),
-                             banks.write_address.eq(copy.address + received)]
+            with m.Elif(d.arbiter.rdata.valid):  # a word a cycle: into every weight bank, or two records
+                m.d.comb += [d.take.eq(1), banks.copy_word.eq(d.arbiter.rdata.payload),
+                             banks.write_address.eq(Mux(into_weights, copy.address + received,
+                                                        copy.address + 2 * received))]
+                with m.If(into_weights):
+                    m.d.comb += banks.copying.eq(1)
+                with m.Else():
+                    m.d.comb += banks.copying_records.eq(1)
                 m.d.sync += received.eq(received + 1)
-            with m.Elif(d.arbiter.rdata.valid):  # two CONSTANTS words, the low 8 bytes first
-                m.d.comb += [d.take.eq(high_half), banks.writing.eq(1),
-                             banks.write_word.eq(Mux(high_half, word[64:], word[:64])),
-                             banks.write_address.eq(copy.address + 2 * received + high_half)]
-                m.d.sync += high_half.eq(~high_half)
-                with m.If(high_half):
-                    m.d.sync += received.eq(received + 1)
 
     def _dram_test_states(self, m, s):
         """CHECK_DRAM_TEST, DRAM_TEST_VERDICT, DRAM_TEST_WRITE, DRAM_TEST_READ: the pattern of

@@ -15,6 +15,8 @@ RAMs (:func:`paired_weight_banks`). The product reads every weight bank at one a
 reads as two banks; a write names its lane.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -22,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 from ..contract.numerics import GELU_KNOT_BITS
 from ..contract.protocol import CONSTANT, CONSTANT_WORD_BITS, Space, record_size
 from .gelu import knot_write_layout
+from .record_pairs import RecordPairs
 from .results import ResultWrite
 
 __all__ = ["CONSTANT_WIDTH", "BLOCK_RAM_BYTES", "paired_weight_banks", "Banks"]
@@ -64,7 +67,8 @@ class Banks(wiring.Component):
     results_in_dram : bool
         WEIGHTS continues into DRAM past ``weight_words``: results at those addresses are not the
         banks' (the accelerator sends them to DRAM); and COPY writes DRAM words into every weight
-        bank at once (``copying``, ``copy_word``).
+        bank at once (``copying``, ``copy_word``) or two records at once (``copying_records``: the
+        constants are then a :class:`~.record_pairs.RecordPairs`).
     select_registered : bool
         ``read_word`` comes from the memory that ``space`` and ``bank`` named in the ``reading``
         cycle, not in its own: reads of different banks may follow each other every cycle (the
@@ -105,6 +109,9 @@ class Banks(wiring.Component):
     copying : Signal(1), in
         With ``results_in_dram``: ``copy_word`` is registered with ``write_address``, and its byte
         ``c`` written a cycle later into weight bank ``c``, in place of the result path's write.
+    copying_records : Signal(1), in
+        With ``results_in_dram``: ``copy_word`` is registered with ``write_address``, and its two
+        8-byte records written a cycle later into the constants at it and the next address.
     copy_word : Signal(8 * cols), in
         COPY's DRAM word.
     """
@@ -132,7 +139,8 @@ class Banks(wiring.Component):
             "write_address": In(aw),
             "write_word": In(CONSTANT_WIDTH),
             "gelu_load": Out(stream.Signature(knot_write_layout(gelu_tables))),
-            **({"copying": In(1), "copy_word": In(8 * cols)} if results_in_dram else {}),
+            **({"copying": In(1), "copying_records": In(1), "copy_word": In(8 * cols)} if results_in_dram
+               else {}),
         })
 
     def elaborate(self, platform):
@@ -142,7 +150,10 @@ class Banks(wiring.Component):
         lanes = 2 if paired_weight_banks(self.cols, self.weight_words) else 1  # weight banks a memory
         w_banks = [memory.Memory(shape=8 * lanes, depth=self.weight_words, init=[])
                    for _ in range(self.cols // lanes)]
-        constants = memory.Memory(shape=CONSTANT_WORD_BITS, depth=self.constant_words, init=[])
+        if self.results_in_dram:
+            constants = RecordPairs(self.constant_words, CONSTANT_WORD_BITS, self.address_width)
+        else:
+            constants = memory.Memory(shape=CONSTANT_WORD_BITS, depth=self.constant_words, init=[])
         for index, bank_memory in enumerate(a_banks):
             m.submodules[f"a_bank{index}"] = bank_memory
         for index, bank_memory in enumerate(w_banks):
@@ -151,7 +162,10 @@ class Banks(wiring.Component):
         a_reads = [bank_memory.read_port() for bank_memory in a_banks]
         w_memory_reads = [bank_memory.read_port() for bank_memory in w_banks]
         w_reads = [w_memory_reads[c // lanes].data.word_select(c % lanes, 8) for c in range(self.cols)]  # by bank
-        c_read = constants.read_port()
+        if self.results_in_dram:
+            c_read = SimpleNamespace(addr=constants.read_addr, en=constants.read_en, data=constants.read_data)
+        else:
+            c_read = constants.read_port()
 
         # -- the read ports: the product's, else READ's in a cycle with ``reading`` ----------------
         for r, (port, user) in enumerate(zip(a_reads, self.a_read)):
@@ -196,7 +210,9 @@ class Banks(wiring.Component):
         if self.results_in_dram:
             result_in_banks &= result.address < self.weight_words
             copied, copied_word = Signal(), Signal.like(self.copy_word)  # COPY's, registered
-            m.d.sync += [copied.eq(self.copying), copied_word.eq(self.copy_word)]
+            records_copied = Signal()
+            m.d.sync += [copied.eq(self.copying), copied_word.eq(self.copy_word),
+                         records_copied.eq(self.copying_records)]
         for p, bank_memory in enumerate(w_banks):  # a byte written to the lane of its bank
             port = bank_memory.write_port(granularity=8)
             byte = Mux(stored, stored_word[:8], result.value[:8])
@@ -209,10 +225,16 @@ class Banks(wiring.Component):
                 with m.If(copied):
                     m.d.comb += [port.addr.eq(stored_address), port.data.eq(copied_word.word_select(p, 8 * lanes)),
                                  port.en.eq(-1)]
-        c_write = constants.write_port()
+        if self.results_in_dram:
+            c_write = SimpleNamespace(addr=constants.write_addr, data=constants.write_data, en=constants.write_en)
+        else:
+            c_write = constants.write_port()
         m.d.comb += [c_write.addr.eq(stored_address), c_write.data.eq(stored_word[:CONSTANT_WORD_BITS]),
-                     c_write.en.eq(stored & (space == Space.CONSTANTS)),
-                     self.gelu_load.payload.address.eq(stored_address),
+                     c_write.en.eq(stored & (space == Space.CONSTANTS))]
+        if self.results_in_dram:
+            m.d.comb += [constants.pair_addr.eq(stored_address), constants.pair_data.eq(copied_word),
+                         constants.pair_en.eq(records_copied)]
+        m.d.comb += [self.gelu_load.payload.address.eq(stored_address),
                      self.gelu_load.payload.value.eq(stored_word[:GELU_KNOT_BITS]),
                      self.gelu_load.valid.eq(stored & (space == Space.GELU))]
         return m

@@ -198,16 +198,21 @@ struct Link {
 // `bursts` column accesses at consecutive columns (mapped ROW_BANK_COL), scheduled in order by an
 // open-row controller in its own clock (sys_hz) with the chip's timings: an access to a closed row
 // waits for precharge (tRAS after its activate, tWR after a write's data) and tRP, activates (tRRD
-// after any other) and waits tRCD; column accesses are tCCD apart, a read tWTR after a write; every
-// tREFI all rows close for tRP + tRFC. Up to QUEUE commands wait in the controller; a read's data
-// comes read_latency controller cycles after its last column access, then CROSSING design cycles
-// later (the clock-domain crossing), holding what the word held when the read was taken. A write's
-// data is taken when the design offers it, and no command is taken while a write waits for its data.
+// after any other, and ROW_OVERHEAD after the column access before it) and waits tRCD; column
+// accesses are tCCD apart, a read tWTR after a write; every tREFI all rows close for tRP + tRFC.
+// Up to QUEUE commands wait in the controller; a read's data comes read_latency controller cycles
+// after its last column access, then CROSSING design cycles later (the clock-domain crossing),
+// holding what the word held when the read was taken. A write's data is taken when the design
+// offers it, and no command is taken while a write waits for its data.
 class Dram {
 public:
     static constexpr int WORD_BYTES = 16;
     static constexpr size_t QUEUE = 16;      // LiteDRAM's command buffer (cmd_buffer_depth)
     static constexpr uint64_t CROSSING = 2;  // design cycles through the clock-domain crossing, each way
+    // LiteDRAM's own cycles beyond the chip's timings, calibrated on its SDR controller in
+    // simulation (docs/DRAM.md): a row is opened only after the column access before it (no bank
+    // opens its next row ahead), and 5 cycles of its bank machine and command multiplexer later.
+    static constexpr int64_t ROW_OVERHEAD = 5;
 
     uint64_t words = 0, sys_hz = 0, accel_hz = 0;
     int64_t banks = 0, rows = 0, row_words = 0, word_bytes = 0, read_latency = 0;
@@ -381,7 +386,8 @@ private:
             Bank& k = bank[which];
             int64_t ready = t;
             if (k.row != row) {
-                int64_t activate = k.row < 0 ? t : std::max(t, k.precharge_ok) + tRP;
+                int64_t activate = std::max(k.row < 0 ? t : std::max(t, k.precharge_ok) + tRP, last_column)
+                                   + ROW_OVERHEAD;
                 activate = std::max({activate, last_activate + tRRD, activate_ok});
                 k.row = row;
                 k.activated = last_activate = activate;

@@ -167,10 +167,11 @@ def test_a_product_whose_weights_span_block_ram_and_dram_is_refused(executable):
 def random_copy(rng):
     """A COPY into the weight banks or the constants, good or (a fifth) refused."""
     space = Space.WEIGHTS if rng.random() < 0.5 else Space.CONSTANTS
-    depth = WEIGHT_WORDS if space == Space.WEIGHTS else DESIGN["constant_words"] // 2
     words = int(rng.integers(1, 80))
+    span = words if space == Space.WEIGHTS else 2 * words  # two records a word, from even or odd addresses
+    depth = WEIGHT_WORDS if space == Space.WEIGHTS else DESIGN["constant_words"]
     c = dict(source=int(rng.integers(0, DRAM_WORDS - words + 1)), words=words, space=space,
-             address=int(rng.integers(0, depth - words + 1)) * (1 if space == Space.WEIGHTS else 2))
+             address=int(rng.integers(0, depth - span + 1)))
     if rng.random() < 0.2:
         c.update(rng.choice([dict(words=0), dict(source=DRAM_WORDS - words + 1), dict(space=Space.ACTIVATIONS),
                              dict(space=Space.DRAM), dict(address=WEIGHT_WORDS - words + 1, space=Space.WEIGHTS),
@@ -179,8 +180,9 @@ def random_copy(rng):
 
 
 def test_copies_match_the_reference(executable):
-    """COPY into every weight bank or two CONSTANTS words a DRAM word (their unused bits
-    dropped), refused when it reaches past either memory, and its cycles counted."""
+    """COPY into every weight bank or two CONSTANTS words a DRAM word (their unused bits dropped;
+    from even and odd addresses), refused when it reaches past either memory, and its cycles
+    counted."""
     rng = np.random.default_rng(9)
     with start(executable, "ecpix5") as board:
         both = Both(board)
