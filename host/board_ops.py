@@ -39,11 +39,11 @@ from tqdm import tqdm
 
 from ..contract.errors import UserError
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
-from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, Mode, Space
+from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, NORM_COLUMN, Mode, Space
 from .driver import check_info, record_dtype
 from .golden import VectorUnits
 
-__all__ = ["RESIDENCIES", "PRODUCT_KINDS", "BoardOps"]
+__all__ = ["RESIDENCIES", "PRODUCT_KINDS", "BoardOps", "cache_words", "constant_records", "norm_columns"]
 
 RESIDENCIES = ("resident", "stream")
 PRODUCT_KINDS = ("qkv", "scores + softmax", "P x V", "out_proj", "c_fc", "c_proj", "head")
@@ -104,7 +104,7 @@ class BoardOps(VectorUnits):
                       for layer in self.layers}
         self.caches, start = {}, 0
         for layer in self.layers:
-            k_words, v_words = math.ceil(self.slots[layer] / cols) * d, d // cols * self.slots[layer]
+            k_words, v_words = cache_words(self.slots[layer], cols, d)
             self.caches[layer] = (start, start + k_words)
             start += k_words + v_words
         shapes = {name: self.t[f"{name}.weight"].shape for name in self.requantizers if f"{name}.weight" in self.t}
@@ -169,11 +169,7 @@ class BoardOps(VectorUnits):
         if weight is not None:
             for bank in range(self.cols):
                 self.driver.write(Space.WEIGHTS, bank, self.weight_base[name], weight[bank::self.cols].tobytes())
-        bias = self.t[f"{name}.bias"]
-        records = np.zeros(len(bias), record_dtype(CONSTANT))
-        records["bias"], records["multiplier"], records["shift"] = bias, self.t[f"{name}.multiplier"], \
-            self.t[f"{name}.shift"]
-        self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
+        self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], constant_records(self.t, name).tobytes())
 
     def _limits(self, name, start=0, count=None):
         """MATMUL's ``low`` and ``high`` for ``count`` columns (default: all) of requantizer ``name``
@@ -347,6 +343,29 @@ class BoardOps(VectorUnits):
         self._linear("head", 1, self.x_base, self.logits_base, out_banked=0, out_bank0=self.logits_bank)
         words = self.driver.read(Space.ACTIVATIONS, self.logits_bank, self.logits_base, v)
         return np.frombuffer(words, "<i2").reshape(1, v)
+
+
+def cache_words(slots, cols, d):
+    """Words, in each of ``cols`` weight banks, of a layer's K cache and of its V cache (the
+    layouts of this module's plan) for ``slots`` slots of width ``d``."""
+    return math.ceil(slots / cols) * d, d // cols * slots
+
+
+def constant_records(tensors, name):
+    """Requantizer ``name``'s CONSTANT records from an image's tensors (the bias where it has one:
+    the embedding's rows have none)."""
+    records = np.zeros(len(tensors[f"{name}.multiplier"]), record_dtype(CONSTANT))
+    records["multiplier"], records["shift"] = tensors[f"{name}.multiplier"], tensors[f"{name}.shift"]
+    if f"{name}.bias" in tensors:
+        records["bias"] = tensors[f"{name}.bias"]
+    return records
+
+
+def norm_columns(tensors, name):
+    """LayerNorm ``name``'s NORM_COLUMN records from an image's tensors."""
+    columns = np.zeros(len(tensors[f"{name}.gain"]), record_dtype(NORM_COLUMN))
+    columns["gain"], columns["bias"] = tensors[f"{name}.gain"], tensors[f"{name}.bias"]
+    return columns
 
 
 def _check_fit(needed, available, what, hint=""):

@@ -31,15 +31,24 @@ import numpy as np
 from ..contract.dram import DRAM_WORD_BYTES
 from ..contract.errors import UserError
 from ..contract.program import Relocation, Source, pack_entry, pack_header
-from ..contract.protocol import CONSTANT, MATMUL_MAX_SIZE, NORM_COLUMN, Mode, Opcode, Space
-from .board_ops import _check_fit
-from .driver import record_dtype
+from ..contract.protocol import MATMUL_MAX_SIZE, Mode, Opcode, Space
+from .board_ops import _check_fit, cache_words, constant_records, norm_columns
 from .kernels import exact_matmul, requantize
 from .token_program import EMBEDDINGS, TokenProgram
 
 __all__ = ["DramProgram", "dram_plan"]
 
 EMBED_RECORD_SLOTS = 16  # the record of token id lands at slot (id & 15) of these
+
+
+def _matrix_words(matrix):
+    """DRAM words of a matrix W [n, k] in the weight banks' layout: k a column tile."""
+    return math.ceil(len(matrix) / DRAM_WORD_BYTES) * matrix.shape[1]
+
+
+def _record_words(records):
+    """DRAM words of 8-byte records, two a word."""
+    return -(-len(records) // 2)
 
 
 class DramProgram(TokenProgram):
@@ -69,25 +78,24 @@ class DramProgram(TokenProgram):
         if not self.host_ends:
             self.matrices["wpe"] = self.t["wpe.weight"]  # the head's matrix is wte, EMBED's rows
         self.records = self._records()
-        fixed = sum(math.ceil(len(m) / cols) * m.shape[1] for m in self.matrices.values()) \
-            + sum(-(-len(r) // 2) for r in self.records.values())
+        fixed = sum(map(_matrix_words, self.matrices.values())) + sum(map(_record_words, self.records.values()))
         self.context = self._context_that_fits(available - fixed)
         self.slots = {layer: min(c.window_size, self.context) if c.attention_layers[layer] == "local" else self.context
                       for layer in self.layers}
         word = 0
         self.caches = {}
         for layer in self.layers:
-            k_words, v_words = math.ceil(self.slots[layer] / cols) * d, d // cols * self.slots[layer]
+            k_words, v_words = cache_words(self.slots[layer], cols, d)
             self.caches[layer] = (window + word, window + word + k_words)
             word += k_words + v_words
         self.weight_base = {}
         for name, matrix in self.matrices.items():
             self.weight_base[name] = window + word
-            word += math.ceil(len(matrix) / cols) * matrix.shape[1]
+            word += _matrix_words(matrix)
         self.record_word = {}
         for name, records in self.records.items():
             self.record_word[name] = word
-            word += -(-len(records) // 2)
+            word += _record_words(records)
         self.dram_used = self.words_used["dram_words"] = word
         _check_fit(word, available, "DRAM words")
         self.embed_rows = (0, d)  # the token's and the position's, in every weight bank
@@ -100,14 +108,14 @@ class DramProgram(TokenProgram):
         fit ``words`` DRAM words."""
         c, cols, d = self.config, self.cols, self.config.hidden_size
 
-        def cache_words(context):
+        def caches(context):
             slots = [min(c.window_size, context) if kind == "local" else context for kind in c.attention_layers]
-            return sum(math.ceil(s / cols) * d + d // cols * s for s in slots)
+            return sum(sum(cache_words(s, cols, d)) for s in slots)
 
-        if not self.host_ends or cache_words(c.max_position_embeddings) <= words:
+        if not self.host_ends or caches(c.max_position_embeddings) <= words:
             return c.max_position_embeddings
         context = c.max_position_embeddings // 16 * 16
-        while context >= 16 and cache_words(context) > words:
+        while context >= 16 and caches(context) > words:
             context -= 16
         if context < 16:
             raise UserError(f"the model's blocks leave {max(words, 0):,} of the device's {self.info['dram_words']:,} "
@@ -117,17 +125,9 @@ class DramProgram(TokenProgram):
     def _records(self):
         """Every record the program copies in: CONSTANTs by requantizer (and the embedding's, and
         wpe's), NORM_COLUMNs by LayerNorm, as record arrays."""
-        t, records = self.t, {}
-        for name in [*self.requantizers, *([] if self.host_ends else EMBEDDINGS)]:  # the embedding's have no bias
-            r = np.zeros(len(t[f"{name}.multiplier"]), record_dtype(CONSTANT))
-            r["multiplier"], r["shift"] = t[f"{name}.multiplier"], t[f"{name}.shift"]
-            if name not in EMBEDDINGS:
-                r["bias"] = t[f"{name}.bias"]
-            records[name] = r
-        for name in self.layer_norms:
-            r = np.zeros(self.config.hidden_size, record_dtype(NORM_COLUMN))
-            r["gain"], r["bias"] = t[f"{name}.gain"], t[f"{name}.bias"]
-            records[name] = r
+        records = {name: constant_records(self.t, name)
+                   for name in [*self.requantizers, *([] if self.host_ends else EMBEDDINGS)]}
+        records.update({name: norm_columns(self.t, name) for name in self.layer_norms})
         return records
 
     def _plan_activations(self):

@@ -23,10 +23,8 @@ import numpy as np
 
 from ..contract.errors import UserError
 from ..contract.program import PROGRAM_VERSION, Relocation, Source, pack_entry, pack_header
-from ..contract.protocol import (ACCESS, CONSTANT, NORM_COLUMN, PROGRAM_ENTRY_BYTES, SETTINGS, Mode, Opcode, Space,
-                                 record_size)
-from .board_ops import BoardOps, _check_fit, one_value
-from .driver import record_dtype
+from ..contract.protocol import ACCESS, PROGRAM_ENTRY_BYTES, SETTINGS, Mode, Opcode, Space, record_size
+from .board_ops import BoardOps, _check_fit, constant_records, norm_columns, one_value
 
 __all__ = ["TokenProgram"]
 
@@ -106,13 +104,9 @@ class TokenProgram(BoardOps):
         for bank in range(cols):
             self.driver.write(Space.WEIGHTS, bank, self.weight_base["wpe"], wpe[bank::cols].tobytes())
         for name in EMBEDDINGS:
-            records = np.zeros(len(t[f"{name}.multiplier"]), record_dtype(CONSTANT))
-            records["multiplier"], records["shift"] = t[f"{name}.multiplier"], t[f"{name}.shift"]
-            self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], records.tobytes())
+            self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], constant_records(t, name).tobytes())
         for name in self.layer_norms:
-            columns = np.zeros(self.config.hidden_size, record_dtype(NORM_COLUMN))
-            columns["gain"], columns["bias"] = t[f"{name}.gain"], t[f"{name}.bias"]
-            self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], columns.tobytes())
+            self.driver.write(Space.CONSTANTS, 0, self.constant_base[name], norm_columns(t, name).tobytes())
         c = self.config
         words = [pack_header(len(self.entries), c.vocab_size, c.max_position_embeddings), *self.entries]
         self.driver.write(Space.PROGRAM, 0, 0, b"".join(words))
