@@ -76,9 +76,13 @@ def _select(spaces, space):
 
 
 def word_bytes_of(space, spaces=SPACES):
-    """The bytes of a word of ``space``, one of ``spaces``."""
+    """The bytes of a word of ``space``, one of ``spaces``; for a space past them (which is
+    refused) the last one's, never 0, so that counting a payload's words ends."""
     width = max(4, max(WORD_BYTES[s] for s in spaces).bit_length())
-    return Array(Const(WORD_BYTES[s], width) for s in spaces)[_select(spaces, space)]
+    sizes = [WORD_BYTES[s] for s in spaces]
+    sizes += sizes[-1:] * ((1 << (len(spaces) - 1).bit_length()) - len(spaces))
+    return Array(Const(size, width) for size in sizes)[_select(spaces, space)]
+
 
 
 def payload_bytes(space, words, spaces=SPACES):

@@ -366,3 +366,16 @@ def test_the_gateware_answers_random_programs_and_commands_as_the_reference_devi
                                                 address=program.logits_base, words=c.vocab_size))
     assert memory(program) == memory(reference)
     assert twins.answers["TOKEN"] > 15 and twins.answers["GENERATE"] > 5 and twins.answers["BAD_ARGUMENT"] > 15
+
+
+def test_an_access_to_a_space_the_design_lacks_is_refused_and_the_device_answers_on(executable):
+    """Spaces 5 to 7 lie past the program design's five: once, counting such a WRITE's words never
+    ended (the word size of a space past the table was 0) and the device answered nothing more."""
+    with SimulatedBoard(executable) as board:
+        link = Link(serial.serial_for_url(board.url, timeout=0.01), timeout=10.0)
+        for sequence, space in enumerate((Space.DRAM, 6, 7, 13, 255), start=1):
+            for opcode, payload in ((Opcode.WRITE, pack_record(ACCESS, space=space, bank=0, address=0) + bytes(16)),
+                                    (Opcode.READ, pack_record(READ, space=space, bank=0, address=0, words=1))):
+                answer = exchange(link, encode_frame(opcode, 2 * sequence + (opcode == Opcode.READ), payload))
+                assert (answer.opcode, answer.payload) == (ERROR, bytes([Error.BAD_ARGUMENT])), (space, opcode)
+        link.close()
