@@ -167,12 +167,13 @@ class Space(enum.IntEnum):
     GELU = 3         # one bank of int32 knots, numerics.GELU_KNOTS per table (write only)
     PROGRAM = 4      # one bank of program entries (contract/program.py), word 0 the program's header (write only)
     DRAM = 5         # one bank of DRAM words (contract/dram.py), on a device with DRAM: WEIGHTS continues into it
+    CONTROL = 6      # one bank of 32-bit registers, the DRAM controller's (contract/dram_control.py), on a board
 
 
 PROGRAM_ENTRY_BYTES = 80
 """A PROGRAM word: one entry of contract/program.py's format (an op, its relocations and its record)."""
 WORD_BYTES = {Space.ACTIVATIONS: 2, Space.WEIGHTS: 1, Space.CONSTANTS: 8, Space.GELU: 4,
-              Space.PROGRAM: PROGRAM_ENTRY_BYTES, Space.DRAM: DRAM_WORD_BYTES}
+              Space.PROGRAM: PROGRAM_ENTRY_BYTES, Space.DRAM: DRAM_WORD_BYTES, Space.CONTROL: 4}
 """Bytes per word of each space, little-endian."""
 
 MATMUL_SIZE_BITS = 12
@@ -226,8 +227,12 @@ INFO = [
     # programs), the longest NORM row (0: no vector units)
     ("program_version", 2, False), ("program_words", 2, False), ("norm_length", 2, False),
 ]
-DRAM_INFO = [("dram_words", 4, False)]
-"""Where the device has DRAM, INFO's record goes on with this: its :data:`Space.DRAM` words.
+DRAM_INFO = [("dram_words", 4, False), ("dram_controller", 1, False)]
+"""Where the device has DRAM, INFO's record goes on with this: its :data:`Space.DRAM` words, and
+its DRAM controller: 0 where none needs the host (the simulated board's DRAM model is ready from
+the start), else ``n`` for the ``n``-th of contract/dram_control.py's DRAM_CONTROLLERS, a board's
+LiteDRAM, whose registers are the :data:`Space.CONTROL` space. A board's DRAM answers only once
+the host has initialised it through them; until then DRAM commands wait.
 
 The WEIGHTS space then continues into DRAM: WEIGHTS address ``weight_words + w`` of bank ``b`` is
 byte ``b`` of DRAM word ``w`` (a device with DRAM has 16 weight banks, one a byte of the word).

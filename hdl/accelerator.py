@@ -44,6 +44,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
 from ..contract.dram import DRAM_WORD_BYTES
+from ..contract.dram_control import CONTROL_WORDS
 from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION, program_ops
 from ..contract.protocol import (
@@ -51,9 +52,10 @@ from ..contract.protocol import (
     MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error,
     Opcode, Space, Stop, counters_record, info_record, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
-from .commands import (DRAM_SPACES, PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused,
+from .commands import (CONTROL_SPACES, DRAM_SPACES, PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused,
                        matmul_refused, payload_bytes, word_bytes_of)
 from .dram_arbiter import DramArbiter
+from .control_port import CONTROL_WORD_BITS, ControlPort
 from .dram_port import DRAM_WORD_BITS, DramPort
 from .weight_fetch import WeightFetch
 from .write_combiner import WordWrite, WriteCombiner
@@ -98,6 +100,9 @@ class Accelerator(wiring.Component):
         unknown). Programs need the vector ops
     dram_words : DRAM words behind the ``dram`` port (a :class:`~.dram_port.DramPort`); 0: no DRAM.
         DRAM needs programs and 16 columns
+    dram_controller : INFO's code of the DRAM controller (contract/dram_control.py) whose
+        registers are behind the ``control`` port (a :class:`~.control_port.ControlPort`), the
+        CONTROL space of CONTROL_WORDS words; 0: none (the DRAM needs no initialising). Needs DRAM
     timeout_cycles : cycles of silence inside a frame after which it is TRUNCATED
     clock_hz : reported by INFO
     gateware_version : reported by INFO (see :mod:`neofpga.contract.gateware_version`)
@@ -105,24 +110,31 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, rows, cols, activation_words, weight_words, constant_words, gelu_tables=4,
                  softmax_length=256, max_payload=4096, norm_length=0, program_words=0, dram_words=0,
-                 timeout_cycles=1_000_000, clock_hz=0, gateware_version=0):
+                 dram_controller=0, timeout_cycles=1_000_000, clock_hz=0, gateware_version=0):
         if program_words and not norm_length:
             raise ValueError("a program's ops need the vector ops: give norm_length with program_words")
         if dram_words and (not program_words or cols != DRAM_WORD_BYTES):
             raise ValueError(f"a design with DRAM runs programs and has {DRAM_WORD_BYTES} columns, a byte of a DRAM "
                              f"word each")
+        if dram_controller and not dram_words:
+            raise ValueError("a DRAM controller needs DRAM: give dram_words with dram_controller")
+        control_words = CONTROL_WORDS if dram_controller else 0
         self.rows, self.cols = rows, cols
         self.depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
                        Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables}
         self.gelu_tables, self.softmax_length = gelu_tables, softmax_length
         self.max_payload, self.timeout_cycles = max_payload, timeout_cycles
         self.norm_length, self.program_words = norm_length, program_words
-        self.spaces = DRAM_SPACES if dram_words else PROGRAM_SPACES if program_words else SPACES
+        self.spaces = (CONTROL_SPACES if control_words else DRAM_SPACES if dram_words
+                       else PROGRAM_SPACES if program_words else SPACES)
         if program_words:
             self.depths[Space.PROGRAM] = program_words
         self.dram_words = dram_words
         if dram_words:
             self.depths[Space.DRAM] = dram_words
+        self.control_words = control_words
+        if control_words:
+            self.depths[Space.CONTROL] = control_words
         self.record_bytes = dict(RECORD_BYTES)
         if norm_length:
             self.record_bytes.update({opcode: record_size(fields) for opcode, fields in VECTOR_OPS.items()})
@@ -131,7 +143,8 @@ class Accelerator(wiring.Component):
         if dram_words:
             self.record_bytes.update({Opcode.COPY: record_size(COPY), Opcode.DRAM_TEST: record_size(DRAM_TEST)})
         self.info = pack_record(
-            info_record(bool(dram_words)), **(dict(dram_words=dram_words) if dram_words else {}), magic=INFO_MAGIC,
+            info_record(bool(dram_words)), **(dict(dram_words=dram_words, dram_controller=dram_controller)
+                                             if dram_words else {}), magic=INFO_MAGIC,
             gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
             constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,
@@ -141,7 +154,9 @@ class Accelerator(wiring.Component):
         self.address_width = (max(*self.depths.values(), weight_words + dram_words) - 1).bit_length()
         self.dram_address_width = (dram_words - 1).bit_length() if dram_words else 0
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)),
-                          **({"dram": Out(DramPort(self.dram_address_width))} if dram_words else {})})
+                          **({"dram": Out(DramPort(self.dram_address_width))} if dram_words else {}),
+                          **({"control": Out(ControlPort((control_words - 1).bit_length()))}
+                             if control_words else {})})
 
     def elaborate(self, platform):
         m = Module()
@@ -262,11 +277,12 @@ class Accelerator(wiring.Component):
         payload_byte = Signal(8)
 
         program = self._program_parts(m) if self.program_words else None
+        control = self._control_parts(m) if self.control_words else None
 
         # what the groups of states share: the parts and the signals
         s = SimpleNamespace(
             rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
-            program=program, dram=dram, opcode=opcode, operation=operation, sequence=sequence, length=length,
+            program=program, dram=dram, control=control, opcode=opcode, operation=operation, sequence=sequence, length=length,
             record=record, access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
@@ -363,12 +379,26 @@ class Accelerator(wiring.Component):
                 m.d.sync += d.reads.eq(d.reads + 1)
         return d
 
+    def _control_parts(self, m):
+        """The control port's state: a request made, and the answer awaited and kept."""
+        c = SimpleNamespace(port=self.control, waiting=Signal(name="control_waiting"),
+                            data=Signal(CONTROL_WORD_BITS, name="control_data"), busy=Signal(name="control_busy"))
+        request, response = self.control.request, self.control.response
+        m.d.comb += [c.busy.eq(request.valid | c.waiting), response.ready.eq(c.waiting)]
+        with m.If(request.valid & request.ready):
+            m.d.sync += [request.valid.eq(0), c.waiting.eq(1)]
+        with m.If(response.valid & c.waiting):
+            m.d.sync += [c.waiting.eq(0), c.data.eq(response.payload)]
+        return c
+
     def _program_parts(self, m):
         """The PROGRAM memory, the token sequencer, and the registers of a running TOKEN."""
         depth = self.program_words * (PROGRAM_ENTRY_BYTES // PROGRAM_WORD_BYTES)
-        # in LUT RAM: the block RAM is the weights' (a board's 80 entries are 800 words of 8 bytes)
+        # in LUT RAM where the block RAM is the weights' (a board's 80 entries are 800 words of 8
+        # bytes); a DRAM design's 256 entries take 10 DP16KD, where LUT RAM would take some 5k LUTs
         m.submodules.program = program = memory.Memory(shape=8 * PROGRAM_WORD_BYTES, depth=depth, init=[],
-                                                       attrs={"ram_style": "distributed"})
+                                                       attrs={"ram_style": "block" if self.dram_words
+                                                              else "distributed"})
         write, read = program.write_port(granularity=8), program.read_port()
         m.submodules.tokens = tokens = TokenSequencer(self.program_words, bits_for(depth - 1), PROGRAM_WORD_BYTES,
                                                       program_ops(bool(self.dram_words)))
@@ -682,6 +712,16 @@ class Accelerator(wiring.Component):
                     m.d.comb += [word.eq(s.word), word.word_select(s.byte_in_word, 8).eq(s.rx.payload_data)]
                     m.d.sync += [s.dram.write.eq(1), s.dram.write_word.address.eq(s.write_address),
                                  s.dram.write_word.word.data.eq(word), s.dram.write_word.word.we.eq(-1)]
+            if s.control is not None:  # a register's write waits while the one before it is answered
+                to_control = s.access.space == Space.CONTROL
+                take &= ~(to_control & completes & s.control.busy)
+                finished &= ~s.control.busy
+                into_banks &= ~to_control
+                with m.If(take & completes & to_control):
+                    request = s.control.port.request
+                    m.d.sync += [request.valid.eq(1), request.payload.address.eq(s.write_address),
+                                 request.payload.data.eq(Cat(s.word[:CONTROL_WORD_BITS - 8], s.rx.payload_data)),
+                                 request.payload.we.eq(1)]
             m.d.comb += [s.rx.payload_addr.eq(Mux(take, s.byte_index + 1, s.byte_index)),
                          s.writing.eq(take & into_banks)]
             word_done = s.writing if s.dram is None else take & completes
@@ -943,6 +983,12 @@ class Accelerator(wiring.Component):
                     m.d.comb += [s.dram.read.eq(1), s.dram.read_address.eq(s.read_address)]
                     with m.If(s.dram.arbiter.read.ready):
                         m.next = "READ_DRAM"
+                if s.control is not None:
+                    with m.Elif(s.access.space == Space.CONTROL):  # the register's read requested
+                        request = s.control.port.request
+                        m.d.sync += [request.valid.eq(1), request.payload.address.eq(s.read_address),
+                                     request.payload.we.eq(0)]
+                        m.next = "READ_CONTROL"
                 with m.Else():
                     m.d.comb += s.reading.eq(1)
                     m.next = "READ_LATCH"
@@ -952,6 +998,13 @@ class Accelerator(wiring.Component):
                 m.d.comb += [s.dram.taking.eq(1), s.dram.take.eq(1)]
                 with m.If(s.dram.arbiter.rdata.valid):
                     m.d.sync += [s.word.eq(s.dram.arbiter.rdata.payload), s.byte_in_word.eq(0),
+                                 s.read_address.eq(s.read_address + 1)]
+                    m.next = "READ_SEND"
+
+        if s.control is not None:
+            with m.State("READ_CONTROL"):  # its data, when the controller answers
+                with m.If(~s.control.busy):
+                    m.d.sync += [s.word.eq(s.control.data), s.byte_in_word.eq(0),
                                  s.read_address.eq(s.read_address + 1)]
                     m.next = "READ_SEND"
 

@@ -18,7 +18,7 @@ from ..contract.protocol import (
     ACCESS, MATMUL, MATMUL_MAX_SIZE, READ, WORD_BYTES, Mode, Opcode, Space, record_size)
 from .results import record_layout
 
-__all__ = ["RECORD_BYTES", "SPACES", "PROGRAM_SPACES", "DRAM_SPACES", "Decoder", "word_bytes_of", "payload_bytes",
+__all__ = ["RECORD_BYTES", "SPACES", "PROGRAM_SPACES", "DRAM_SPACES", "CONTROL_SPACES", "Decoder", "word_bytes_of", "payload_bytes",
            "access_refused", "matmul_refused", "RangeCheck"]
 
 RECORD_BYTES = {Opcode.INFO: 0, Opcode.COUNTERS: 0, Opcode.RESET_COUNTERS: 0,
@@ -65,9 +65,11 @@ class Decoder(wiring.Component):
 
 SPACES = (Space.ACTIVATIONS, Space.WEIGHTS, Space.CONSTANTS, Space.GELU)
 """The memories of every device; one that runs programs has :data:`PROGRAM_SPACES`, and one with
-DRAM (which runs programs) :data:`DRAM_SPACES`."""
+DRAM (which runs programs) :data:`DRAM_SPACES`, and :data:`CONTROL_SPACES` where a board's DRAM
+controller is initialised over the link."""
 PROGRAM_SPACES = SPACES + (Space.PROGRAM,)
 DRAM_SPACES = PROGRAM_SPACES + (Space.DRAM,)
+CONTROL_SPACES = DRAM_SPACES + (Space.CONTROL,)
 
 
 def _select(spaces, space):
@@ -82,7 +84,6 @@ def word_bytes_of(space, spaces=SPACES):
     sizes = [WORD_BYTES[s] for s in spaces]
     sizes += sizes[-1:] * ((1 << (len(spaces) - 1).bit_length()) - len(spaces))
     return Array(Const(size, width) for size in sizes)[_select(spaces, space)]
-
 
 
 def payload_bytes(space, words, spaces=SPACES):
@@ -103,7 +104,7 @@ def access_refused(opcode, access, words, remaining, byte_count, *, rows, cols, 
     device's memories.
     """
     space, index = access.space, _select(spaces, access.space)
-    banks = Array(Const(n, 9) for n in (rows, cols, 1, 1, 1, 1)[:len(spaces)])[index]
+    banks = Array(Const(n, 9) for n in (rows, cols, 1, 1, 1, 1, 1)[:len(spaces)])[index]
     depth = Array(Const(depths[s], 33) for s in spaces)[index]
     readable = (opcode == Opcode.WRITE) | (space != Space.GELU)
     if Space.PROGRAM in spaces:

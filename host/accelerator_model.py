@@ -21,7 +21,7 @@ Rules the gateware shares:
   stay 0.
 * WEIGHTS continues into DRAM on a device with DRAM (``dram_words``): the DRAM space's words are
   the columns of WEIGHTS from ``weight_words`` on (contract/protocol.py's DRAM_INFO), one memory
-  seen two ways.
+  seen two ways. Its DRAM needs no initialising: it has no DRAM controller, and no CONTROL space.
 * A MATMUL reads all its operands before it writes a result (one whose results overlap its
   operands is undefined by contract/protocol.py: the gateware streams results while it still reads),
   and its sums are 32-bit (wrapping).
@@ -46,7 +46,7 @@ __all__ = ["AcceleratorModel", "ModelTransport"]
 WORD_DTYPES = {Space.ACTIVATIONS: np.dtype("<i2"), Space.WEIGHTS: np.dtype("i1"),
                Space.CONSTANTS: record_dtype(CONSTANT), Space.GELU: np.dtype("<i4"),
                Space.PROGRAM: np.dtype((np.void, WORD_BYTES[Space.PROGRAM])),
-               Space.DRAM: np.dtype((np.void, WORD_BYTES[Space.DRAM]))}
+               Space.DRAM: np.dtype((np.void, WORD_BYTES[Space.DRAM])), Space.CONTROL: np.dtype("<u4")}
 assert all(WORD_DTYPES[space].itemsize == size for space, size in WORD_BYTES.items())
 
 
@@ -101,10 +101,10 @@ class AcceleratorModel:
         if dram_words and cols != WORD_BYTES[Space.DRAM]:
             raise ValueError(f"a device with DRAM has {WORD_BYTES[Space.DRAM]} weight banks, one a byte of a DRAM word")
         self.banks = {Space.ACTIVATIONS: rows, Space.WEIGHTS: cols, Space.CONSTANTS: 1, Space.GELU: 1,
-                      Space.PROGRAM: 1, Space.DRAM: 1}
+                      Space.PROGRAM: 1, Space.DRAM: 1, Space.CONTROL: 1}
         depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words + dram_words,
                   Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables,
-                  Space.PROGRAM: program_words, Space.DRAM: 0}
+                  Space.PROGRAM: program_words, Space.DRAM: 0, Space.CONTROL: 0}  # no DRAM controller
         self.memory = {space: np.zeros((self.banks[space], depths[space]), WORD_DTYPES[space]) for space in Space}
         self.weight_words, self.dram_words = weight_words, dram_words
         self.counters = dict.fromkeys((name for name, _, _ in counters_record(norm_length, dram_words)), 0)

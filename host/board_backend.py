@@ -20,6 +20,7 @@ from ..contract.protocol import GENERATE, GENERATED, STREAMED, Opcode, Stop, pac
 from .backends import parse_backend
 from .board_ops import BoardOps
 from .driver import AcceleratorDriver, PlanningDriver, check_info
+from .dram_init import initialise_dram
 from .dram_program import DramProgram, dram_plan
 from .golden import IntegerGPTNeo
 from .link import Link, LinkError, StreamBroken
@@ -256,6 +257,7 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
                                     "--board it was started with, or restart neofpga sim-server from this neofpga")
             else:
                 check_board_gateware(info)
+            initialise_dram(driver, log=_log)
         except BaseException:
             link.close()
             raise

@@ -21,6 +21,7 @@ from ..contract.gateware_version import gateware_version
 from ..hdl.accelerator import Accelerator
 from ..hdl.uart import UARTReceiver, UARTTransmitter
 from .board_process import HARNESS_FILES, SimulatedBoard, build_board, dram_option
+from .control_registers import WithControlRegisters
 from .runner import _cache_root, verilog_for
 
 __all__ = ["UARTLoop", "design", "design_verilog", "board_key", "board_executable", "start_simulated_board"]
@@ -54,10 +55,13 @@ class UARTLoop(wiring.Component):
 
 
 def design(parameters, gateware_version=0):
-    """The simulated board's top: the accelerator, behind a UART loop if ``uart_divisor`` is set."""
+    """The simulated board's top: the accelerator (with :class:`~.control_registers.ControlRegisters`
+    on a DRAM controller's port, if it has one), behind a UART loop if ``uart_divisor`` is set."""
     parameters = dict(parameters)
     divisor = parameters.pop("uart_divisor", 0)
     top = Accelerator(**parameters, gateware_version=gateware_version)
+    if top.control_words:  # a board's controller: registers that read back in its place
+        top = WithControlRegisters(top, top.control_words)
     return UARTLoop(top, divisor) if divisor else top
 
 
@@ -69,10 +73,10 @@ def design_verilog(parameters, sources=None):
 def board_key(parameters, sources=None, trace=False):
     """What the executable of the simulated board for ``parameters`` is remembered by: the gateware
     version (``sources``: a :func:`~neofpga.contract.gateware_version.sources_digest`), the UART
-    loop's divisor, this module and the harness's files, and tracing."""
+    loop's divisor, this module, the control registers' and the harness's files, and tracing."""
     digest = hashlib.sha256(json.dumps([gateware_version(parameters, sources), parameters.get("uart_divisor", 0),
                                         trace]).encode())
-    for path in (Path(__file__), *HARNESS_FILES):
+    for path in (Path(__file__), Path(__file__).with_name("control_registers.py"), *HARNESS_FILES):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

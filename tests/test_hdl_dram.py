@@ -157,7 +157,8 @@ def test_a_product_whose_weights_span_block_ram_and_dram_is_refused(executable):
             answer = both.command(Opcode.MATMUL, pack_record(MATMUL, **c))
             assert (answer.opcode, answer.payload) == (ERROR, bytes([Error.BAD_ARGUMENT]))
         for access in (dict(space=Space.DRAM, bank=1, address=0), dict(space=Space.DRAM, bank=0, address=DRAM_WORDS),
-                       dict(space=Space.WEIGHTS, bank=0, address=WEIGHT_WORDS)):
+                       dict(space=Space.WEIGHTS, bank=0, address=WEIGHT_WORDS),
+                       dict(space=Space.CONTROL, bank=0, address=0), dict(space=7, bank=0, address=0)):
             answer = both.command(Opcode.WRITE, pack_record(ACCESS, **access) + bytes(16))
             assert (answer.opcode, answer.payload) == (ERROR, bytes([Error.BAD_ARGUMENT]))
         answer = both.command(Opcode.WRITE, pack_record(ACCESS, space=Space.DRAM, bank=0, address=0) + bytes(15))
