@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from ..contract import design
+from ..contract.dram_control import controller_code
 from ..contract.errors import UserError
 
 __all__ = ["Board", "BOARDS", "board_named", "accelerator_parameters"]
@@ -89,12 +90,16 @@ def board_named(name):
         raise UserError(f"unknown board {name!r}: neofpga builds for {', '.join(BOARDS)}") from None
 
 
-def accelerator_parameters(board, rows=None, cols=None, clock_mhz=None):
+def accelerator_parameters(board, rows=None, cols=None, clock_mhz=None, dram=False):
     """The :class:`~neofpga.hdl.accelerator.Accelerator` parameters of ``board`` (array and clock
-    as given, else the board's; the clock the PLL makes nearest to it)."""
+    as given, else the board's; the clock the PLL makes nearest to it); with ``dram``, of its DRAM
+    design, its DRAM controller's registers the CONTROL space."""
     from .pll import pll_settings
     from .top import input_mhz
 
     board_design = design.board_design(board.name)  # a one-line error if nothing fits
     clock_hz = round(pll_settings(input_mhz(board), clock_mhz or board.clock_mhz).output_mhz * 1e6)
-    return design.accelerator_parameters(board_design, rows, cols, clock_hz)
+    if dram and not board_design.dram:
+        raise UserError(f"{board.name} has no DRAM design")
+    parameters = design.accelerator_parameters(board_design, rows, cols, clock_hz, dram=dram)
+    return {**parameters, "dram_controller": controller_code(board_design.dram)} if dram else parameters

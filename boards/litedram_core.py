@@ -3,7 +3,9 @@
 :func:`litedram_core` runs LiteDRAM's standalone generator (``litedram/gen.py``'s LiteDRAMCore,
 what ``litedram_gen config.yml`` runs) for a board's DRAM as contract/dram.py describes it: the
 chip (with the board's ``overrides`` of LiteDRAM's figures), the PHY, the controller's clock and
-rate, and one native user port of 16-byte words (:mod:`neofpga.hdl.dram_port`'s). Without a CPU
+rate, and one native user port as wide as a column access (16 bits on the ULX3S, 128 on the
+ECPIX-5: the accelerator's 16-byte words are cut to it by :mod:`neofpga.hdl.dram_crossing`, which
+on the ULX3S loses no cycle where LiteDRAM's own up-converter loses one a word). Without a CPU
 the core exposes ``wb_ctrl``, the Wishbone bus of its control registers (the DFII through which
 the DRAM is initialised and, for DDR3, read-levelled), and ``init_done``/``init_error``, which
 hold the user port until set. The output is cached by everything that goes into it.
@@ -20,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..contract.dram import DRAM_WORD_BYTES, board_dram
+from ..contract.dram import board_dram
 
 __all__ = ["FPGA_DEVICES", "LiteDRAMCore", "litedram_core"]
 
@@ -41,6 +43,9 @@ class LiteDRAMCore:
     timing: dict        #: LiteDRAM's timing settings, in controller cycles
     port_address_bits: int  #: of the user port's word address
     port_data_bits: int
+    init_sequence: list = None  #: LiteDRAM's init sequence: [comment, address, bank, command, delay_cycles]
+    leveling: dict = None   #: the PHY's read levelling: read_leveling, strobes (byte lanes), delays,
+    #: bitslips, and the DFII phases of reads and writes (rdphase, wrphase)
 
 
 def _module(dram):
@@ -64,7 +69,7 @@ def _config(board, dram):
     config = {"device": FPGA_DEVICES[board], "cpu": None, "memtype": memtype, "sdram_module": _module(dram),
               "sdram_module_nb": 2, "sdram_phy": getattr(phy, dram.phy), "sys_clk_freq": float(dram.sys_hz),
               "cmd_buffer_depth": 16,
-              "user_ports": {"native_0": {"type": "native", "data_width": 8 * DRAM_WORD_BYTES}}}
+              "user_ports": {"native_0": {"type": "native", "data_width": 8 * dram.word_bytes}}}
     if memtype == "DDR3":
         config.update(DDR3_SETTINGS)
     return config
@@ -81,7 +86,7 @@ def litedram_core(board):
 
     dram = board_dram(board)
     key = json.dumps([board, repr(dram), litedram.__file__, getattr(litex, "__version__", ""),
-                      (Path(litedram.__file__).parent / "gen.py").read_text()])
+                      (Path(litedram.__file__).parent / "gen.py").read_text(), Path(__file__).read_text()])
     folder = _cache_root() / hashlib.sha256(key.encode()).hexdigest()[:16]
     manifest = folder / "core.json"
     if not manifest.exists():
@@ -100,6 +105,7 @@ def _generate(board, dram, folder):
 
 def _run_generator(board, dram, folder):
     from litedram.gen import LiteDRAMCore as Core
+    from litedram.init import get_sdram_phy_init_sequence
     from litex.build.lattice import LatticePlatform
     from litex.soc.integration.builder import Builder
 
@@ -111,10 +117,15 @@ def _run_generator(board, dram, folder):
                           csr_csv=str(Path(work) / "csr.csv"))
         builder.build(build_name=NAME, regular_comb=False)
         settings = soc.sdram.controller.settings.timing
+        phy = soc.sdram.controller.settings.phy
+        init_sequence, _ = get_sdram_phy_init_sequence(phy, settings)
         manifest = {"timing": {name: getattr(settings, name) for name in
                                ("tRP", "tRCD", "tWR", "tWTR", "tREFI", "tRFC", "tCCD", "tRRD", "tRAS")},
                     "port_address_bits": len(soc.platform.lookup_request("user_port_native_0").cmd_addr),
-                    "port_data_bits": len(soc.platform.lookup_request("user_port_native_0").wdata_data)}
+                    "port_data_bits": len(soc.platform.lookup_request("user_port_native_0").wdata_data),
+                    "init_sequence": [list(step) for step in init_sequence],
+                    "leveling": {name: getattr(phy, name) for name in ("read_leveling", "strobes", "delays", "bitslips",
+                                                                  "rdphase", "wrphase")}}
         staging = Path(work) / "core"
         staging.mkdir()
         shutil.copy(Path(work) / "gateware" / f"{NAME}.v", staging / f"{NAME}.v")

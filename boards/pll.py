@@ -48,9 +48,18 @@ def pll_settings(input_mhz, output_mhz):
     return best[1]
 
 
-def ecp5_pll(clock_in, settings):
-    """An EHXPLLL making ``settings``' frequency from ``clock_in``; returns (instance, clock, locked)."""
-    clock, locked = Signal(name="pll_clkop"), Signal(name="pll_locked")
+def ecp5_pll(clock_in, settings, shifted_degrees=None, name="pll"):
+    """An EHXPLLL making ``settings``' frequency from ``clock_in``; returns (instance, clock, locked),
+    and with ``shifted_degrees``, (instance, clock, shifted, locked): ``shifted`` the same frequency
+    that many degrees later (to the nearest VCO cycle). ``name`` prefixes the signals' names."""
+    clock, locked = Signal(name=f"{name}_clkop"), Signal(name=f"{name}_locked")
+    secondary = {}
+    if shifted_degrees is not None:
+        shifted = Signal(name=f"{name}_clkos")
+        steps = round(shifted_degrees / 360 * settings.clkop_div)
+        secondary = dict(a_FREQUENCY_PIN_CLKOS=f"{settings.output_mhz:.6f}", p_CLKOS_ENABLE="ENABLED",
+                         p_CLKOS_DIV=settings.clkop_div, p_CLKOS_CPHASE=settings.clkop_div - 1 + steps,
+                         p_CLKOS_FPHASE=0, o_CLKOS=shifted)
     instance = Instance(
         "EHXPLLL",
         a_FREQUENCY_PIN_CLKI=str(settings.input_mhz), a_FREQUENCY_PIN_CLKOP=f"{settings.output_mhz:.6f}",
@@ -63,5 +72,5 @@ def ecp5_pll(clock_in, settings):
         p_CLKFB_DIV=settings.clkfb_div,
         i_RST=0, i_STDBY=0, i_CLKI=clock_in, o_CLKOP=clock, i_CLKFB=clock,
         i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-        i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
-    return instance, clock, locked
+        i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked, **secondary)
+    return (instance, clock, locked) if shifted_degrees is None else (instance, clock, shifted, locked)

@@ -323,7 +323,7 @@ def cmd_build(args):
     if args.freq is not None and not 10 <= args.freq <= 400:
         raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
     result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
-                         baud=args.baud, seed=args.seed, placer=args.placer, log=_err)
+                         baud=args.baud, seed=args.seed, placer=args.placer, dram=args.dram, log=_err)
     if args.format == "json":
         _print_json(result)
     else:
@@ -502,6 +502,8 @@ def build_parser():
     p.add_argument("--seed", type=int, help="nextpnr's placement seed (default: the board's)")
     p.add_argument("--placer", help="nextpnr's placer: static or heap (default: the board's; heap's placement of "
                    "the ULX3S-85F does not route)")
+    p.add_argument("--dram", action="store_true", help="the board's DRAM design: the weights in its DRAM, "
+                   "through LiteDRAM's controller (ulx3s-85f, ulx3s-45f, ecpix5-85)")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD)")
     format_option(p)
 
