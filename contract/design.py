@@ -8,6 +8,7 @@ host can tell which design a board runs (:func:`boards_running`) without elabora
 from dataclasses import dataclass
 
 from .dram import BOARD_DRAMS
+from .dram_control import controller_code
 from .errors import UserError
 
 __all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
@@ -138,6 +139,8 @@ def boards_running(info):
             continue
         parameters = accelerator_parameters(design, info["rows"], info["cols"], info["clock_hz"],
                                             dram=bool(info.get("dram_words")))
+        if info.get("dram_controller"):  # a board's DRAM bitstream: its LiteDRAM's registers too
+            parameters["dram_controller"] = controller_code(design.dram)
         if all(parameters[key] == info[key] for key in parameters if key in info):
             names.append(name)
             matched = parameters  # boards whose parameters match INFO's have the same parameters

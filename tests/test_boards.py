@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """boards/: the catalogue, the PLL settings, the board top's pins and clocks, build's timing
 verdict, stall rule and report, flash through openFPGALoader, and the real bitstreams (slow)."""
 
@@ -15,8 +16,14 @@ from neofpga.boards.ecp5 import parse_report
 from neofpga.boards.flash import INSTALL, flash_board, flash_command
 from neofpga.boards.pll import VCO_MHZ, pll_settings
 from neofpga.boards.top import BoardTop
+from neofpga.contract.design import boards_running
+from neofpga.contract.dram_control import DRAM_CONTROLLERS
 from neofpga.contract.errors import UserError
+from neofpga.contract.gateware_version import gateware_version
+from neofpga.contract.protocol import info_record, unpack_record
+from neofpga.hdl.accelerator import Accelerator
 from neofpga.hdl.banks import paired_weight_banks
+from neofpga.host.board_backend import check_board_gateware
 from neofpga.host.cli import main
 
 DATA = Path(__file__).parent / "data"  # captured from board builds: nextpnr's reports and router2 logs
@@ -222,3 +229,15 @@ def test_the_weight_banks_pair_where_that_takes_fewer_block_rams():
     assert paired_weight_banks(16, 21504) and paired_weight_banks(4, 3 * 1024)
     assert not paired_weight_banks(16, 20480) and not paired_weight_banks(16, 10240)
     assert not paired_weight_banks(16, 22016) and not paired_weight_banks(3, 21504)
+
+
+@pytest.mark.parametrize("board", ["ulx3s-85f", "ecpix5-85"])
+def test_a_boards_dram_bitstream_is_recognised_by_its_info(board):
+    """The DRAM design's INFO names its LiteDRAM, and the host takes its gateware for the board's."""
+    parameters = accelerator_parameters(board_named(board), dram=True)
+    info = unpack_record(info_record(True), Accelerator(**parameters, gateware_version=gateware_version(parameters)).info)
+    assert DRAM_CONTROLLERS[info["dram_controller"]] == board.split("-")[0]
+    assert board in boards_running(info)[0]
+    check_board_gateware(info)
+    with pytest.raises(UserError, match="rebuild the bitstream"):
+        check_board_gateware({**info, "gateware_version": info["gateware_version"] ^ 1})
