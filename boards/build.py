@@ -32,8 +32,8 @@ ROUTER2_ITERATION = re.compile(r"iter=\d+ wires=\d+ overused=(\d+)")
 LUT_RAM = 'setattr -set ram_style "distributed" *.sequencer.array.buffer/m:storage'
 """Yosys, after reading the design: the array's output FIFO (512 bits by 35 rows) goes to LUT RAM
 (about 3k LUTs); in block RAM it would take 15 DP16KD, which the default model's weights need."""
-SYSTEM_CLOCK = "pll_clkop"
-"""The net of the accelerator's clock (boards/top.py's PLL output), as nextpnr's report names it."""
+SYSTEM_CLOCK = "$glbnet$clk"
+"""The accelerator's clock (the ``sync`` domain's, from boards/top.py's PLL), as nextpnr's report names it."""
 PLACERS = ("static", "heap")
 """nextpnr's placers, the default first. On the ULX3S-85F (its I/O on the left edge of the die) the
 heap placer's placements leave 23,000 overused wires after 20 minutes of routing; the static
@@ -90,8 +90,8 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
 
 
 def achieved_mhz(report):
-    """The achieved Fmax of the system clock (``pll_clkop``, the accelerator's) in a parsed report;
-    the lowest over its clocks if it names no such clock."""
+    """The achieved Fmax of the system clock (:data:`SYSTEM_CLOCK`, the accelerator's) in a parsed
+    report; the lowest over its clocks if it names no such clock."""
     fmax = report["fmax"]
     if SYSTEM_CLOCK in fmax:
         return fmax[SYSTEM_CLOCK]["achieved_mhz"]

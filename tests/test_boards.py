@@ -241,3 +241,16 @@ def test_a_boards_dram_bitstream_is_recognised_by_its_info(board):
     check_board_gateware(info)
     with pytest.raises(UserError, match="rebuild the bitstream"):
         check_board_gateware({**info, "gateware_version": info["gateware_version"] ^ 1})
+
+
+def test_a_dram_builds_other_clocks_are_held_to_their_own_constraints():
+    """A DRAM design's report times LiteDRAM's clocks too: the system clock's Fmax is the
+    accelerator's, and a controller clock below its own constraint fails the build."""
+    report = parse_report({"utilization": {}, "fmax": {
+        "$glbnet$clk": {"achieved": 61.0, "constraint": 36.0},
+        "$glbnet$dram_clk": {"achieved": 82.3, "constraint": 75.0}}})
+    assert achieved_mhz(report) == 61.0
+    check_timing("ecpix5-85", 61.0, 36, report)
+    report["fmax"]["$glbnet$dram_clk"]["achieved_mhz"] = 70.0
+    with pytest.raises(UserError, match=r"clock \$glbnet\$dram_clk: 70.0 MHz achieved, 75 MHz needed"):
+        check_timing("ecpix5-85", 61.0, 36, report)
