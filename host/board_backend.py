@@ -306,7 +306,7 @@ def open_board_model(backend, image, residency="auto", trace=None, uart=False, b
             host_ends = dram_plan(image, accelerator.device_info)
             if host_ends:
                 _log("the model's blocks run from the device's DRAM, its embedding and head on the host")
-            program = DramProgram(image, accelerator, preloaded=preload is not None, host_ends=host_ends)
+            program = DramProgram(image, accelerator, preloaded=preload is not None, host_ends=host_ends, log=_log)
             if program.context < image.config.max_position_embeddings:
                 _log(f"the DRAM holds the KV caches of {program.context:,} tokens: that is the context")
             accelerator.reset_counters()

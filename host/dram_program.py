@@ -22,9 +22,15 @@ of the token in the golden model's integers: it writes the embedded row before T
 final LayerNorm's row after it, for the head. The program then holds no EMBED and no head, and ends
 with a SAMPLE of one code that only the program format asks for. The KV caches take the context
 that fits what the blocks leave of the DRAM (:attr:`context`, a multiple of 16).
+
+The weights stay resident between runs: the DRAM's last word is the stamp of the image uploaded
+(a digest, written once the upload is whole), so a board that already holds the model is not
+sent its tens of megabytes again.
 """
 
+import hashlib
 import math
+import time
 
 import numpy as np
 
@@ -38,6 +44,10 @@ from .token_program import EMBEDDINGS, TokenProgram
 
 __all__ = ["DramProgram", "dram_plan"]
 
+STAMP_WORDS = 1
+"""DRAM words the plan leaves at the top of DRAM: the last holds the stamp of the image uploaded."""
+UPLOAD_CHUNK = 1 << 20
+"""Bytes of the DRAM image sent between two progress lines."""
 EMBED_RECORD_SLOTS = 16  # the record of token id lands at slot (id & 15) of these
 
 
@@ -56,13 +66,13 @@ class DramProgram(TokenProgram):
     (or, with ``preloaded``, already in its DRAM: only the block-RAM parts are uploaded, and a
     word of every region checked); :meth:`token` runs one token."""
 
-    def __init__(self, model, driver, preloaded=False, host_ends=False):
+    def __init__(self, model, driver, preloaded=False, host_ends=False, log=None):
         info = driver.device_info
         if not info.get("dram_words"):
             raise UserError("the device has no DRAM")
         if info["cols"] != DRAM_WORD_BYTES:
             raise UserError(f"the device's {info['cols']} weight banks are not one a byte of a DRAM word")
-        self.preloaded, self.host_ends = preloaded, host_ends
+        self.preloaded, self.host_ends, self.log = preloaded, host_ends, log or (lambda line: None)
         super().__init__(model, driver)
 
     # -- the memory plan -------------------------------------------------------------------------
@@ -70,7 +80,8 @@ class DramProgram(TokenProgram):
     def _plan_weights(self):
         """The DRAM's regions: ``caches``, ``weight_base`` (WEIGHTS addresses, past the block RAM)
         and ``record_word`` (DRAM words); EMBED's rows in block RAM."""
-        c, cols, window, available = self.config, self.cols, self.info["weight_words"], self.info["dram_words"]
+        c, cols, window = self.config, self.cols, self.info["weight_words"]
+        available = self.info["dram_words"] - STAMP_WORDS
         d = c.hidden_size
         if self.host_ends:
             self.requantizers = [name for name in self.requantizers if name != "head"]
@@ -185,23 +196,50 @@ class DramProgram(TokenProgram):
         if self.preloaded:
             self._check_preloaded(image)
         else:
-            self.driver.write(Space.DRAM, 0, 0, image.tobytes())
+            self._upload_image(image)
         for table, layer in enumerate(self.layers):
             self._upload_knots(layer, table)
         c = self.config
         words = [pack_header(len(self.entries), c.vocab_size, self.context), *self.entries]
         self.driver.write(Space.PROGRAM, 0, 0, b"".join(words))
 
-    def _check_preloaded(self, image):
-        """A preloaded DRAM holds this image: the first and last word of every region read back."""
+    def _upload_image(self, image):
+        """The DRAM image, unless the DRAM already holds it: its stamp (the last DRAM word, a digest
+        of the image) is read back, and a word of every region checked. The stamp is cleared before
+        an upload and written after it, so an interrupted upload is never taken for a whole one."""
+        stamp, stamp_word = hashlib.sha256(image.tobytes()).digest()[:DRAM_WORD_BYTES], self.info["dram_words"] - 1
+        if self.driver.read(Space.DRAM, 0, stamp_word, 1) == stamp and self._holds(image):
+            self.log("the model's weights are already in the device's DRAM")
+            return
+        self.driver.write(Space.DRAM, 0, stamp_word, bytes(DRAM_WORD_BYTES))
+        data, total, start = image.tobytes(), image.nbytes, time.monotonic()
+        for at in range(0, total, UPLOAD_CHUNK):
+            self.driver.write(Space.DRAM, 0, at // DRAM_WORD_BYTES, data[at:at + UPLOAD_CHUNK])
+            done, seconds = min(at + UPLOAD_CHUNK, total), time.monotonic() - start
+            if total > UPLOAD_CHUNK:
+                self.log(f"uploading the DRAM image: {done / 1e6:.1f} of {total / 1e6:.1f} MB "
+                         f"({100 * done / total:.0f} %, {done / max(seconds, 1e-9) / 1e3:,.0f} kB/s)")
+        self.driver.write(Space.DRAM, 0, stamp_word, stamp)
+
+    def _holds(self, image):
+        """Whether the first and last word of every region of the DRAM are the image's."""
+        return self._first_difference(image) is None
+
+    def _first_difference(self, image):
         starts = sorted({self.weight_base[name] - self.info["weight_words"] for name in self.matrices}
                         | set(self.record_word.values()))
         for start, end in zip(starts, [*starts[1:], self.dram_used]):
-            for word in {start, end - 1}:
-                got = self.driver.read(Space.DRAM, 0, word, 1)
-                if got != image[word].tobytes():
-                    raise UserError(f"the board's preloaded DRAM differs from this model's image at word {word:,}: "
-                                    f"preload the image of this model, or upload it (no preload)")
+            for word in sorted({start, end - 1}):
+                if self.driver.read(Space.DRAM, 0, word, 1) != image[word].tobytes():
+                    return word
+        return None
+
+    def _check_preloaded(self, image):
+        """A preloaded DRAM holds this image: the first and last word of every region read back."""
+        word = self._first_difference(image)
+        if word is not None:
+            raise UserError(f"the board's preloaded DRAM differs from this model's image at word {word:,}: "
+                            f"preload the image of this model, or upload it (no preload)")
 
     # -- the program -------------------------------------------------------------------------------
 

@@ -97,6 +97,10 @@ class PlanningDriver:
     def write(self, space, bank, address, data):
         """Nothing: a plan uploads nothing."""
 
+    def read(self, space, bank, address, words):
+        """Zeros: a plan's device holds nothing."""
+        return bytes(words * WORD_BYTES[space])
+
 
 def check_info(info, expected):
     """Refuse a device whose INFO does not match: not neofpga, or another gateware or numerics version.

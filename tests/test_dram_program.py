@@ -4,8 +4,9 @@ the golden model's, past the local window."""
 
 import numpy as np
 import pytest
-from neofpga.contract.dram import BOARD_DRAMS, board_dram
+from neofpga.contract.dram import BOARD_DRAMS, DRAM_WORD_BYTES, board_dram
 from neofpga.contract.errors import UserError
+from neofpga.contract.protocol import Space
 from neofpga.host.accelerator_model import AcceleratorModel, ModelTransport
 from neofpga.host.backends import load_source
 from neofpga.host.dram_program import DramProgram
@@ -58,6 +59,56 @@ def test_the_default_model_runs_from_dram(default):
     assert program.words_used["weight_words"] == 2 * default.config.hidden_size  # only EMBED's rows
     run_both(default, program, np.random.default_rng(2).integers(0, default.config.vocab_size, 70),
              settings_for(default))  # window 64
+
+
+class CountingDriver(AcceleratorDriver):
+    """A driver that counts the DRAM words it writes."""
+
+    dram_words_written = 0
+
+    def write(self, space, bank, address, data):
+        if space == Space.DRAM:
+            self.dram_words_written += len(data) // DRAM_WORD_BYTES
+        super().write(space, bank, address, data)
+
+
+def test_the_weights_stay_resident_a_second_run_sends_none_and_a_changed_dram_is_sent_again(odd):
+    device = AcceleratorModel(**DEVICE)
+    lines = []
+
+    def connect():
+        return CountingDriver(Link(ModelTransport(device), timeout=0))
+
+    first = DramProgram(odd, connect(), log=lines.append)
+    assert first.driver.dram_words_written == first.dram_used + 2  # the stamp cleared, then written
+    assert any(line.startswith("uploading the DRAM image") for line in lines) or first.dram_used * 16 <= 2 ** 20
+    second = DramProgram(odd, connect(), log=lines.append)
+    assert second.driver.dram_words_written == 0 and lines[-1] == "the model's weights are already in the device's DRAM"
+    run_both(odd, second, np.random.default_rng(3).integers(0, odd.config.vocab_size, 10), settings_for(odd))
+    # a word of a region changed (as after a power cycle, or another program's writes): sent again
+    last = second.record_word[next(iter(second.records))]
+    second.driver.write(Space.DRAM, 0, last, bytes(DRAM_WORD_BYTES))
+    third = DramProgram(odd, connect(), log=lines.append)
+    assert third.driver.dram_words_written == third.dram_used + 2
+
+
+def test_an_interrupted_upload_leaves_no_stamp(odd):
+    device = AcceleratorModel(**DEVICE)
+
+    class Interrupted(AcceleratorDriver):
+        def write(self, space, bank, address, data):
+            if space == Space.DRAM and address == 0:
+                raise KeyboardInterrupt
+            super().write(space, bank, address, data)
+
+    driver = AcceleratorDriver(Link(ModelTransport(device), timeout=0))
+    program = DramProgram(odd, driver)  # a whole upload: the stamp written
+    assert driver.read(Space.DRAM, 0, DEVICE["dram_words"] - 1, 1) != bytes(DRAM_WORD_BYTES)
+    driver.write(Space.DRAM, 0, program.dram_used - 1, bytes(DRAM_WORD_BYTES))  # so that it is sent again
+    with pytest.raises(KeyboardInterrupt):
+        DramProgram(odd, Interrupted(Link(ModelTransport(device), timeout=0)))
+    # the upload stopped before its first word, but the stamp was cleared before it began
+    assert driver.read(Space.DRAM, 0, DEVICE["dram_words"] - 1, 1) == bytes(DRAM_WORD_BYTES)
 
 
 def test_a_model_too_big_for_the_dram_is_a_one_line_error(default):
