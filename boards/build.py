@@ -17,6 +17,7 @@ from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from .catalog import accelerator_parameters, board_named
 from .ecp5 import parse_report, tool
+from .flash import default_build_dir
 from .top import BoardTop
 
 __all__ = ["PLACERS", "build_board", "achieved_mhz", "check_timing", "routing_stall", "utilisation"]
@@ -54,7 +55,7 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
         raise UserError(f"unknown placer {placer!r}: use {' or '.join(PLACERS)}")
     parameters = accelerator_parameters(board, rows, cols, freq_mhz, dram=dram)
     top = BoardTop(board, parameters, baud, gateware_version(parameters))
-    build_dir = Path(build_dir or Path("build") / name).resolve()
+    build_dir = Path(build_dir or default_build_dir(name, dram)).resolve()
     stem = name.replace("-", "_")
     platform = board.platform_class()()
     log(f"{board.description}: {parameters['rows']}x{parameters['cols']} array at "

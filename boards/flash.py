@@ -8,15 +8,21 @@ from pathlib import Path
 from ..contract.errors import UserError
 from .catalog import board_named
 
-__all__ = ["default_bitstream", "flash_command", "flash_board"]
+__all__ = ["default_build_dir", "default_bitstream", "flash_command", "flash_board"]
 
 INSTALL = ("openFPGALoader is not installed: apt install openfpgaloader (Debian/Ubuntu), brew install "
            "openfpgaloader (macOS), or see https://trabucayre.github.io/openFPGALoader/; $OPENFPGALOADER names it")
 
 
-def default_bitstream(name):
-    """Where ``neofpga build --board name`` puts the bitstream (in the current directory)."""
-    return Path("build") / name / f"{name.replace('-', '_')}.bit"
+def default_build_dir(name, dram=False):
+    """Where ``neofpga build --board name`` (with ``--dram``, the DRAM design's) builds, in the
+    current directory."""
+    return Path("build") / (f"{name}-dram" if dram else name)
+
+
+def default_bitstream(name, dram=False):
+    """Where ``neofpga build --board name`` (``--dram``) puts the bitstream."""
+    return default_build_dir(name, dram) / f"{name.replace('-', '_')}.bit"
 
 
 def flash_command(name, bitstream, persist=False):
@@ -28,12 +34,14 @@ def flash_command(name, bitstream, persist=False):
     return [tool, *board.programmer, "--write-flash" if persist else "--write-sram", str(bitstream)]
 
 
-def flash_board(name, bitstream=None, persist=False):
-    """Program ``name`` with ``bitstream`` (default: the one ``neofpga build`` made); raises
-    :class:`UserError` if the bitstream or openFPGALoader is missing or programming fails."""
-    bitstream = Path(bitstream or default_bitstream(name))
+def flash_board(name, bitstream=None, persist=False, dram=False):
+    """Program ``name`` with ``bitstream`` (default: the one ``neofpga build`` made, with ``dram`` its
+    DRAM design's); raises :class:`UserError` if the bitstream or openFPGALoader is missing or
+    programming fails."""
+    bitstream = Path(bitstream or default_bitstream(name, dram))
     if not bitstream.is_file():
-        raise UserError(f"no bitstream at {bitstream}: build it with neofpga build --board {name}")
+        raise UserError(f"no bitstream at {bitstream}: build it with neofpga build --board {name}"
+                        f"{' --dram' if dram else ''}")
     command = flash_command(name, bitstream, persist)
     process = subprocess.run(command, capture_output=True, text=True)
     if process.returncode != 0:

@@ -321,6 +321,9 @@ def open_board_model(backend, image, residency="auto", trace=None, uart=False, b
                 if isinstance(e, LinkError) or residency != "auto":
                     raise
                 _log(f"the model's program does not fit the device ({e}): running it op by op")
+                if board is not None and board_design(board).dram and not backend.simulated:
+                    _log(f"(its weights fit {board}'s DRAM: build its DRAM bitstream, neofpga build --board "
+                         f"{board} --dram, and flash it)")
         if residency == "auto":
             try:
                 ops = BoardOps(image, accelerator, "resident")

@@ -334,7 +334,7 @@ def cmd_build(args):
 def cmd_flash(args):
     from ..boards.flash import flash_board
 
-    output = flash_board(args.board, args.bitstream, args.persist)
+    output = flash_board(args.board, args.bitstream, args.persist, args.dram)
     _err(output.strip())
     return 0
 
@@ -504,7 +504,8 @@ def build_parser():
                    "the ULX3S-85F does not route)")
     p.add_argument("--dram", action="store_true", help="the board's DRAM design: the weights in its DRAM, "
                    "through LiteDRAM's controller (ulx3s-85f, ulx3s-45f, ecpix5-85)")
-    p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD)")
+    p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD, with --dram "
+                   "build/BOARD-dram)")
     format_option(p)
 
     p = command("flash", cmd_flash, "program a board with its bitstream through openFPGALoader")
@@ -512,6 +513,7 @@ def build_parser():
                    help=f"one of {', '.join(BOARD_DESIGNS)}")
     p.add_argument("--bitstream", metavar="FILE", help="default: the one neofpga build made (build/BOARD/)")
     p.add_argument("--persist", action="store_true", help="write the SPI flash (kept at power-off), not SRAM")
+    p.add_argument("--dram", action="store_true", help="the DRAM design's bitstream (neofpga build --dram's)")
 
     p = command("selftest", cmd_selftest, "check a board: INFO, memory patterns, a matmul, softmax and GELU "
                 "against the golden model, and the link's throughput (exit 1 on a failure)")

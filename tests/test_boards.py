@@ -177,6 +177,9 @@ def test_flash_without_a_bitstream_says_how_to_build_one(tmp_path, monkeypatch, 
     assert main(["flash", "--board", "ulx3s-85f"]) == 2
     assert "no bitstream at build/ulx3s-85f/ulx3s_85f.bit: build it with neofpga build --board ulx3s-85f" \
         in capsys.readouterr().err
+    assert main(["flash", "--board", "ecpix5-85", "--dram"]) == 2
+    assert "no bitstream at build/ecpix5-85-dram/ecpix5_85.bit: build it with neofpga build --board ecpix5-85 " \
+        "--dram" in capsys.readouterr().err
 
 
 def test_every_board_names_its_platform_and_resources():
