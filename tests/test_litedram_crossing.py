@@ -69,10 +69,13 @@ class CrossingWithLiteDRAM(wiring.Component):
         return m
 
 
-@pytest.mark.parametrize("seed, ready_probability", [(1, 1.0), (2, 0.3)])
-def test_the_host_initialises_litedram_and_words_cross_both_ways(tmp_path, seed, ready_probability):
-    core = litedram_sim_core("ulx3s-85f", rows=ROWS)
-    assert core.port_data_bits == 16 and core.port_address_bits == ADDRESS_WIDTH + 3
+@pytest.mark.parametrize("seed, ready_probability, port_bits", [(1, 1.0, None), (2, 0.3, None), (3, 0.5, 128)])
+def test_the_host_initialises_litedram_and_words_cross_both_ways(tmp_path, seed, ready_probability, port_bits):
+    """Through the chip's own 16-bit port (the ULX3S's bitstream), and through a port of whole DRAM
+    words (as the ECPIX-5's, whose DDR3 bursts are 16 bytes; here LiteDRAM's up-converter makes them)."""
+    core = litedram_sim_core("ulx3s-85f", rows=ROWS, port_data_bits=port_bits)
+    assert core.port_data_bits == (port_bits or 16)
+    assert core.port_address_bits == ADDRESS_WIDTH + (3 if port_bits is None else 0)
     verilog = verilog_for(CrossingWithLiteDRAM(core)) + core.verilog.read_text()
     env = {"SEED": str(seed), "READY_PROBABILITY": str(ready_probability), "ADDRESS_WIDTH": str(ADDRESS_WIDTH)}
     run_cocotb(verilog, test_module=TB, testcase="initialise_then_write_and_read", run_dir=tmp_path, extra_env=env)
