@@ -211,7 +211,7 @@ class DramProgram(TokenProgram):
         if self.driver.read(Space.DRAM, 0, stamp_word, 1) == stamp and self._holds(image):
             self.log("the model's weights are already in the device's DRAM")
             return
-        self.driver.write(Space.DRAM, 0, stamp_word, bytes(DRAM_WORD_BYTES))
+        forget_resident_image(self.driver)
         data, total, start = image.tobytes(), image.nbytes, time.monotonic()
         for at in range(0, total, UPLOAD_CHUNK):
             self.driver.write(Space.DRAM, 0, at // DRAM_WORD_BYTES, data[at:at + UPLOAD_CHUNK])
@@ -358,6 +358,12 @@ class DramProgram(TokenProgram):
         limits = t["head.limits"]
         return requantize(exact_matmul(x[None], self.head_weight), t["head.bias"], t["head.multiplier"],
                           t["head.shift"], limits[..., 0], limits[..., 1])[0]
+
+
+def forget_resident_image(driver):
+    """Clear the DRAM's stamp, so that the next program uploads its image again (for a test that
+    overwrites the DRAM: the stamp alone would not see its words changed)."""
+    driver.write(Space.DRAM, 0, driver.device_info["dram_words"] - 1, bytes(DRAM_WORD_BYTES))
 
 
 def dram_plan(model, info):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..contract.numerics import GELU_KNOTS
 from ..contract.protocol import (CONSTANT, DRAM_TEST, DRAM_TESTED, EMBED, NORM, NORM_COLUMN, SAMPLE, WORD_BYTES, Mode,
                                  Opcode, Space, pack_record, unpack_record)
+from .dram_program import forget_resident_image
 from .driver import AcceleratorDriver, record_dtype
 from .kernels import gelu_knots, multiplier_and_shift, sampling_parameters, softmax_parameters
 from .link import Link, LinkError
@@ -286,6 +287,7 @@ def run_selftest(board, baud=None, full=False, seed=0, log=None):
         done(check)
     done(_refusals(board, info))
     if info.get("dram_words"):
+        forget_resident_image(board)  # the checks overwrite the DRAM: a model is uploaded again after them
         done(_walking_addresses(mirror, info, rng))
         done(_dram_patterns(mirror, info, seed))
     mirror.reset_counters()

@@ -92,6 +92,26 @@ def test_the_weights_stay_resident_a_second_run_sends_none_and_a_changed_dram_is
     assert third.driver.dram_words_written == third.dram_used + 2
 
 
+def test_a_selftest_overwrites_the_dram_so_the_next_run_uploads_again(odd, monkeypatch):
+    """selftest's walking addresses change words that the stamp and the regions' ends would not
+    show, even when it is stopped before its pattern covers the whole DRAM."""
+    from neofpga.host import selftest
+
+    device = AcceleratorModel(**DEVICE)
+    DramProgram(odd, AcceleratorDriver(Link(ModelTransport(device), timeout=0)))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selftest, "_dram_patterns", interrupted)
+    driver = AcceleratorDriver(Link(ModelTransport(device), timeout=0))
+    with pytest.raises(KeyboardInterrupt):
+        selftest.run_selftest(driver)
+    assert driver.read(Space.DRAM, 0, DEVICE["dram_words"] - 1, 1) == bytes(DRAM_WORD_BYTES)  # no stamp
+    again = DramProgram(odd, CountingDriver(Link(ModelTransport(device), timeout=0)))
+    assert again.driver.dram_words_written == again.dram_used + 2
+
+
 def test_an_interrupted_upload_leaves_no_stamp(odd):
     device = AcceleratorModel(**DEVICE)
 
