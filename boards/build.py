@@ -44,12 +44,13 @@ against 52.3), static's in less time (11 minutes against 18)."""
 
 def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=DEFAULT_BAUD, seed=None,
                 placer=None, dram=False, log=print):
-    """Build ``name``'s bitstream (nextpnr ``seed`` and ``placer`` default to the board's); returns the report:
+    """Build ``name``'s bitstream, with ``dram`` its DRAM design's (nextpnr ``seed`` and ``placer``
+    default to the board's for that design); returns the report:
     ``bitstream``, ``used``/``available`` cells, ``fmax``, ``clock_mhz``, ``seconds``, ``parameters``
     and ``gateware_version``. Raises :class:`UserError` on a failed tool, routing that does not
     converge, or unmet timing."""
     board = board_named(name)
-    seed = board.seed if seed is None else seed
+    seed = (board.dram_seed if dram else board.seed) if seed is None else seed
     placer = board.placer if placer is None else placer
     if placer not in PLACERS:
         raise UserError(f"unknown placer {placer!r}: use {' or '.join(PLACERS)}")

@@ -29,6 +29,7 @@ class Board:
     programmer: tuple = ()      # openFPGALoader's options naming the board's cable
     resources: dict = field(default_factory=dict)  # the FPGA's MULT18X18D and DP16KD
     seed: int = 1               # nextpnr's seed for this board's design (--seed overrides)
+    dram_seed: int = 1          # ... and for its DRAM design (neofpga build --dram)
     placer: str = "static"      # nextpnr's placer for it (--placer overrides; boards/build.py: PLACERS)
 
     @property
@@ -58,14 +59,18 @@ ULX3S_LEDS = (("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, N
 # static placer"): with the static placer and the pinned YoWASP tools of pyproject.toml, the
 # netlist of the whole token on the device (the program units, a 2 x 16 array; INFO a ROM, so
 # later edits that change only the gateware version keep it) routes on the ULX3S-85F at seed 1
-# and on the ECPIX-5 at seed 3.
+# and on the ECPIX-5 at seed 3. Their DRAM designs (LiteDRAM's controller in, one row): the
+# ECPIX-5's at seed 3; the ULX3S-85F's at seed 1 ends with one overused wire, at seed 2 (below).
 ULX3S_85F_SEED = 1
 ECPIX5_85_SEED = 3
+ULX3S_85F_DRAM_SEED = 2
+ECPIX5_85_DRAM_SEED = 3
 
 BOARDS = {board.name: board for board in [
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)",
           reset=("button_fire", 0), leds=ULX3S_LEDS,
-          programmer=("-b", "ulx3s"), resources=ECP5_85, seed=ULX3S_85F_SEED),
+          programmer=("-b", "ulx3s"), resources=ECP5_85, seed=ULX3S_85F_SEED,
+          dram_seed=ULX3S_85F_DRAM_SEED),
     Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S with an LFE5U-45F (speed 6)",
           reset=("button_fire", 0), leds=ULX3S_LEDS,
           programmer=("-b", "ulx3s"), resources={"MULT18X18D": 72, "DP16KD": 108}),
@@ -78,7 +83,8 @@ BOARDS = {board.name: board for board in [
     Board("ecpix5-85", "ecpix5:ECPIX585Platform", "LambdaConcept ECPIX-5 with an LFE5UM5G-85F (speed 8)",
           reset=("rst", 0),
           leds=(("rgb_led", 0, "g"), ("rgb_led", 1, "g"), ("rgb_led", 2, "g"), ("rgb_led", 3, "g")),
-          programmer=("-c", "ft2232"), resources=ECP5_85, seed=ECPIX5_85_SEED),
+          programmer=("-c", "ft2232"), resources=ECP5_85, seed=ECPIX5_85_SEED,
+          dram_seed=ECPIX5_85_DRAM_SEED),
 ]}
 
 

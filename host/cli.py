@@ -503,7 +503,7 @@ def build_parser():
     p.add_argument("--placer", help="nextpnr's placer: static or heap (default: the board's; heap's placement of "
                    "the ULX3S-85F does not route)")
     p.add_argument("--dram", action="store_true", help="the board's DRAM design: the weights in its DRAM, "
-                   "through LiteDRAM's controller (ulx3s-85f, ulx3s-45f, ecpix5-85)")
+                   "through LiteDRAM's controller (ulx3s-85f, ecpix5-85)")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD, with --dram "
                    "build/BOARD-dram)")
     format_option(p)
