@@ -46,10 +46,11 @@ class ControlBus:
         return int.from_bytes(self.driver.read(Space.CONTROL, 0, address, 1), "little")
 
 
-def initialise_dram(driver, log=print, sleep=time.sleep, rng=None):
+def initialise_dram(driver, log=print, sleep=time.sleep, rng=None, control=None):
     """Initialise the DRAM of the device behind ``driver`` if its INFO names a controller that needs
     it and it is not yet done; returns what was done ("none", "already" or "initialised"), and
-    with read levelling, each lane's (bitslip, delay)."""
+    with read levelling, each lane's (bitslip, delay). ``control``: the registers and sequence to
+    use instead of the contract's for that controller (a simulation's, whose PHY differs)."""
     code = driver.device_info.get("dram_controller", 0)
     if not code:
         return "none", None
@@ -57,7 +58,7 @@ def initialise_dram(driver, log=print, sleep=time.sleep, rng=None):
         raise UserError(f"the device's DRAM controller is number {code}, this neofpga knows 1 to "
                         f"{len(DRAM_CONTROLLERS) - 1}: rebuild the bitstream with neofpga build and flash it")
     family = DRAM_CONTROLLERS[code]
-    control, dram = BOARD_CONTROLS[family], BOARD_DRAMS[family]
+    control, dram = control or BOARD_CONTROLS[family], BOARD_DRAMS[family]
     bus = ControlBus(driver)
     if bus.read(control.registers["ddrctrl_init_done"]) & 1:
         return "already", None
