@@ -18,7 +18,7 @@ from amaranth.hdl import ClockSignal, Elaboratable, Instance, Module, ResetSigna
 from ..contract.dram import board_dram
 from .litedram_core import litedram_core
 
-__all__ = ["dram_resource", "LiteDRAM"]
+__all__ = ["dram_resource", "core_ports", "LiteDRAM"]
 
 RESOURCE = "litedram_pins"
 
@@ -50,6 +50,27 @@ def dram_resource(platform, family):
                     Attrs(IO_TYPE="SSTL15_I", SLEWRATE="FAST"))
 
 
+def core_ports(native, wishbone, clock, reset, domain):
+    """The Instance connections of a generated core (``litedram_core``, the board's or
+    :mod:`.litedram_sim_core`'s) but its pins: its input ``clock`` and ``reset``, its user clock
+    and reset as domain ``domain``'s, its native port to ``native`` and its control bus to
+    ``wishbone`` (:class:`~neofpga.hdl.dram_crossing.DramCrossing`'s far side), and ``o_init_done``
+    to a signal of its own."""
+    return dict(
+        i_clk=clock, i_rst=reset, o_user_clk=ClockSignal(domain), o_user_rst=ResetSignal(domain),
+        o_init_done=Signal(name="litedram_init_done"),
+        i_user_port_native_0_cmd_valid=native.cmd.valid, o_user_port_native_0_cmd_ready=native.cmd.ready,
+        i_user_port_native_0_cmd_we=native.cmd.payload.we, i_user_port_native_0_cmd_addr=native.cmd.payload.addr,
+        i_user_port_native_0_wdata_valid=native.wdata.valid, o_user_port_native_0_wdata_ready=native.wdata.ready,
+        i_user_port_native_0_wdata_data=native.wdata.payload.data,
+        i_user_port_native_0_wdata_we=native.wdata.payload.we,
+        o_user_port_native_0_rdata_valid=native.rdata.valid, i_user_port_native_0_rdata_ready=native.rdata.ready,
+        o_user_port_native_0_rdata_data=native.rdata.payload,
+        i_wb_ctrl_adr=wishbone.adr, i_wb_ctrl_dat_w=wishbone.dat_w, o_wb_ctrl_dat_r=wishbone.dat_r,
+        i_wb_ctrl_sel=wishbone.sel, i_wb_ctrl_cyc=wishbone.cyc, i_wb_ctrl_stb=wishbone.stb, i_wb_ctrl_we=wishbone.we,
+        o_wb_ctrl_ack=wishbone.ack, i_wb_ctrl_cti=0, i_wb_ctrl_bte=0)
+
+
 class LiteDRAM(Elaboratable):
     """``board``'s LiteDRAM core, its user port and control bus in clock domain ``domain`` (the
     core's clock, which it makes).
@@ -74,22 +95,9 @@ class LiteDRAM(Elaboratable):
         platform.add_file(f"{self.core.verilog.stem}.v", self.core.verilog.read_text())
         platform.add_resources([dram_resource(platform, family)])
         pins = platform.request(RESOURCE, 0, dir="-")
-        native, bus = self.native, self.wishbone
-        ports = dict(
-            i_clk=self.clock, i_rst=self.reset, o_user_clk=ClockSignal(self.domain),
-            o_user_rst=ResetSignal(self.domain), o_init_done=self.init_done, o_init_error=self.init_error,
-            i_user_port_native_0_cmd_valid=native.cmd.valid, o_user_port_native_0_cmd_ready=native.cmd.ready,
-            i_user_port_native_0_cmd_we=native.cmd.payload.we, i_user_port_native_0_cmd_addr=native.cmd.payload.addr,
-            i_user_port_native_0_wdata_valid=native.wdata.valid,
-            o_user_port_native_0_wdata_ready=native.wdata.ready,
-            i_user_port_native_0_wdata_data=native.wdata.payload.data,
-            i_user_port_native_0_wdata_we=native.wdata.payload.we,
-            o_user_port_native_0_rdata_valid=native.rdata.valid,
-            i_user_port_native_0_rdata_ready=native.rdata.ready,
-            o_user_port_native_0_rdata_data=native.rdata.payload,
-            i_wb_ctrl_adr=bus.adr, i_wb_ctrl_dat_w=bus.dat_w, o_wb_ctrl_dat_r=bus.dat_r, i_wb_ctrl_sel=bus.sel,
-            i_wb_ctrl_cyc=bus.cyc, i_wb_ctrl_stb=bus.stb, i_wb_ctrl_we=bus.we, o_wb_ctrl_ack=bus.ack,
-            i_wb_ctrl_cti=0, i_wb_ctrl_bte=0)
+        ports = dict(core_ports(self.native, self.wishbone, self.clock, self.reset, self.domain),
+                     o_init_error=self.init_error)
+        m.d.comb += self.init_done.eq(ports["o_init_done"])
         prefix = "sdram" if family == "ulx3s" else "ddram"
         for name in ("a", "ba", "ras_n", "cas_n", "we_n", "dm", "dq", "cke") + (
                 ("cs_n",) if family == "ulx3s" else ("odt", "clk_p", "dqs_p")):

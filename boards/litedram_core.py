@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..contract.dram import board_dram
 
-__all__ = ["FPGA_DEVICES", "LiteDRAMCore", "litedram_core"]
+__all__ = ["FPGA_DEVICES", "LiteDRAMCore", "litedram_core", "publish"]
 
 FPGA_DEVICES = {"ulx3s-85f": "LFE5U-85F-6BG381C", "ulx3s-45f": "LFE5U-45F-6BG381C",
                 "ecpix5-85": "LFE5UM5G-85F-8BG554I"}
@@ -126,14 +126,20 @@ def _run_generator(board, dram, folder):
                     "init_sequence": [list(step) for step in init_sequence],
                     "leveling": {name: getattr(phy, name) for name in ("read_leveling", "strobes", "delays", "bitslips",
                                                                   "rdphase", "wrphase")}}
-        staging = Path(work) / "core"
-        staging.mkdir()
-        shutil.copy(Path(work) / "gateware" / f"{NAME}.v", staging / f"{NAME}.v")
-        shutil.copy(Path(work) / "csr.csv", staging / "csr.csv")
-        (staging / "core.json").write_text(json.dumps(manifest))
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(staging, folder)  # all or nothing: another build may have made it meanwhile
-        except OSError:
-            if not (folder / "core.json").exists():
-                raise
+        publish(Path(work), manifest, folder)
+
+
+def publish(work, manifest, folder):
+    """The generator's Verilog and csr.csv (in ``work``) and ``manifest`` (core.json) moved into
+    ``folder`` whole."""
+    staging = work / "core"
+    staging.mkdir()
+    shutil.copy(work / "gateware" / f"{NAME}.v", staging / f"{NAME}.v")
+    shutil.copy(work / "csr.csv", staging / "csr.csv")
+    (staging / "core.json").write_text(json.dumps(manifest))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staging, folder)  # all or nothing: another build may have made it meanwhile
+    except OSError:
+        if not (folder / "core.json").exists():
+            raise

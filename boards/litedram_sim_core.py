@@ -28,13 +28,12 @@ import io
 import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract.dram import board_dram
-from .litedram_core import NAME, LiteDRAMCore, _cache_root, _config, _module
+from .litedram_core import NAME, LiteDRAMCore, _cache_root, _config, _module, publish
 
 __all__ = ["DEFAULT_ROWS", "LiteDRAMSimCore", "litedram_sim_core"]
 
@@ -242,14 +241,4 @@ def _run_generator(board, dram, rows, port_data_bits, refresh, folder):
                     ("phytype", "memtype", "databits", "dfi_databits", "nphases", "rdphase", "wrphase",
                      "cl", "cwl", "read_latency", "write_latency")},
             "init_sequence": [list(step) for step in init_sequence]}
-        staging = Path(work) / "core"
-        staging.mkdir()
-        shutil.copy(Path(work) / "gateware" / f"{NAME}.v", staging / f"{NAME}.v")
-        shutil.copy(Path(work) / "csr.csv", staging / "csr.csv")
-        (staging / "core.json").write_text(json.dumps(manifest))
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(staging, folder)  # all or nothing: another build may have made it meanwhile
-        except OSError:
-            if not (folder / "core.json").exists():
-                raise
+        publish(Path(work), manifest, folder)

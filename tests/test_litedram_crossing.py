@@ -10,7 +10,7 @@ sequential reads cross at the controller's own pace."""
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import ClockDomain, ClockSignal, Instance, Module, ResetSignal
+from amaranth.hdl import ClockDomain, Instance, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,6 +21,7 @@ from neofpga.hdl.dram_port import DramPort
 from neofpga.sim.runner import run_cocotb, verilog_for
 
 pytest.importorskip("litedram")
+from neofpga.boards.litedram import core_ports  # noqa: E402
 from neofpga.boards.litedram_sim_core import litedram_sim_core  # noqa: E402
 
 TB = Path(__file__).with_name("tb_litedram_crossing.py")
@@ -49,22 +50,9 @@ class CrossingWithLiteDRAM(wiring.Component):
                                                         self.core.port_address_bits, CONTROL_ADDRESS_WIDTH)
         wiring.connect(m, wiring.flipped(self.dram), crossing.dram)
         wiring.connect(m, wiring.flipped(self.control), crossing.control)
-        native, bus = crossing.native, crossing.wishbone
-        m.submodules.core = Instance(
-            "litedram_core", i_clk=self.dram_clk, i_rst=self.dram_rst, o_user_clk=ClockSignal("dram"),
-            o_user_rst=ResetSignal("dram"), o_init_done=self.init_done,
-            i_user_port_native_0_cmd_valid=native.cmd.valid, o_user_port_native_0_cmd_ready=native.cmd.ready,
-            i_user_port_native_0_cmd_we=native.cmd.payload.we, i_user_port_native_0_cmd_addr=native.cmd.payload.addr,
-            i_user_port_native_0_wdata_valid=native.wdata.valid,
-            o_user_port_native_0_wdata_ready=native.wdata.ready,
-            i_user_port_native_0_wdata_data=native.wdata.payload.data,
-            i_user_port_native_0_wdata_we=native.wdata.payload.we,
-            o_user_port_native_0_rdata_valid=native.rdata.valid,
-            i_user_port_native_0_rdata_ready=native.rdata.ready,
-            o_user_port_native_0_rdata_data=native.rdata.payload,
-            i_wb_ctrl_adr=bus.adr, i_wb_ctrl_dat_w=bus.dat_w, o_wb_ctrl_dat_r=bus.dat_r, i_wb_ctrl_sel=bus.sel,
-            i_wb_ctrl_cyc=bus.cyc, i_wb_ctrl_stb=bus.stb, i_wb_ctrl_we=bus.we, o_wb_ctrl_ack=bus.ack,
-            i_wb_ctrl_cti=0, i_wb_ctrl_bte=0)
+        ports = core_ports(crossing.native, crossing.wishbone, self.dram_clk, self.dram_rst, "dram")
+        m.d.comb += self.init_done.eq(ports["o_init_done"])
+        m.submodules.core = Instance("litedram_core", **ports)
         return m
 
 
