@@ -12,7 +12,7 @@ from .dram_control import controller_code
 from .errors import UserError
 
 __all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
-           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS",
+           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "PCIE_BEAT_BYTES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS",
            "board_design",
            "accelerator_parameters", "simulated_parameters", "boards_running"]
 
@@ -83,6 +83,7 @@ class BoardDesign:
     memories: dict = None
     does_not_fit: str = ""
     dram: str = ""  #: the family of BOARD_DRAMS whose DRAM the board has, for its DRAM design ("": none)
+    link: str = "uart"  #: the host's link: "uart" (a byte stream) or "pcie" (XDMA's AXI4-Stream, PCIE_BEAT_BYTES a beat)
 
 
 BOARD_DESIGNS = {
@@ -91,9 +92,16 @@ BOARD_DESIGNS = {
     "ulx3s-25f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(56)),
     "ulx3s-12f": BoardDesign(100_000_000, does_not_fit=SMALL_ECP5.format(32)),
     "ecpix5-85": BoardDesign(36_000_000, rows=PROGRAM_ROWS, memories=RESIDENT_MEMORIES, dram="ecpix5"),
+    "nitefury": BoardDesign(100_000_000, rows=ARRAY_ROWS, memories=RESIDENT_MEMORIES, link="pcie"),
 }
 """Each board's design, by the board's name (boards/catalog.py holds its platform, pins and tools).
-The clocks are exactly what the boards' PLLs make: 30 MHz divides into 3 Mbaud exactly."""
+The ECP5 boards' clocks are exactly what their PLLs make: 30 MHz divides into 3 Mbaud exactly. The
+NiteFury's (Artix-7 XC7A200T, speed 2; PCIe Gen2 x4) is a target for Vivado's timing report: no
+Vivado has built it here (docs/BOARDS.md); its 740 DSP48E1 and 365 RAMB36 take the 9 x 16 array
+and the default model resident."""
+
+PCIE_BEAT_BYTES = 8
+"""Bytes of a beat of the PCIe boards' AXI4-Stream host port (XDMA's 64-bit AXI4-Stream at Gen2 x4)."""
 
 
 def board_design(name):
@@ -121,12 +129,19 @@ def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, dram=Fal
                 timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
 
 
-def simulated_parameters(board=None, uart=False, dram=False):
+def simulated_parameters(board=None, uart=False, dram=False, pcie=False):
     """The accelerator ``--device sim`` runs: the simulated board's, or that of the board named
-    ``board`` (with ``dram``, its DRAM design); ``uart``: with the UART PHYs in the loop."""
+    ``board`` (with ``dram``, its DRAM design); ``uart``: with the UART PHYs in the loop; ``pcie``:
+    behind an AXI4-Stream port of ``pcie_beat_bytes`` a beat, as XDMA drives it (a PCIe board's
+    design, the NiteFury's, is always)."""
     if dram and (board is None or not board_design(board).dram):
         raise UserError(f"{board or 'the simulated board'} has no DRAM design")
     parameters = dict(SIMULATED_BOARD) if board is None else accelerator_parameters(board_design(board), dram=dram)
+    pcie = pcie or (board is not None and board_design(board).link == "pcie")
+    if uart and pcie:
+        raise UserError("a simulated board has one link: the UART (--uart) or PCIe (pcie:, a PCIe board)")
+    if pcie:
+        return {**parameters, "pcie_beat_bytes": PCIE_BEAT_BYTES}
     return {**parameters, "uart_divisor": SIMULATED_UART_DIVISOR} if uart else parameters
 
 

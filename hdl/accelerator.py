@@ -85,7 +85,8 @@ def _settings_at(fields):
 
 
 class Accelerator(wiring.Component):
-    """The device: ``i`` and ``o`` carry link bytes (behind a UART, or raw in the simulated board).
+    """The device: ``i`` and ``o`` carry link bytes (behind a UART, an AXI4-Stream port for PCIe
+    DMA, or raw in the simulated board), ``o_last`` marking each answer frame's last byte.
 
     Parameters
     ----------
@@ -153,7 +154,7 @@ class Accelerator(wiring.Component):
         # every space's addresses, WEIGHTS' continuing into DRAM
         self.address_width = (max(*self.depths.values(), weight_words + dram_words) - 1).bit_length()
         self.dram_address_width = (dram_words - 1).bit_length() if dram_words else 0
-        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)),
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)), "o_last": Out(1),
                           **({"dram": Out(DramPort(self.dram_address_width))} if dram_words else {}),
                           **({"control": Out(ControlPort((control_words - 1).bit_length()))}
                              if control_words else {})})
@@ -165,6 +166,7 @@ class Accelerator(wiring.Component):
         m.submodules.tx = tx = FrameTransmitter()
         wiring.connect(m, wiring.flipped(self.i), rx.i)
         wiring.connect(m, tx.o, wiring.flipped(self.o))
+        m.d.comb += self.o_last.eq(tx.last)
 
         # -- memories and the compute path -----------------------------------------------------
         m.submodules.banks = banks = Banks(

@@ -192,11 +192,14 @@ class FrameTransmitter(wiring.Component):
         The payload bytes, ``length`` of them after each header.
     o : ``Out(stream.Signature(8))``
         The frame's bytes.
+    last : ``Out(1)``
+        The byte on :attr:`o` is its frame's last (an AXI4-Stream port's tlast).
     """
 
     frame: In(stream.Signature(FrameHeader))
     payload: In(stream.Signature(8))
     o: Out(stream.Signature(8))
+    last: Out(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -243,7 +246,8 @@ class FrameTransmitter(wiring.Component):
                         m.next = "CRC"
 
             with m.State("CRC"):  # little-endian, from the register that has taken the last byte
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(generator.crc.word_select(index, 8))]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(generator.crc.word_select(index, 8)),
+                             self.last.eq(index == CRC_BYTES - 1)]
                 with m.If(sent):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == CRC_BYTES - 1):

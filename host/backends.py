@@ -26,16 +26,20 @@ BACKENDS = {
     "sim": "the gateware on a simulated board (Verilator; built on first use)",
     "sim:HOST:PORT": "a simulated board already running (neofpga sim-server)",
     "serial:PORT[@BAUD]": f"a board on a serial port (default {DEFAULT_BAUD} baud)",
+    "pcie:DEVICE": "a board over PCIe DMA, XDMA's /dev/xdma0 (its _h2c_0 and _c2h_0), or a simulated "
+                   "one's (neofpga sim-server --xdma)",
 }
 DEFAULT_BACKEND = "emu"
 _SIM_SERVER = re.compile(r"sim:(?P<host>[^:]+):(?P<port>\d+)$")
 _SERIAL = re.compile(r"serial:(?P<port>[^@]+)(@(?P<baud>\d+))?$")
+_PCIE = re.compile(r"pcie:(?P<device>.+)$")
 
 
 @dataclass(frozen=True)
 class Backend:
     """A parsed ``--device``: ``kind`` is cpu, hf, emu, sim (a simulated board this starts),
-    sim-server (one already running at ``host``:``port``) or serial (``port`` at ``baud``)."""
+    sim-server (one already running at ``host``:``port``), serial (``port`` at ``baud``) or pcie
+    (XDMA's devices, ``port`` their prefix)."""
 
     text: str
     kind: str
@@ -46,7 +50,7 @@ class Backend:
     @property
     def is_board(self):
         """Whether a device over the link computes the device ops."""
-        return self.kind in ("sim", "sim-server", "serial")
+        return self.kind in ("sim", "sim-server", "serial", "pcie")
 
     @property
     def integer(self):
@@ -72,8 +76,10 @@ def parse_backend(text):
         return Backend(text, "sim-server", host=match["host"], port=int(match["port"]), baud=DEFAULT_BAUD)
     if match := _SERIAL.match(text):
         return Backend(text, "serial", port=match["port"], baud=int(match["baud"] or DEFAULT_BAUD))
-    if text.startswith(("sim:", "serial:")):
-        raise UserError(f"bad board device {text!r}: use sim, sim:HOST:PORT or serial:PORT[@BAUD]")
+    if match := _PCIE.match(text):
+        return Backend(text, "pcie", port=match["device"])
+    if text.startswith(("sim:", "serial:", "pcie:")):
+        raise UserError(f"bad board device {text!r}: use sim, sim:HOST:PORT, serial:PORT[@BAUD] or pcie:DEVICE")
     raise UserError(f"unknown device {text!r} (choose from {', '.join(BACKENDS)})")
 
 
@@ -160,7 +166,7 @@ def open_model(backend, source, residency="auto", trace=None, uart=False, board=
         raise UserError("--trace needs --device sim (the board it starts records the waveform)")
     if uart and backend.kind != "sim":
         raise UserError("--uart needs --device sim (it builds the simulated board with the UART in the loop)")
-    if board is not None and backend.kind == "serial":
+    if board is not None and backend.kind in ("serial", "pcie"):
         raise UserError("--board is for simulated boards: a real one says what it is")
     if backend.kind == "cpu":
         weights = source.float_weights()

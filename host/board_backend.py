@@ -1,11 +1,14 @@
-"""The board back ends: ``sim``, ``sim:HOST:PORT`` and ``serial:PORT[@BAUD]``.
+"""The board back ends: ``sim``, ``sim:HOST:PORT``, ``serial:PORT[@BAUD]`` and ``pcie:DEVICE``.
 
 Each runs the same integer model graph as ``emu`` with :class:`~neofpga.host.board_ops.BoardOps` as its
-device side, over a :class:`~neofpga.host.link.Link` on pyserial: a real port, or the simulated
-board's TCP socket (``socket://``). ``sim`` starts a simulated board (building it the first time)
-and stops it when the model is closed.
+device side, over a :class:`~neofpga.host.link.Link` on pyserial (a real port, or the simulated
+board's TCP socket, ``socket://``) or on XDMA's character devices (:class:`~.xdma.XdmaTransport`:
+a PCIe board's, or the simulated PCIe board's named pipes). ``sim`` starts a simulated board
+(building it the first time) and stops it when the model is closed.
 """
 
+import os
+import stat
 import sys
 import tempfile
 
@@ -16,6 +19,7 @@ from ..contract.dram import BOARD_DRAMS
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
 from ..contract.numerics import NUMERICS_VERSION
+from ..contract.pcie import xdma_paths
 from ..contract.protocol import GENERATE, GENERATED, STREAMED, Opcode, Stop, pack_record, record_size, unpack_record
 from .backends import parse_backend
 from .board_ops import BoardOps
@@ -25,6 +29,7 @@ from .dram_program import DramProgram, dram_plan
 from .golden import IntegerGPTNeo
 from .link import Link, LinkError, StreamBroken
 from .token_program import TokenProgram
+from .xdma import XdmaTransport
 
 __all__ = ["BoardModel", "ProgramModel", "HostEndsModel", "check_board_gateware", "connect_board",
            "open_board_model"]
@@ -205,43 +210,42 @@ def _low_latency(transport):
         pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
 
 
-def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_init=None):
+def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_init=None, pcie=False, faults=None):
     """The :class:`AcceleratorDriver` of the device on board back end ``backend`` (a
     :class:`~neofpga.host.backends.Backend` or its text), its versions checked; returns (driver,
     close) where ``close`` closes the link and stops a simulated board this started.
 
     ``board``: with ``sim``, simulate that board's accelerator (``dram``: its DRAM design, the DRAM
-    preloaded from the file ``dram_init`` if given); ``uart``: with ``sim``, the UART in the loop.
+    preloaded from the file ``dram_init`` if given); ``uart``: with ``sim``, the UART in the loop;
+    ``pcie``: with ``sim``, the accelerator behind the simulated PCIe board's AXI4-Stream port and
+    XDMA devices (a PCIe board's always is), ``faults`` injected there (:class:`~neofpga.sim.board_process.SimulatedBoard`'s).
     """
-    import serial
-
     backend = parse_backend(backend)
     if not backend.is_board:
-        raise UserError(f"bad board device {str(backend)!r}: use sim, sim:HOST:PORT or serial:PORT[@BAUD]")
-    started = None
+        raise UserError(f"bad board device {str(backend)!r}: use sim, sim:HOST:PORT, serial:PORT[@BAUD] or "
+                        f"pcie:DEVICE")
+    started = pipes = None
+    xdma = backend.port if backend.kind == "pcie" else None
     if backend.kind == "sim":
         from ..sim.simulated_board import start_simulated_board
-        parameters = simulated_parameters(board, uart, dram)
+        parameters = simulated_parameters(board, uart, dram, pcie)
         timing = BOARD_DRAMS[board_design(board).dram] if dram else None
-        started = start_simulated_board(parameters, trace=trace, log=_log, dram=timing, dram_init=dram_init)
-        url, baud = started.url, backend.baud
-    elif backend.kind == "sim-server":
-        url, baud = f"socket://{backend.host}:{backend.port}", backend.baud
-    else:
-        url, baud = backend.port, backend.baud
+        if parameters.get("pcie_beat_bytes"):  # the simulated PCIe board's XDMA devices, in a folder of ours
+            pipes = tempfile.TemporaryDirectory(prefix="neofpga-xdma-")
+            xdma = f"{pipes.name}/xdma0"
+        started = start_simulated_board(parameters, trace=trace, log=_log, dram=timing, dram_init=dram_init,
+                                        xdma=xdma, faults=faults)
+    simulated = backend.simulated or (xdma is not None and _is_pipe(xdma))
     try:
-        try:
-            transport = serial.serial_for_url(url, baudrate=baud, timeout=0.01)
-        except (serial.SerialException, ValueError) as e:
-            raise UserError(f"{backend}: cannot open {url} ({e})") from None
-        if not backend.simulated:
-            _low_latency(transport)
-        link = Link(transport, timeout=(SIMULATED_DRAM_TIMEOUT if dram else 10.0) if backend.simulated else 1.0)
+        transport = _open_transport(backend, started, xdma)
+        link = Link(transport, timeout=(SIMULATED_DRAM_TIMEOUT if dram else 10.0) if simulated else 1.0)
 
         def close():
             link.close()
             if started is not None:
                 started.close()
+            if pipes is not None:
+                pipes.cleanup()
 
         try:
             driver = AcceleratorDriver(link)
@@ -249,9 +253,8 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
             check_info(info, {"numerics_version": NUMERICS_VERSION})
             if backend.kind == "sim":
                 check_info(info, {"gateware_version": gateware_version(parameters)})
-            elif backend.kind == "sim-server":  # a sim-server runs any simulated design
-                candidates = [simulated_parameters(name, with_uart) for name in (None, board)
-                              for with_uart in (False, True)]
+            elif backend.kind == "sim-server" or (simulated and board is None and not boards_running(info)[0]):
+                candidates = [simulated_parameters(name) for name in (None, board)]  # a sim-server runs any
                 if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
                     raise UserError("the simulated board runs gateware this neofpga does not build: pass the "
                                     "--board it was started with, or restart neofpga sim-server from this neofpga")
@@ -265,7 +268,39 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
     except BaseException:
         if started is not None:
             started.close()
+        if pipes is not None:
+            pipes.cleanup()
         raise
+
+
+def _is_pipe(xdma):
+    """Whether XDMA devices ``xdma`` are the simulated PCIe board's named pipes."""
+    try:
+        return stat.S_ISFIFO(os.stat(xdma_paths(xdma)[0]).st_mode)
+    except OSError:
+        return False
+
+
+def _open_transport(backend, started, xdma):
+    """The transport to the board: XDMA's devices at ``xdma``, else a serial port or the simulated
+    board's TCP socket."""
+    if xdma is not None:
+        return XdmaTransport(xdma)
+    import serial
+
+    if backend.kind == "sim":
+        url, baud = started.url, backend.baud
+    elif backend.kind == "sim-server":
+        url, baud = f"socket://{backend.host}:{backend.port}", backend.baud
+    else:
+        url, baud = backend.port, backend.baud
+    try:
+        transport = serial.serial_for_url(url, baudrate=baud, timeout=0.01)
+    except (serial.SerialException, ValueError) as e:
+        raise UserError(f"{backend}: cannot open {url} ({e})") from None
+    if not backend.simulated:
+        _low_latency(transport)
+    return transport
 
 
 def _dram_image_file(image, board):

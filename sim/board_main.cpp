@@ -32,6 +32,27 @@
 //     --dram-init FILE       the DRAM's first bytes, as LiteX's --sdram-init (a preloaded image)
 //     --dram-stuck-bit B     address bit B of every access reads as 0 (a fault for selftest)
 // and adds to its summary line: `, DRAM R reads W writes`.
+//
+// PCIe (a design built with -DNEOFPGA_XDMA, whose `top` has AXI4-Stream ports h2c and c2h of
+// 64-bit beats, hdl/axi_stream.py): instead of a TCP port the board presents XDMA's character
+// devices as named pipes, PREFIX_h2c_0 (the host writes) and PREFIX_c2h_0 (the host reads), and
+// prints `xdma at PREFIX`:
+//     --xdma PREFIX          where the two pipes are made (removed again at exit)
+//     --dma KEY=VALUE,...    the DMA model: latency (design cycles a transfer, each way),
+//                            h2c_bytes_per_mcycle, c2h_bytes_per_mcycle (bandwidth, bytes a
+//                            million design cycles); contract/pcie.py's figures
+//     --reset-after-bytes N  a fault: reset the design (and drop the transfers in flight) once N
+//                            bytes went to it; --stall-after-bytes N: take no more after N bytes;
+//                            --cut-transfer N: the Nth C2H transfer loses its second half
+// The DMA model: what one read() of the h2c pipe returns is a transfer (the host writes one
+// transfer with one write(), and waits for its answer before the next, so a read holds one); its
+// first byte reaches the design `latency` cycles after the later of its arrival and the end of
+// the transfer before it, the rest at the H2C bandwidth, in beats of up to 8 bytes with tkeep,
+// tlast on its last beat. The design's beats are taken at the C2H bandwidth; a beat with tlast
+// ends a transfer, which reaches the c2h pipe `latency` cycles later. Every cycle a transfer spends
+// in the model is clocked (the clock stops only when none is in flight), so the simulated cycles
+// are the board's with the host's DMA. The summary line adds `, DMA T transfers in H bytes,
+// U transfers out O bytes`.
 
 #include "Vtop.h"
 #include "verilated.h"
@@ -57,6 +78,7 @@
 #include <string>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -192,6 +214,196 @@ struct Link {
         poll(&what, 1, POLL_MS);
     }
 };
+
+
+#ifdef NEOFPGA_XDMA
+// XDMA's H2C and C2H streams, as named pipes on the host's side and AXI4-Stream ports on the design's.
+class Xdma {
+public:
+    static constexpr int BEAT_BYTES = 8;
+    static constexpr size_t READ_SIZE = 1 << 20;  // a pipe's capacity, asked below
+    uint64_t latency = 0, h2c_rate = 0, c2h_rate = 0;  // cycles; bytes a million cycles
+    uint64_t reset_after = 0, stall_after = 0, cut_transfer = 0;  // faults (0: none)
+    uint64_t transfers_in = 0, bytes_in = 0, transfers_out = 0, bytes_out = 0;
+    bool reset_now = false;
+
+    void configure(const std::string& text) {
+        size_t at = 0;
+        while (at < text.size()) {
+            size_t end = text.find(',', at);
+            if (end == std::string::npos) end = text.size();
+            std::string item = text.substr(at, end - at);
+            size_t equals = item.find('=');
+            if (equals == std::string::npos) usage("--dma takes KEY=VALUE,...");
+            std::string key = item.substr(0, equals);
+            uint64_t value = number(item.substr(equals + 1).c_str());
+            if (key == "latency") latency = value;
+            else if (key == "h2c_bytes_per_mcycle") h2c_rate = value;
+            else if (key == "c2h_bytes_per_mcycle") c2h_rate = value;
+            else usage(("--dma: unknown key " + key).c_str());
+            at = end + 1;
+        }
+    }
+
+    void open_pipes(const std::string& prefix) {
+        if (!h2c_rate || !c2h_rate) usage("this board has a PCIe port: give --dma with both bandwidths");
+        h2c_path = prefix + "_h2c_0";
+        c2h_path = prefix + "_c2h_0";
+        h2c = make_pipe(h2c_path);
+        c2h = make_pipe(c2h_path);
+    }
+
+    void remove_pipes() {
+        unlink(h2c_path.c_str());
+        unlink(c2h_path.c_str());
+    }
+
+    // Read what the host wrote, pass on the answers that are due; true if a byte moved.
+    bool serve(uint64_t now) {
+        bool moved = false;
+        if (!stalled()) {
+            std::vector<uint8_t> data(READ_SIZE);
+            ssize_t n = read(h2c, data.data(), data.size());
+            if (n > 0) {
+                data.resize(n);
+                uint64_t start = std::max(now, h2c_free) + latency;
+                h2c_free = start + (static_cast<uint64_t>(n) * 1000000 + h2c_rate - 1) / h2c_rate;
+                incoming.push_back(Transfer{std::move(data), 0, start});
+                ++transfers_in;
+                moved = true;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                fail("read h2c");
+            }
+        }
+        while (!outgoing.empty() && outgoing.front().start <= now) {
+            out.insert(out.end(), outgoing.front().data.begin(), outgoing.front().data.end());
+            outgoing.pop_front();
+        }
+        if (out_sent < out.size()) {
+            ssize_t n = write(c2h, out.data() + out_sent, out.size() - out_sent);
+            if (n > 0) {
+                out_sent += n;
+                moved = true;
+                if (out_sent == out.size()) {
+                    out.clear();
+                    out_sent = 0;
+                }
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                fail("write c2h");
+            }
+        }
+        return moved;
+    }
+
+    // The ports' inputs for cycle `now`, before the clock edge.
+    void drive(Vtop* top, uint64_t now) {
+        beat = 0;
+        if (!incoming.empty() && !stalled()) {
+            const Transfer& t = incoming.front();
+            uint64_t arrived = now < t.start ? 0 : std::min<uint64_t>(t.data.size(),
+                ((now - t.start + 1) * h2c_rate) / 1000000);
+            beat = static_cast<int>(std::min<uint64_t>(BEAT_BYTES, t.data.size() - t.sent));
+            if (stall_after) beat = static_cast<int>(std::min<uint64_t>(beat, stall_after - bytes_in));
+            if (arrived < t.sent + beat) beat = 0;
+        }
+        top->h2c___05Fvalid = beat > 0;
+        if (beat > 0) {
+            const Transfer& t = incoming.front();
+            uint64_t data = 0;
+            for (int b = 0; b < beat; ++b) data |= static_cast<uint64_t>(t.data[t.sent + b]) << (8 * b);
+            bool last = t.sent + beat == t.data.size();
+            top->h2c___05Fpayload[0] = static_cast<uint32_t>(data);
+            top->h2c___05Fpayload[1] = static_cast<uint32_t>(data >> 32);
+            top->h2c___05Fpayload[2] = ((1u << beat) - 1) | (last ? 1u << BEAT_BYTES : 0);
+        }
+        credit = std::min<uint64_t>(credit + c2h_rate, 2 * BEAT_BYTES * 1000000);
+        top->c2h___05Fready = credit >= BEAT_BYTES * 1000000;
+    }
+
+    // What the ports transferred in cycle `now`; true if anything.
+    bool transfer(Vtop* top, uint64_t now) {
+        bool moved = false;
+        if (beat > 0 && top->h2c___05Fready) {
+            Transfer& t = incoming.front();
+            t.sent += beat;
+            bytes_in += beat;
+            if (t.sent == t.data.size()) incoming.pop_front();
+            if (reset_after && bytes_in >= reset_after) {
+                reset_after = 0;
+                reset_now = true;
+            }
+            moved = true;
+        }
+        if (top->c2h___05Fvalid && top->c2h___05Fready) {
+            credit -= BEAT_BYTES * 1000000;
+            uint64_t data = top->c2h___05Fpayload[0] | static_cast<uint64_t>(top->c2h___05Fpayload[1]) << 32;
+            uint32_t keep = top->c2h___05Fpayload[2] & 0xFF;
+            for (int b = 0; b < BEAT_BYTES; ++b)
+                if (keep >> b & 1) gathering.push_back(static_cast<uint8_t>(data >> (8 * b)));
+            if (top->c2h___05Fpayload[2] >> BEAT_BYTES & 1) {
+                ++transfers_out;
+                bytes_out += gathering.size();
+                if (transfers_out == cut_transfer) gathering.resize(gathering.size() / 2);
+                uint64_t due = std::max(now + latency, outgoing.empty() ? 0 : outgoing.back().start);
+                outgoing.push_back(Transfer{std::move(gathering), 0, due});
+                gathering.clear();
+            }
+            moved = true;
+        }
+        return moved;
+    }
+
+    // The design was reset: the DMA engines drop what was in flight.
+    void drop_in_flight() {
+        incoming.clear();
+        gathering.clear();
+    }
+
+    bool busy() const { return !incoming.empty() || !outgoing.empty(); }
+    bool output_waiting() const { return out_sent < out.size(); }
+
+    // Sleep until the host writes, or can take more of our output (or a signal, or POLL_MS).
+    void wait() const {
+        pollfd what[2]{};
+        what[0].fd = h2c;
+        what[0].events = POLLIN;
+        what[1].fd = c2h;
+        what[1].events = POLLOUT;
+        poll(what, output_waiting() ? 2 : 1, POLL_MS);
+    }
+
+private:
+    struct Transfer {
+        std::vector<uint8_t> data;
+        size_t sent;      // bytes of it that went to the design
+        uint64_t start;   // H2C: the cycle its first byte arrives; C2H: the cycle it reaches the pipe
+    };
+    std::string h2c_path, c2h_path;
+    int h2c = -1, c2h = -1;
+    std::deque<Transfer> incoming, outgoing;
+    std::vector<uint8_t> gathering, out;
+    size_t out_sent = 0;
+    uint64_t h2c_free = 0;  // the cycle the H2C engine has sent the last transfer
+    uint64_t credit = 0;    // C2H bandwidth, in millionths of a byte
+    int beat = 0;           // bytes of the H2C beat offered this cycle
+
+    bool stalled() const { return stall_after && bytes_in >= stall_after; }
+
+    // A named pipe at `path`, opened for reading and writing (so neither end ever sees the other close).
+    static int make_pipe(const std::string& path) {
+        if (mkfifo(path.c_str(), 0600) < 0 && errno != EEXIST) fail(path.c_str());
+        struct stat info{};
+        if (stat(path.c_str(), &info) < 0 || !S_ISFIFO(info.st_mode)) {
+            errno = EEXIST;
+            fail((path + " exists and is not a named pipe").c_str());
+        }
+        int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
+        if (fd < 0) fail(path.c_str());
+        fcntl(fd, F_SETPIPE_SZ, static_cast<int>(READ_SIZE));  // as much of a transfer as the system allows at once
+        return fd;
+    }
+};
+#endif
 
 #ifdef NEOFPGA_DRAM
 // A DRAM behind LiteDRAM's controller, as the design's port sees it: 16-byte words, each of
@@ -421,6 +633,10 @@ int main(int argc, char** argv) {
     Dram dram;
     const char* dram_init = nullptr;
 #endif
+#ifdef NEOFPGA_XDMA
+    Xdma xdma;
+    const char* xdma_prefix = nullptr;
+#endif
     uint64_t max_cycles = 0;  // 0: no limit
     uint64_t idle_cycles = uint64_t{1} << 26;  // a few seconds: longer than any one command computes
     for (int i = 1; i < argc; ++i) {
@@ -435,6 +651,13 @@ int main(int argc, char** argv) {
         else if (option == "--dram") dram.configure(value);
         else if (option == "--dram-init") dram_init = value;
         else if (option == "--dram-stuck-bit") dram.stuck_bit = static_cast<int>(number(value));
+#endif
+#ifdef NEOFPGA_XDMA
+        else if (option == "--xdma") xdma_prefix = value;
+        else if (option == "--dma") xdma.configure(value);
+        else if (option == "--reset-after-bytes") xdma.reset_after = number(value);
+        else if (option == "--stall-after-bytes") xdma.stall_after = number(value);
+        else if (option == "--cut-transfer") xdma.cut_transfer = number(value);
 #endif
         else usage(("unknown option " + option).c_str());
     }
@@ -466,9 +689,16 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
 
+#ifdef NEOFPGA_XDMA
+    if (!xdma_prefix) usage("this board has a PCIe port: give --xdma PREFIX");
+    xdma.open_pipes(xdma_prefix);
+    std::printf("xdma at %s\n", xdma_prefix);
+    (void)port;
+#else
     Link link;
     link.listener = listen_on(port);
     std::printf("listening on %d\n", port);
+#endif
     std::fflush(stdout);
 
     uint64_t cycles = 0, last_moved = 0;
@@ -478,10 +708,14 @@ int main(int argc, char** argv) {
     // One clock cycle: present the inputs, settle with clk low, see what the edge will transfer,
     // then the rising edge. True if a byte moved.
     auto cycle = [&]() {
+#ifdef NEOFPGA_XDMA
+        xdma.drive(top.get(), cycles);
+#else
         bool offer = link.input_waiting();
         top->i___05Fvalid = offer;
         if (offer) top->i___05Fpayload = link.in[link.in_head];
         top->o___05Fready = link.out.size() < OUT_LIMIT;
+#endif
 #ifdef NEOFPGA_DRAM
         dram.drive(top.get(), cycles);
 #endif
@@ -490,10 +724,14 @@ int main(int argc, char** argv) {
 #if VM_TRACE_FST
         if (trace) trace->dump(2 * cycles);
 #endif
+#ifdef NEOFPGA_XDMA
+        bool taken = xdma.transfer(top.get(), cycles), given = false;
+#else
         bool taken = offer && top->i___05Fready;
         bool given = top->o___05Fvalid && top->o___05Fready;
         if (given) link.out.push_back(top->o___05Fpayload);
         link.in_head += taken;
+#endif
 #ifdef NEOFPGA_DRAM
         bool dram_moved = dram.transfer(top.get(), cycles);
 #else
@@ -517,6 +755,24 @@ int main(int argc, char** argv) {
         if (max_cycles && max_cycles - cycles < batch) batch = max_cycles - cycles;
         bool moved = false;
         for (uint64_t i = 0; i < batch; ++i) moved |= cycle();
+#ifdef NEOFPGA_XDMA
+        if (xdma.reset_now) {  // a fault: the card is reset mid-transfer
+            xdma.reset_now = false;
+            xdma.drop_in_flight();
+            top->rst = 1;
+            for (int i = 0; i < RESET_CYCLES; ++i) cycle();
+            top->rst = 0;
+            std::fprintf(stderr, "Vboard: reset at cycle %llu\n", static_cast<unsigned long long>(cycles));
+        }
+        if (xdma.serve(cycles)) moved = true;
+        if (moved || xdma.busy()) last_moved = cycles;
+        while (idle_cycles && cycles - last_moved >= idle_cycles && !stop_requested) {
+            auto sleep = Clock::now();
+            xdma.wait();
+            stopped += Clock::now() - sleep;
+            if (xdma.serve(cycles)) last_moved = cycles;
+        }
+#else
         if (link.serve()) moved = true;
         if (moved) last_moved = cycles;
         while (idle_cycles && cycles - last_moved >= idle_cycles && !link.input_waiting() && !stop_requested) {
@@ -525,6 +781,7 @@ int main(int argc, char** argv) {
             stopped += Clock::now() - sleep;
             if (link.serve()) last_moved = cycles;
         }
+#endif
     }
 
     double wall = seconds(Clock::now() - start - stopped);
@@ -538,6 +795,12 @@ int main(int argc, char** argv) {
 #ifdef NEOFPGA_DRAM
     std::fprintf(stderr, ", DRAM %llu reads %llu writes", static_cast<unsigned long long>(dram.reads),
                  static_cast<unsigned long long>(dram.writes));
+#endif
+#ifdef NEOFPGA_XDMA
+    std::fprintf(stderr, ", DMA %llu transfers in %llu bytes, %llu transfers out %llu bytes",
+                 static_cast<unsigned long long>(xdma.transfers_in), static_cast<unsigned long long>(xdma.bytes_in),
+                 static_cast<unsigned long long>(xdma.transfers_out), static_cast<unsigned long long>(xdma.bytes_out));
+    xdma.remove_pipes();
 #endif
     std::fprintf(stderr, "\n");
     return 0;

@@ -30,6 +30,7 @@ EXECUTABLE = "Vboard"
 
 _SUMMARY = re.compile(r"simulated (\d+) cycles in [\d.]+ s \(([\d.]+) cycles/s\)")
 _DRAM_SUMMARY = re.compile(r"DRAM (\d+) reads (\d+) writes")
+_DMA_SUMMARY = re.compile(r"DMA (\d+) transfers in (\d+) bytes, (\d+) transfers out (\d+) bytes")
 _DRAM_TIMINGS = ("banks", "rows", "row_words", "word_bytes", "read_latency", "tRP", "tRCD", "tRAS", "tWR", "tWTR",
                  "tCCD", "tRRD", "tRFC", "tREFI", "sys_hz")
 
@@ -53,6 +54,8 @@ def build_board(verilog_text, *, trace=False, log=print):
     dram = re.search(r"output \[(\d+):0\] dram__cmd__payload", verilog_text)  # a port of address bits and we
     if dram:
         args += ["-CFLAGS", f"-DNEOFPGA_DRAM={int(dram[1])}"]
+    if re.search(r"input \[\d+:0\] h2c__payload", verilog_text):  # AXI4-Stream ports: the PCIe board
+        args += ["-CFLAGS", "-DNEOFPGA_XDMA"]
     main = MAIN.read_text()
     key = json.dumps([verilog_text, args, main, _verilator_version()])
     build_dir = _cache_root() / f"board-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -83,14 +86,18 @@ class SimulatedBoard:
     stops (0: never); `max_cycles` ends the simulation after that many cycles. Waits up to
     `timeout` seconds for the board to listen. A board with DRAM takes its ``dram`` (a
     :func:`dram_option`), the file ``dram_init`` to preload it from, and an address bit
-    ``dram_stuck_bit`` that reads as 0 (a fault).
+    ``dram_stuck_bit`` that reads as 0 (a fault). A board with a PCIe port presents XDMA's
+    character devices as named pipes at ``xdma`` (a prefix: ``xdma + "_h2c_0"`` and ``"_c2h_0"``)
+    instead of a TCP port, its DMA model set by ``dma`` (:meth:`~neofpga.contract.pcie.DmaModel.board_option`),
+    and ``faults`` ({"reset_after_bytes" / "stall_after_bytes" / "cut_transfer": N}) injected.
     """
 
     def __init__(self, executable, port=0, trace=None, *, idle_cycles=None, max_cycles=None, timeout=30,
-                 dram=None, dram_init=None, dram_stuck_bit=None):
-        command = [str(executable), "--port", str(port)]
+                 dram=None, dram_init=None, dram_stuck_bit=None, xdma=None, dma=None, faults=None):
+        command = [str(executable)] + (["--xdma", str(xdma), "--dma", dma] if xdma else ["--port", str(port)])
         for option, value in [("--trace", trace), ("--idle-cycles", idle_cycles), ("--max-cycles", max_cycles),
-                              ("--dram", dram), ("--dram-init", dram_init), ("--dram-stuck-bit", dram_stuck_bit)]:
+                              ("--dram", dram), ("--dram-init", dram_init), ("--dram-stuck-bit", dram_stuck_bit),
+                              *((f"--{name.replace('_', '-')}", n) for name, n in (faults or {}).items())]:
             if value is not None:
                 command += [option, str(value)]
         self._stdout, self._stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
@@ -99,14 +106,16 @@ class SimulatedBoard:
         self.cycles = None             #: cycles simulated, once closed
         self.cycles_per_second = None  #: simulation speed while clocking, once closed
         self.dram_reads = self.dram_writes = None  #: DRAM words read and written, once closed (a board with DRAM)
+        self.dma = None  #: DMA transfers and bytes each way, once closed (a PCIe board)
         deadline = time.monotonic() + timeout
-        while (match := re.match(rb"listening on (\d+)\n", self._read(self._stdout))) is None:
+        while (match := re.match(rb"(?:listening on (\d+)|xdma at .*)\n", self._read(self._stdout))) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 summary = self.close()
                 raise RuntimeError(f"the simulated board {executable} did not start listening within {timeout} s "
                                    f"(exit code {self.process.returncode}):\n{summary}")
             time.sleep(0.01)
-        self.port = int(match[1])  #: the TCP port it listens on
+        self.xdma = xdma  #: the prefix of its XDMA devices (a PCIe board), for ``pcie:``
+        self.port = int(match[1]) if match[1] else None  #: the TCP port it listens on (a UART board)
         self.url = f"socket://127.0.0.1:{self.port}"  #: for ``serial.serial_for_url``
 
     @staticmethod
@@ -136,6 +145,8 @@ class SimulatedBoard:
             self.cycles, self.cycles_per_second = int(match[1]), float(match[2])
         if (match := _DRAM_SUMMARY.search(self.stderr)) is not None:
             self.dram_reads, self.dram_writes = int(match[1]), int(match[2])
+        if (match := _DMA_SUMMARY.search(self.stderr)) is not None:
+            self.dma = dict(zip(("transfers_in", "bytes_in", "transfers_out", "bytes_out"), map(int, match.groups())))
         return self.stderr
 
     def __enter__(self):

@@ -58,6 +58,9 @@ class WithControlRegisters(wiring.Component):
         m.submodules.top = top = self.top
         m.submodules.registers = registers = ControlRegisters(self.words)
         wiring.connect(m, top.control, registers.control)
-        for name in self.signature.members:
-            wiring.connect(m, getattr(top, name), wiring.flipped(getattr(self, name)))
+        for name, member in self.signature.members.items():
+            if member.is_port:  # o_last
+                m.d.comb += getattr(self, name).eq(getattr(top, name))
+            else:
+                wiring.connect(m, getattr(top, name), wiring.flipped(getattr(self, name)))
         return m

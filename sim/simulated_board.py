@@ -18,7 +18,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract.gateware_version import gateware_version
+from ..contract.pcie import XDMA_GEN2_X4
 from ..hdl.accelerator import Accelerator
+from ..hdl.axi_stream import AxiStreamHost
 from ..hdl.uart import UARTReceiver, UARTTransmitter
 from .board_process import HARNESS_FILES, SimulatedBoard, build_board, dram_option
 from .control_registers import WithControlRegisters
@@ -56,12 +58,16 @@ class UARTLoop(wiring.Component):
 
 def design(parameters, gateware_version=0):
     """The simulated board's top: the accelerator (with :class:`~.control_registers.ControlRegisters`
-    on a DRAM controller's port, if it has one), behind a UART loop if ``uart_divisor`` is set."""
+    on a DRAM controller's port, if it has one), behind a UART loop if ``uart_divisor`` is set, or
+    an AXI4-Stream port (:class:`~neofpga.hdl.axi_stream.AxiStreamHost`) if ``pcie_beat_bytes`` is."""
     parameters = dict(parameters)
     divisor = parameters.pop("uart_divisor", 0)
+    beat_bytes = parameters.pop("pcie_beat_bytes", 0)
     top = Accelerator(**parameters, gateware_version=gateware_version)
     if top.control_words:  # a board's controller: registers that read back in its place
         top = WithControlRegisters(top, top.control_words)
+    if beat_bytes:
+        return AxiStreamHost(top, beat_bytes)
     return UARTLoop(top, divisor) if divisor else top
 
 
@@ -75,7 +81,7 @@ def board_key(parameters, sources=None, trace=False):
     version (``sources``: a :func:`~neofpga.contract.gateware_version.sources_digest`), the UART
     loop's divisor, this module, the control registers' and the harness's files, and tracing."""
     digest = hashlib.sha256(json.dumps([gateware_version(parameters, sources), parameters.get("uart_divisor", 0),
-                                        trace]).encode())
+                                        parameters.get("pcie_beat_bytes", 0), trace]).encode())
     for path in (Path(__file__), Path(__file__).with_name("control_registers.py"), *HARNESS_FILES):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -95,12 +101,19 @@ def board_executable(parameters, *, trace=False, log=print, sources=None):
     return executable
 
 
-def start_simulated_board(parameters, *, port=0, trace=None, log=print, dram=None, dram_init=None):
+def start_simulated_board(parameters, *, port=0, trace=None, log=print, dram=None, dram_init=None, xdma=None,
+                          dma=XDMA_GEN2_X4, faults=None):
     """Build (once) and start the simulated board; a :class:`SimulatedBoard` to connect to. A design
     with DRAM (``dram_words``) gets the timing of ``dram`` (a :class:`~neofpga.contract.dram.Dram`),
-    preloaded from the file ``dram_init`` if given."""
+    preloaded from the file ``dram_init`` if given. A design behind a PCIe port (``pcie_beat_bytes``)
+    presents its XDMA devices at the prefix ``xdma``, with the DMA model ``dma`` (a
+    :class:`~neofpga.contract.pcie.DmaModel`) and ``faults`` (:class:`SimulatedBoard`'s)."""
     options = {}
     if parameters.get("dram_words"):
         options = dict(dram=dram_option(dram, parameters["dram_words"], parameters["clock_hz"]), dram_init=dram_init)
+    if parameters.get("pcie_beat_bytes"):
+        if xdma is None:
+            raise ValueError("a simulated PCIe board needs the prefix of its XDMA devices (xdma)")
+        options.update(xdma=xdma, dma=dma.board_option(parameters["clock_hz"]), faults=faults)
     return SimulatedBoard(board_executable(parameters, trace=trace is not None, log=log), port=port, trace=trace,
                           **options)

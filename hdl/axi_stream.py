@@ -1,0 +1,138 @@
+"""The AXI4-Stream host port: beats of ``data_bytes`` bytes with ``keep`` and ``last``, as Xilinx's
+XDMA carries a PCIe DMA's data to the card (H2C) and back (C2H) in AXI4-Stream mode, and the
+accelerator's link bytes on either side of it.
+
+A beat's bytes are its ``data`` LSB first, those whose ``keep`` bit is set; XDMA sets ``last`` on
+the last beat of a host's write (an H2C transfer), and ends a host's read (a C2H transfer) at a beat
+with ``last``. :class:`AxiStreamHost` puts a byte-stream device (the accelerator) behind such a pair
+of streams, each answer frame one C2H transfer.
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+__all__ = ["AxiStreamBeat", "AxiStream", "FrameByte", "BeatsToBytes", "BytesToBeats", "AxiStreamHost"]
+
+
+def AxiStreamBeat(data_bytes):
+    """One beat: ``data`` (tdata), ``keep`` (tkeep, a bit a byte) and ``last`` (tlast)."""
+    return data.StructLayout({"data": 8 * data_bytes, "keep": data_bytes, "last": 1})
+
+
+def AxiStream(data_bytes=8):
+    """An AXI4-Stream of :func:`AxiStreamBeat` beats (valid and ready are tvalid and tready)."""
+    return stream.Signature(AxiStreamBeat(data_bytes))
+
+
+FrameByte = data.StructLayout({"data": 8, "last": 1})
+"""A byte of a device's answers, ``last`` on the last byte of a frame."""
+
+
+class BeatsToBytes(wiring.Component):
+    """H2C: the kept bytes of each beat, in order, one a cycle (a beat's last byte and the next
+    beat's first in consecutive cycles; a beat that keeps nothing is dropped).
+
+    Attributes
+    ----------
+    i : AxiStream(data_bytes), in
+    o : stream.Signature(8), out
+    """
+
+    def __init__(self, data_bytes=8):
+        exact_log2(data_bytes)
+        self.data_bytes = data_bytes
+        super().__init__({"i": In(AxiStream(data_bytes)), "o": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.data_bytes
+        beat = Signal(8 * n)
+        left = Signal(n)  # the held beat's kept bytes not yet sent
+        first = Signal(range(n))
+        for index in reversed(range(n)):  # the lowest byte still to send
+            with m.If(left[index]):
+                m.d.comb += first.eq(index)
+        m.d.comb += [self.o.valid.eq(left != 0), self.o.payload.eq(beat.word_select(first, 8))]
+        remaining = Signal(n)
+        m.d.comb += remaining.eq(left & ~(self.o.ready << first))
+        m.d.comb += self.i.ready.eq(remaining == 0)
+        m.d.sync += left.eq(remaining)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [beat.eq(self.i.payload.data), left.eq(self.i.payload.keep)]
+        return m
+
+
+class BytesToBeats(wiring.Component):
+    """C2H: bytes gathered into beats, LSB first; a beat goes when it is full or holds a frame's
+    last byte (then with ``last``, and ``keep`` set for the bytes it holds). Takes a byte a cycle.
+
+    Attributes
+    ----------
+    i : stream.Signature(FrameByte), in
+    o : AxiStream(data_bytes), out
+    """
+
+    def __init__(self, data_bytes=8):
+        exact_log2(data_bytes)
+        self.data_bytes = data_bytes
+        super().__init__({"i": In(stream.Signature(FrameByte)), "o": Out(AxiStream(data_bytes))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.data_bytes
+        count = Signal(range(n + 1))  # bytes gathered into the beat
+        done = Signal()               # the beat is offered
+        beat = Signal.like(self.o.payload)
+        m.d.comb += [self.o.valid.eq(done), self.o.payload.eq(beat)]
+        leaving = done & self.o.ready
+        m.d.comb += self.i.ready.eq(~done | self.o.ready)
+        with m.If(leaving):
+            m.d.sync += [done.eq(0), count.eq(0), beat.keep.eq(0), beat.last.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            at = Signal(range(n))
+            m.d.comb += at.eq(Mux0(leaving, count))
+            m.d.sync += [beat.data.word_select(at, 8).eq(self.i.payload.data),
+                         beat.keep.eq(Mux0(leaving, beat.keep) | (1 << at)),
+                         beat.last.eq(self.i.payload.last), count.eq(at + 1),
+                         done.eq(self.i.payload.last | (at == n - 1))]
+        return m
+
+
+def Mux0(clear, value):
+    """``value``, or 0 where ``clear``: a register's next value as seen by the cycle that empties it."""
+    return value & ~clear.replicate(len(value))
+
+
+class AxiStreamHost(wiring.Component):
+    """A device with link bytes on ``i``/``o`` (and ``o_last`` on each frame's last byte) behind an
+    AXI4-Stream pair: ``h2c`` beats in, ``c2h`` beats out, an answer frame a C2H transfer (``last``
+    on its last beat). The device's other ports (``dram``, ``control``) are passed through.
+
+    Attributes
+    ----------
+    h2c : AxiStream(data_bytes), in
+    c2h : AxiStream(data_bytes), out
+    """
+
+    def __init__(self, device, data_bytes=8):
+        self.device, self.data_bytes = device, data_bytes
+        others = {name: member for name, member in device.signature.members.items()
+                  if name not in ("i", "o", "o_last")}
+        super().__init__({"h2c": In(AxiStream(data_bytes)), "c2h": Out(AxiStream(data_bytes)), **others})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.device = device = self.device
+        m.submodules.to_bytes = to_bytes = BeatsToBytes(self.data_bytes)
+        m.submodules.to_beats = to_beats = BytesToBeats(self.data_bytes)
+        wiring.connect(m, wiring.flipped(self.h2c), to_bytes.i)
+        wiring.connect(m, to_bytes.o, device.i)
+        m.d.comb += [to_beats.i.valid.eq(device.o.valid), to_beats.i.payload.data.eq(device.o.payload),
+                     to_beats.i.payload.last.eq(device.o_last), device.o.ready.eq(to_beats.i.ready)]
+        wiring.connect(m, to_beats.o, wiring.flipped(self.c2h))
+        for name in self.signature.members:
+            if name not in ("h2c", "c2h"):
+                wiring.connect(m, getattr(device, name), wiring.flipped(getattr(self, name)))
+        return m
