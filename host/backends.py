@@ -156,16 +156,18 @@ def load_source(spec):
     return ModelSource(str(spec), checkpoint=load_checkpoint(spec))
 
 
-def open_model(backend, source, residency="auto", trace=None, uart=False, board=None, per_op=False):
+def open_model(backend, source, residency="auto", trace=None, uart=False, board=None, per_op=False, pcie=False):
     """The model on ``backend`` (a :class:`Backend` or its text) for ``source``.
 
-    ``residency``, ``trace``, ``uart``, ``board`` and ``per_op`` concern the board back ends (see
-    :mod:`neofpga.host.board_backend`)."""
+    ``residency``, ``trace``, ``uart``, ``board``, ``per_op`` and ``pcie`` concern the board back
+    ends (see :mod:`neofpga.host.board_backend`)."""
     backend = parse_backend(backend)
     if trace is not None and backend.kind != "sim":
         raise UserError("--trace needs --device sim (the board it starts records the waveform)")
     if uart and backend.kind != "sim":
         raise UserError("--uart needs --device sim (it builds the simulated board with the UART in the loop)")
+    if pcie and backend.kind != "sim":
+        raise UserError("--pcie needs --device sim (a board's PCIe is --device pcie:/dev/xdma0)")
     if board is not None and backend.kind in ("serial", "pcie"):
         raise UserError("--board is for simulated boards: a real one says what it is")
     if backend.kind == "cpu":
@@ -180,4 +182,4 @@ def open_model(backend, source, residency="auto", trace=None, uart=False, board=
         from .golden import golden_model
         return golden_model(source.quantized())
     from .board_backend import open_board_model
-    return open_board_model(backend, source.quantized(), residency, trace, uart, board, per_op)
+    return open_board_model(backend, source.quantized(), residency, trace, uart, board, per_op, pcie)

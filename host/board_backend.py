@@ -224,6 +224,8 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
     if not backend.is_board:
         raise UserError(f"bad board device {str(backend)!r}: use sim, sim:HOST:PORT, serial:PORT[@BAUD] or "
                         f"pcie:DEVICE")
+    if pcie and backend.kind != "sim":
+        raise UserError("--pcie needs --device sim (a board's PCIe is --device pcie:/dev/xdma0)")
     started = pipes = None
     xdma = backend.port if backend.kind == "pcie" else None
     if backend.kind == "sim":
@@ -319,20 +321,20 @@ def _dram_image_file(image, board):
     return file
 
 
-def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False):
+def open_board_model(backend, image, residency="auto", trace=None, uart=False, board=None, per_op=False, pcie=False):
     """The model ``image`` on board back end ``backend``: its program (GENERATE, TOKEN) where the
     device runs programs and it fits, unless ``per_op`` or ``residency`` "stream"; else each op as
     its own command, with ``residency`` auto, resident or stream. On a device with DRAM, the program
     with everything in DRAM. ``sim`` with a ``board`` that has a DRAM design simulates that design
     when the model does not fit the board's block RAM, its DRAM preloaded with the model. ``uart``
-    and ``board``: as :func:`connect_board` takes them."""
+    ``board`` and ``pcie``: as :func:`connect_board` takes them."""
     backend = parse_backend(backend)
     preload = None
     if backend.kind == "sim" and board is not None and board_design(board).dram and not per_op:
         preload = _dram_image_file(image, board)
     try:
         accelerator, close = connect_board(backend, trace, uart, board, dram=preload is not None,
-                                           dram_init=preload and preload.name)
+                                           dram_init=preload and preload.name, pcie=pcie)
     finally:
         if preload is not None:
             preload.close()  # the board has read it

@@ -73,7 +73,7 @@ def _open_models(devices, source, args):
     try:
         for device in devices:
             models.append(open_model(device, source, args.residency, args.trace, args.uart, args.board,
-                                     per_op=getattr(args, "per_op", True)))
+                                     per_op=getattr(args, "per_op", True), pcie=args.pcie))
     except BaseException:
         for model in models:
             model.close()
@@ -93,7 +93,8 @@ def cmd_generate(args):
     ids = prompt_ids(source.tokenizer, source.config, args.prompt)
     if args.device.integer:  # the device's sampler refuses what it cannot follow before a board starts
         sampler.integer_chooser(source.quantized().scales["logits"])
-    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op,
+                       pcie=args.pcie)
     out = sys.stdout if args.format == "text" else sys.stderr
 
     def write(text):
@@ -126,7 +127,8 @@ def cmd_score(args):
 
     text = _read_text(args.file)
     source = _load(args)
-    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op)
+    model = open_model(args.device, source, args.residency, args.trace, args.uart, args.board, args.per_op,
+                       pcie=args.pcie)
     try:
         result = score(model, source.tokenizer.encode(text))
     finally:
@@ -304,10 +306,18 @@ def cmd_sim_server(args):
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be 0..65535, not {args.port}")
-    board = start_simulated_board(simulated_parameters(args.board, args.uart), port=args.port,
-                                  trace=args.trace, log=_err)
-    print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
-          f"(Ctrl-C stops it)", flush=True)
+    parameters = simulated_parameters(args.board, args.uart, pcie=args.xdma is not None)
+    if parameters.get("pcie_beat_bytes") and args.xdma is None:
+        raise UserError(f"{args.board} is a PCIe board: give --xdma PREFIX, where its XDMA devices go")
+    if args.xdma is not None and not Path(args.xdma).parent.is_dir():
+        raise UserError(f"--xdma {args.xdma}: the folder {Path(args.xdma).parent} does not exist")
+    board = start_simulated_board(parameters, port=args.port, trace=args.trace, log=_err, xdma=args.xdma)
+    if board.xdma:
+        print(f"simulated PCIe board at {board.xdma}_h2c_0 and _c2h_0: --device pcie:{board.xdma} "
+              f"(Ctrl-C stops it)", flush=True)
+    else:
+        print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
+              f"(Ctrl-C stops it)", flush=True)
     try:
         while board.process.poll() is None:
             time.sleep(0.2)
@@ -345,7 +355,7 @@ def cmd_selftest(args):
 
     if args.dram and (args.device.kind != "sim" or args.board is None):
         raise UserError("--dram takes --device sim and a --board: it simulates that board's DRAM design")
-    driver, close = connect_board(args.device, uart=args.uart, board=args.board, dram=args.dram)
+    driver, close = connect_board(args.device, uart=args.uart, board=args.board, dram=args.dram, pcie=args.pcie)
     baud = args.device.baud if args.device.kind == "serial" else None
 
     def log(check):
@@ -402,7 +412,13 @@ def build_parser():
         p.add_argument("--trace", metavar="FILE", help="--device sim: write an FST waveform of the run")
         p.add_argument("--uart", action="store_true", help="--device sim: the simulated board with the UART PHY "
                        "in the loop (4 clock cycles a bit), as on a real board")
+        pcie_option(p)
         sim_board_option(p)
+
+    def pcie_option(p):
+        p.add_argument("--pcie", action="store_true", help="--device sim: the simulated board behind its PCIe "
+                       "port, driven through XDMA-shaped devices with the DMA timing of docs/PCIE.md, as a "
+                       "NiteFury is (a PCIe board's simulation always is)")
 
     def per_op_option(p):
         p.add_argument("--per-op", action="store_true", help="board devices: send each op as its own command "
@@ -490,6 +506,9 @@ def build_parser():
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     p.add_argument("--trace", metavar="FILE", help="write an FST waveform of everything it runs")
     p.add_argument("--uart", action="store_true", help="the UART PHY in the loop (4 clock cycles a bit)")
+    p.add_argument("--xdma", metavar="PREFIX", help="the board behind its PCIe port: XDMA-shaped devices "
+                   "PREFIX_h2c_0 and PREFIX_c2h_0 (named pipes) instead of a TCP port; connect with "
+                   "--device pcie:PREFIX")
     sim_board_option(p)
 
     p = command("build", cmd_build, "build a board's bitstream with Yosys, nextpnr and ecppack (the YoWASP "
@@ -517,8 +536,10 @@ def build_parser():
 
     p = command("selftest", cmd_selftest, "check a board: INFO, memory patterns, a matmul, softmax and GELU "
                 "against the golden model, and the link's throughput (exit 1 on a failure)")
-    p.add_argument("--device", type=_backend, required=True, help="serial:PORT[@BAUD], sim or sim:HOST:PORT")
+    p.add_argument("--device", type=_backend, required=True, help="serial:PORT[@BAUD], pcie:DEVICE, sim or "
+                   "sim:HOST:PORT")
     p.add_argument("--uart", action="store_true", help="--device sim: the UART PHY in the loop")
+    pcie_option(p)
     sim_board_option(p)
     p.add_argument("--dram", action="store_true", help="--device sim with --board: the board's DRAM design, its "
                    "timed DRAM model behind it")

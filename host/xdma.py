@@ -111,7 +111,9 @@ class XdmaTransport:
             self._chunks.clear()
 
     def close(self):
-        """Close both devices (the reader closes c2h when its posted read returns)."""
+        """Close both devices (the reader closes c2h when its posted read returns); again, nothing."""
+        if self._closing:
+            return
         self._closing = True
         os.close(self.h2c)
         self._reader.join(2 * POLL_SECONDS)
