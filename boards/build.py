@@ -1,4 +1,5 @@
-"""``neofpga build``: a board's bitstream with Yosys, nextpnr-ecp5 and ecppack (YoWASP's by default).
+"""``neofpga build``: a board's bitstream with Yosys, nextpnr-ecp5 and ecppack (YoWASP's by default);
+a board that Vivado builds (the NiteFury) goes to boards/vivado.py.
 
 Amaranth writes the design files (``platform.build(..., do_build=False)``: the ULX3S platform would
 otherwise insist on openFPGALoader, which only flashing needs); the tools then run here, one after
@@ -48,8 +49,11 @@ def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=
     default to the board's for that design); returns the report:
     ``bitstream``, ``used``/``available`` cells, ``fmax``, ``clock_mhz``, ``seconds``, ``parameters``
     and ``gateware_version``. Raises :class:`UserError` on a failed tool, routing that does not
-    converge, or unmet timing."""
+    converge, or unmet timing. A Vivado board's build is :func:`~.vivado.build_vivado_board`'s."""
     board = board_named(name)
+    if board.toolchain == "vivado":
+        from .vivado import build_vivado_board
+        return build_vivado_board(board, build_dir, rows, cols, freq_mhz, seed, placer, dram, log)
     seed = (board.dram_seed if dram else board.seed) if seed is None else seed
     placer = board.placer if placer is None else placer
     if placer not in PLACERS:

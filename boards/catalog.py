@@ -1,10 +1,12 @@
 """The boards neofpga builds for: platform, clocks, pins, and the accelerator each one holds.
 
-Every board runs the same top (:class:`neofpga.boards.top.BoardTop`): the accelerator behind the
-UART of its USB serial chip, clocked by a PLL. The accelerator each board holds (array, clock,
-memories) is the contract's (:data:`neofpga.contract.design.BOARD_DESIGNS`), sized so that the
-default model fits with its weights resident where the FPGA allows it; here are the rest: the
-platform, pins, programmer and nextpnr seed.
+Every ECP5 board runs the same top (:class:`neofpga.boards.top.BoardTop`): the accelerator behind
+the UART of its USB serial chip, clocked by a PLL. The NiteFury (Artix-7, Vivado) runs its own
+(:class:`neofpga.boards.nitefury.NitefuryTop`): the accelerator behind XDMA's AXI4-Stream, clocked
+by an MMCM. The accelerator each board holds (array, clock, memories) is the contract's
+(:data:`neofpga.contract.design.BOARD_DESIGNS`), sized so that the default model fits with its
+weights resident where the FPGA allows it; here are the rest: the platform, pins, programmer,
+toolchain and nextpnr seed.
 """
 
 import importlib
@@ -19,7 +21,7 @@ __all__ = ["Board", "BOARDS", "board_named", "accelerator_parameters"]
 
 @dataclass(frozen=True)
 class Board:
-    """A board: its amaranth-boards platform, pins, programmer, resources, and nextpnr seed and placer."""
+    """A board: its amaranth-boards platform, pins, programmer, resources, toolchain, and nextpnr seed and placer."""
 
     name: str
     platform: str               # "module:Class" in amaranth_boards
@@ -27,10 +29,11 @@ class Board:
     reset: tuple = None         # (resource, number) of an active-high reset button, if any
     leds: tuple = ()            # (resource, number, subsignal or None): heartbeat, locked, rx, tx
     programmer: tuple = ()      # openFPGALoader's options naming the board's cable
-    resources: dict = field(default_factory=dict)  # the FPGA's MULT18X18D and DP16KD
+    resources: dict = field(default_factory=dict)  # the FPGA's multipliers and block RAMs (ECP5: MULT18X18D, DP16KD)
     seed: int = 1               # nextpnr's seed for this board's design (--seed overrides)
     dram_seed: int = 1          # ... and for its DRAM design (neofpga build --dram)
     placer: str = "static"      # nextpnr's placer for it (--placer overrides; boards/build.py: PLACERS)
+    toolchain: str = "nextpnr"  # "nextpnr" (Yosys, nextpnr-ecp5, ecppack: boards/build.py) or "vivado" (boards/vivado.py)
 
     @property
     def design(self):
@@ -39,7 +42,7 @@ class Board:
 
     @property
     def clock_mhz(self):
-        """The system clock asked of the PLL (--freq overrides)."""
+        """The system clock asked of the PLL or MMCM (--freq overrides)."""
         return self.design.clock_hz / 1e6
 
     @property
@@ -65,6 +68,9 @@ ULX3S_85F_SEED = 1
 ECPIX5_85_SEED = 3
 ULX3S_85F_DRAM_SEED = 2
 ECPIX5_85_DRAM_SEED = 3
+NITEFURY_PROGRAMMER = ("-c", "digilent_hs3", "--fpga-part", "xc7a200tfbg484")
+"""openFPGALoader has no NiteFury board entry: the cable (the JTAG adapter's; amaranth-boards'
+platform uses a Digilent HS3) and the FPGA, which writing the SPI flash through the FPGA needs."""
 
 BOARDS = {board.name: board for board in [
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S with an LFE5U-85F (speed 6)",
@@ -85,6 +91,8 @@ BOARDS = {board.name: board for board in [
           leds=(("rgb_led", 0, "g"), ("rgb_led", 1, "g"), ("rgb_led", 2, "g"), ("rgb_led", 3, "g")),
           programmer=("-c", "ft2232"), resources=ECP5_85, seed=ECPIX5_85_SEED,
           dram_seed=ECPIX5_85_DRAM_SEED),
+    Board("nitefury", "nitefury:NitefuryIIPlatform", "RHS Research NiteFury-II with an XC7A200T-2 (M.2 PCIe Gen2 x4)",
+          programmer=NITEFURY_PROGRAMMER, resources={"DSP48E1": 740, "RAMB36E1": 365}, toolchain="vivado"),
 ]}
 
 
@@ -98,13 +106,15 @@ def board_named(name):
 
 def accelerator_parameters(board, rows=None, cols=None, clock_mhz=None, dram=False):
     """The :class:`~neofpga.hdl.accelerator.Accelerator` parameters of ``board`` (array and clock
-    as given, else the board's; the clock the PLL makes nearest to it); with ``dram``, of its DRAM
-    design, its DRAM controller's registers the CONTROL space."""
+    as given, else the board's; the clock the PLL, or on a Vivado board the MMCM, makes nearest to
+    it); with ``dram``, of its DRAM design, its DRAM controller's registers the CONTROL space."""
+    from .mmcm import mmcm_settings
     from .pll import pll_settings
     from .top import input_mhz
 
     board_design = design.board_design(board.name)  # a one-line error if nothing fits
-    clock_hz = round(pll_settings(input_mhz(board), clock_mhz or board.clock_mhz).output_mhz * 1e6)
+    settings = mmcm_settings if board.toolchain == "vivado" else pll_settings
+    clock_hz = round(settings(input_mhz(board), clock_mhz or board.clock_mhz).output_mhz * 1e6)
     if dram and not board_design.dram:
         raise UserError(f"{board.name} has no DRAM design")
     parameters = design.accelerator_parameters(board_design, rows, cols, clock_hz, dram=dram)

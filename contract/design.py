@@ -12,7 +12,7 @@ from .dram_control import controller_code
 from .errors import UserError
 
 __all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
-           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "PCIE_BEAT_BYTES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS",
+           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "STREAM_LOCAL_WORDS", "STREAMED_WORDS", "PCIE_BEAT_BYTES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS",
            "board_design",
            "accelerator_parameters", "simulated_parameters", "boards_running"]
 
@@ -69,6 +69,11 @@ STREAMED_MEMORIES = dict(activation_words=1024, weight_words=10240, constant_wor
 # 768, 256 program entries (TinyStories-33M's program has 230).
 DRAM_MEMORIES = dict(activation_words=8192 + 50257, weight_words=2048, constant_words=6144, gelu_tables=4,
                      softmax_length=2048, max_payload=4096, norm_length=768, program_words=256)
+# A PCIe board's design for a model whose weights do not fit it (neofpga's NiteFury streaming
+# TinyStories-33M, host/streamed_program.py): the DRAM design's program and memories, its DRAM space
+# 65,536 words (1 MiB) of block RAM for the KV caches and records and, above them, 2**23 words
+# (128 MiB) that the host streams in the order the program reads them (hdl/streamed_memory.py).
+STREAM_LOCAL_WORDS, STREAMED_WORDS = 2 ** 16, 2 ** 23
 SMALL_ECP5 = ("even streamed, the default model's KV caches and largest matrix need 80 DP16KD with 16 weight "
               "banks (72 with 8), and this FPGA has {}")
 
@@ -116,11 +121,16 @@ def board_design(name):
     return design
 
 
-def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, dram=False):
+def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, dram=False, stream=False):
     """The accelerator parameters of board design ``design``, with another array or clock if given;
-    with ``dram``, of its DRAM design (one row, :data:`DRAM_MEMORIES` and the board's DRAM). Frames
-    time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
+    with ``dram``, of its DRAM design (one row, :data:`DRAM_MEMORIES` and the board's DRAM); with
+    ``stream``, of a PCIe board's streamed design (the DRAM design's, its DRAM block RAM and the
+    host's weight stream). Frames time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
     clock_hz = clock_hz or design.clock_hz
+    if stream:
+        return dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
+                    dram_words=STREAM_LOCAL_WORDS + STREAMED_WORDS, stream_words=STREAMED_WORDS,
+                    timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
     if dram:
         return dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
                     dram_words=BOARD_DRAMS[design.dram].words,
@@ -129,14 +139,17 @@ def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, dram=Fal
                 timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
 
 
-def simulated_parameters(board=None, uart=False, dram=False, pcie=False):
+def simulated_parameters(board=None, uart=False, dram=False, pcie=False, stream=False):
     """The accelerator ``--device sim`` runs: the simulated board's, or that of the board named
     ``board`` (with ``dram``, its DRAM design); ``uart``: with the UART PHYs in the loop; ``pcie``:
     behind an AXI4-Stream port of ``pcie_beat_bytes`` a beat, as XDMA drives it (a PCIe board's
-    design, the NiteFury's, is always)."""
+    design, the NiteFury's, is always); ``stream``: a PCIe board's streamed design."""
     if dram and (board is None or not board_design(board).dram):
         raise UserError(f"{board or 'the simulated board'} has no DRAM design")
-    parameters = dict(SIMULATED_BOARD) if board is None else accelerator_parameters(board_design(board), dram=dram)
+    if stream and (board is None or board_design(board).link != "pcie"):
+        raise UserError(f"{board or 'the simulated board'} has no streamed design: a PCIe board has (nitefury)")
+    parameters = (dict(SIMULATED_BOARD) if board is None
+                  else accelerator_parameters(board_design(board), dram=dram, stream=stream))
     pcie = pcie or (board is not None and board_design(board).link == "pcie")
     if uart and pcie:
         raise UserError("a simulated board has one link: the UART (--uart) or PCIe (pcie:, a PCIe board)")
@@ -150,10 +163,12 @@ def boards_running(info):
     (with INFO's array and clock): (names, parameters), or ([], None)."""
     names, matched = [], None
     for name, design in BOARD_DESIGNS.items():
-        if design.memories is None or (info.get("dram_words") and not design.dram):
+        stream = bool(info.get("stream_words"))
+        if design.memories is None or (info.get("dram_words") and not (design.link == "pcie" if stream
+                                                                       else design.dram)):
             continue
         parameters = accelerator_parameters(design, info["rows"], info["cols"], info["clock_hz"],
-                                            dram=bool(info.get("dram_words")))
+                                            dram=bool(info.get("dram_words")) and not stream, stream=stream)
         if info.get("dram_controller"):  # a board's DRAM bitstream: its LiteDRAM's registers too
             parameters["dram_controller"] = controller_code(design.dram)
         if all(parameters[key] == info[key] for key in parameters if key in info):

@@ -227,12 +227,15 @@ INFO = [
     # programs), the longest NORM row (0: no vector units)
     ("program_version", 2, False), ("program_words", 2, False), ("norm_length", 2, False),
 ]
-DRAM_INFO = [("dram_words", 4, False), ("dram_controller", 1, False)]
+DRAM_INFO = [("dram_words", 4, False), ("dram_controller", 1, False), ("stream_words", 4, False)]
 """Where the device has DRAM, INFO's record goes on with this: its :data:`Space.DRAM` words, and
 its DRAM controller: 0 where none needs the host (the simulated board's DRAM model is ready from
 the start), else ``n`` for the ``n``-th of contract/dram_control.py's DRAM_CONTROLLERS, a board's
 LiteDRAM, whose registers are the :data:`Space.CONTROL` space. A board's DRAM answers only once
-the host has initialised it through them; until then DRAM commands wait.
+the host has initialised it through them; until then DRAM commands wait. ``stream_words`` of the
+DRAM words, the last ones, are not memory but the host's weight stream (a PCIe board without
+enough memory, hdl/streamed_memory.py): a read there takes the next word the host pushed, in the
+order the program reads them, and a write there is lost; 0 on a device whose DRAM is all memory.
 
 The WEIGHTS space then continues into DRAM: WEIGHTS address ``weight_words + w`` of bank ``b`` is
 byte ``b`` of DRAM word ``w`` (a device with DRAM has 16 weight banks, one a byte of the word).

@@ -104,6 +104,8 @@ class Accelerator(wiring.Component):
     dram_controller : INFO's code of the DRAM controller (contract/dram_control.py) whose
         registers are behind the ``control`` port (a :class:`~.control_port.ControlPort`), the
         CONTROL space of CONTROL_WORDS words; 0: none (the DRAM needs no initialising). Needs DRAM
+    stream_words : INFO's DRAM words, the last ones, that the host streams (behind the ``dram``
+        port, :class:`~.streamed_memory.StreamedMemory`); 0: none. Needs DRAM
     timeout_cycles : cycles of silence inside a frame after which it is TRUNCATED
     clock_hz : reported by INFO
     gateware_version : reported by INFO (see :mod:`neofpga.contract.gateware_version`)
@@ -111,7 +113,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, rows, cols, activation_words, weight_words, constant_words, gelu_tables=4,
                  softmax_length=256, max_payload=4096, norm_length=0, program_words=0, dram_words=0,
-                 dram_controller=0, timeout_cycles=1_000_000, clock_hz=0, gateware_version=0):
+                 dram_controller=0, stream_words=0, timeout_cycles=1_000_000, clock_hz=0, gateware_version=0):
         if program_words and not norm_length:
             raise ValueError("a program's ops need the vector ops: give norm_length with program_words")
         if dram_words and (not program_words or cols != DRAM_WORD_BYTES):
@@ -119,6 +121,8 @@ class Accelerator(wiring.Component):
                              f"word each")
         if dram_controller and not dram_words:
             raise ValueError("a DRAM controller needs DRAM: give dram_words with dram_controller")
+        if not 0 <= stream_words < max(dram_words, 1):
+            raise ValueError("the streamed words are some of the DRAM words, not all: give dram_words above them")
         control_words = CONTROL_WORDS if dram_controller else 0
         self.rows, self.cols = rows, cols
         self.depths = {Space.ACTIVATIONS: activation_words, Space.WEIGHTS: weight_words,
@@ -144,8 +148,9 @@ class Accelerator(wiring.Component):
         if dram_words:
             self.record_bytes.update({Opcode.COPY: record_size(COPY), Opcode.DRAM_TEST: record_size(DRAM_TEST)})
         self.info = pack_record(
-            info_record(bool(dram_words)), **(dict(dram_words=dram_words, dram_controller=dram_controller)
-                                             if dram_words else {}), magic=INFO_MAGIC,
+            info_record(bool(dram_words)), **(dict(dram_words=dram_words, dram_controller=dram_controller,
+                                                   stream_words=stream_words) if dram_words else {}),
+            magic=INFO_MAGIC,
             gateware_version=gateware_version, numerics_version=NUMERICS_VERSION,
             rows=rows, cols=cols, activation_words=activation_words, weight_words=weight_words,
             constant_words=constant_words, gelu_tables=gelu_tables, max_payload=max_payload,

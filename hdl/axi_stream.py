@@ -108,7 +108,7 @@ def Mux0(clear, value):
 class AxiStreamHost(wiring.Component):
     """A device with link bytes on ``i``/``o`` (and ``o_last`` on each frame's last byte) behind an
     AXI4-Stream pair: ``h2c`` beats in, ``c2h`` beats out, an answer frame a C2H transfer (``last``
-    on its last beat). The device's other ports (``dram``, ``control``) are passed through.
+    on its last beat). The device's other ports (``dram``, ``control``, ``weights``) are passed through.
 
     Attributes
     ----------
@@ -132,7 +132,11 @@ class AxiStreamHost(wiring.Component):
         m.d.comb += [to_beats.i.valid.eq(device.o.valid), to_beats.i.payload.data.eq(device.o.payload),
                      to_beats.i.payload.last.eq(device.o_last), device.o.ready.eq(to_beats.i.ready)]
         wiring.connect(m, to_beats.o, wiring.flipped(self.c2h))
-        for name in self.signature.members:
-            if name not in ("h2c", "c2h"):
+        for name, member in self.signature.members.items():
+            if name in ("h2c", "c2h"):
+                continue
+            if member.is_port:
+                m.d.comb += getattr(self, name).eq(getattr(device, name))
+            else:
                 wiring.connect(m, getattr(device, name), wiring.flipped(getattr(self, name)))
         return m

@@ -28,6 +28,7 @@ from .dram_init import initialise_dram
 from .dram_program import DramProgram, dram_plan
 from .golden import IntegerGPTNeo
 from .link import Link, LinkError, StreamBroken
+from .streamed_program import StreamedProgram
 from .token_program import TokenProgram
 from .xdma import XdmaTransport
 
@@ -210,7 +211,8 @@ def _low_latency(transport):
         pass  # other systems, or a port that is not a tty: docs/BOARDS.md says how to set it by hand
 
 
-def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_init=None, pcie=False, faults=None):
+def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_init=None, pcie=False, faults=None,
+                  stream=False):
     """The :class:`AcceleratorDriver` of the device on board back end ``backend`` (a
     :class:`~neofpga.host.backends.Backend` or its text), its versions checked; returns (driver,
     close) where ``close`` closes the link and stops a simulated board this started.
@@ -218,7 +220,8 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
     ``board``: with ``sim``, simulate that board's accelerator (``dram``: its DRAM design, the DRAM
     preloaded from the file ``dram_init`` if given); ``uart``: with ``sim``, the UART in the loop;
     ``pcie``: with ``sim``, the accelerator behind the simulated PCIe board's AXI4-Stream port and
-    XDMA devices (a PCIe board's always is), ``faults`` injected there (:class:`~neofpga.sim.board_process.SimulatedBoard`'s).
+    XDMA devices (a PCIe board's always is), ``faults`` injected there (:class:`~neofpga.sim.board_process.SimulatedBoard`'s);
+    ``stream``: with ``sim`` and a PCIe ``board``, its streamed design.
     """
     backend = parse_backend(backend)
     if not backend.is_board:
@@ -230,7 +233,7 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
     xdma = backend.port if backend.kind == "pcie" else None
     if backend.kind == "sim":
         from ..sim.simulated_board import start_simulated_board
-        parameters = simulated_parameters(board, uart, dram, pcie)
+        parameters = simulated_parameters(board, uart, dram, pcie, stream)
         timing = BOARD_DRAMS[board_design(board).dram] if dram else None
         if parameters.get("pcie_beat_bytes"):  # the simulated PCIe board's XDMA devices, in a folder of ours
             pipes = tempfile.TemporaryDirectory(prefix="neofpga-xdma-")
@@ -240,7 +243,7 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
     simulated = backend.simulated or (xdma is not None and _is_pipe(xdma))
     try:
         transport = _open_transport(backend, started, xdma)
-        link = Link(transport, timeout=(SIMULATED_DRAM_TIMEOUT if dram else 10.0) if simulated else 1.0)
+        link = Link(transport, timeout=(SIMULATED_DRAM_TIMEOUT if dram or stream else 10.0) if simulated else 1.0)
 
         def close():
             link.close()
@@ -305,15 +308,21 @@ def _open_transport(backend, started, xdma):
     return transport
 
 
+def _fits_block_ram(image, board):
+    """Whether the model's program fits board ``board``'s block-RAM design."""
+    try:
+        TokenProgram(image, PlanningDriver(simulated_parameters(board)))
+        return True
+    except UserError:
+        return False
+
+
 def _dram_image_file(image, board):
     """With ``sim`` and a board with a DRAM design: None if the model's program fits the board's
     block-RAM design, else a temporary file of its DRAM image for the DRAM design (as a board's
     memory would be loaded by neofpga before a run); a one-line error if it fits neither."""
-    try:
-        TokenProgram(image, PlanningDriver(simulated_parameters(board)))
+    if _fits_block_ram(image, board):
         return None
-    except UserError:
-        pass
     parameters = simulated_parameters(board, dram=True)
     plan = DramProgram(image, PlanningDriver(parameters), host_ends=dram_plan(image, parameters))
     file = tempfile.NamedTemporaryFile(prefix="neofpga-dram-", suffix=".bin")
@@ -329,16 +338,30 @@ def open_board_model(backend, image, residency="auto", trace=None, uart=False, b
     when the model does not fit the board's block RAM, its DRAM preloaded with the model. ``uart``
     ``board`` and ``pcie``: as :func:`connect_board` takes them."""
     backend = parse_backend(backend)
-    preload = None
-    if backend.kind == "sim" and board is not None and board_design(board).dram and not per_op:
-        preload = _dram_image_file(image, board)
+    preload, stream = None, False
+    if backend.kind == "sim" and board is not None and not per_op:
+        if board_design(board).dram:
+            preload = _dram_image_file(image, board)
+        elif board_design(board).link == "pcie":
+            stream = not _fits_block_ram(image, board)
     try:
         accelerator, close = connect_board(backend, trace, uart, board, dram=preload is not None,
-                                           dram_init=preload and preload.name, pcie=pcie)
+                                           dram_init=preload and preload.name, pcie=pcie, stream=stream)
     finally:
         if preload is not None:
             preload.close()  # the board has read it
     try:
+        if accelerator.device_info["stream_words"]:
+            transport = accelerator.link.transport
+            if not hasattr(transport, "weight_channel"):
+                raise UserError("the device streams its weights over PCIe: connect it with --device pcie:DEVICE")
+            _log("the model's blocks run on the device, their weights streamed over PCIe every token; "
+                 "its embedding and head on the host")
+            program = StreamedProgram(image, accelerator, transport.weight_channel(), log=_log)
+            if program.context < image.config.max_position_embeddings:
+                _log(f"the device's block RAM holds the KV caches of {program.context:,} tokens: that is the context")
+            accelerator.reset_counters()
+            return HostEndsModel(image, program, accelerator.link, str(backend), on_close=close)
         if accelerator.device_info["dram_words"]:
             host_ends = dram_plan(image, accelerator.device_info)
             if host_ends:

@@ -512,7 +512,8 @@ def build_parser():
     sim_board_option(p)
 
     p = command("build", cmd_build, "build a board's bitstream with Yosys, nextpnr and ecppack (the YoWASP "
-                "tools unless installed): utilisation and Fmax, an error if timing is not met")
+                "tools unless installed), the NiteFury's with Vivado (its project written, and run where Vivado "
+                "is): utilisation and Fmax, an error if timing is not met")
     p.add_argument("--board", required=True, choices=list(BOARD_DESIGNS), metavar="BOARD",
                    help=f"one of {', '.join(BOARD_DESIGNS)}")
     p.add_argument("--array", type=_array_shape, help="the systolic array, ROWSxCOLS (default: the board's)")

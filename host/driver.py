@@ -38,7 +38,7 @@ class AcceleratorDriver:
         self.device_info = self.info()
 
     def info(self):
-        """The device's INFO record as a dict (``dram_words`` and ``dram_controller`` 0 on a device
+        """The device's INFO record as a dict (``dram_words``, ``dram_controller`` and ``stream_words`` 0 on a device
         without DRAM); a one-line error for one of another size (other gateware)."""
         payload = self.link.command(Opcode.INFO)
         sizes = {record_size(info_record(dram)): dram for dram in (False, True)}
@@ -46,7 +46,8 @@ class AcceleratorDriver:
             raise UserError(f"the device's INFO is {len(payload)} bytes, this neofpga reads {record_size(INFO)} or "
                             f"{record_size(info_record(True))}: its gateware is another version (rebuild the "
                             f"bitstream with neofpga build and flash it)")
-        return {"dram_words": 0, "dram_controller": 0, **unpack_record(info_record(sizes[len(payload)]), payload)}
+        return {"dram_words": 0, "dram_controller": 0, "stream_words": 0,
+                **unpack_record(info_record(sizes[len(payload)]), payload)}
 
     def write(self, space, bank, address, data):
         """Write words (``data``: their little-endian bytes) from ``address`` on, in as many frames as needed."""

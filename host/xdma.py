@@ -22,7 +22,7 @@ from ..contract.errors import UserError
 from ..contract.pcie import xdma_paths
 from .link import LinkError
 
-__all__ = ["READ_BYTES", "XdmaTransport"]
+__all__ = ["READ_BYTES", "XdmaTransport", "WeightChannel"]
 
 READ_BYTES = 1 << 20
 """The size of each c2h read: larger than any answer, so that the card's tlast ends it."""
@@ -48,6 +48,7 @@ class XdmaTransport:
             os.close(self.h2c)
             raise
         self.transfers_sent = self.transfers_received = self.bytes_sent = self.bytes_received = 0
+        self._weights = None
         self._chunks = collections.deque()
         self._ready = threading.Condition()
         self._failure = None
@@ -70,23 +71,18 @@ class XdmaTransport:
 
     def write(self, data):
         """Send ``data`` (whole frames) as one DMA transfer."""
-        view, deadline = memoryview(data), time.monotonic() + self.stall_timeout
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [self.h2c], [], left)[1]:
-                raise LinkError(f"pcie:{self.device}: the card took no data for {self.stall_timeout:g} s: its "
-                                f"H2C DMA stalled (reset the board or reload its bitstream)")
-            try:
-                written = os.write(self.h2c, view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise LinkError(f"pcie:{self.device}: the H2C DMA failed ({e.strerror}): was the board reset "
-                                f"or its bitstream reloaded?") from None
-            view = view[written:]
+        written = _write_transfer(self.h2c, data, self.stall_timeout, f"pcie:{self.device}: the card")
         self.transfers_sent += 1
         self.bytes_sent += len(data)
-        return len(data)
+        return written
+
+    def weight_channel(self):
+        """The H2C channel that carries a streamed design's weights (``_h2c_1``): a
+        :class:`WeightChannel`, opened on first use."""
+        if self._weights is None:
+            path = xdma_paths(self.device, 1)[0]
+            self._weights = WeightChannel(self._open(path, os.O_WRONLY), path, self.stall_timeout)
+        return self._weights
 
     def read(self, size):
         """Up to ``size`` bytes that the card sent, waiting up to ``timeout`` for the first."""
@@ -116,6 +112,8 @@ class XdmaTransport:
             return
         self._closing = True
         os.close(self.h2c)
+        if self._weights is not None:
+            self._weights.close()
         self._reader.join(2 * POLL_SECONDS)
 
     def _read_posted(self, fd):
@@ -141,3 +139,40 @@ class XdmaTransport:
                         self._ready.notify()
         finally:
             os.close(fd)
+
+
+class WeightChannel:
+    """A streamed design's weight channel: each :meth:`write` one DMA transfer of whole DRAM words.
+    ``transfers`` and ``bytes`` count them."""
+
+    def __init__(self, fd, path, stall_timeout):
+        self.fd, self.path, self.stall_timeout = fd, path, stall_timeout
+        self.transfers = self.bytes = 0
+
+    def write(self, data):
+        """Send ``data`` as one DMA transfer (waiting while the card takes it)."""
+        _write_transfer(self.fd, data, self.stall_timeout, f"{self.path}: the card")
+        self.transfers += 1
+        self.bytes += len(data)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def _write_transfer(fd, data, stall_timeout, who):
+    """Write all of ``data`` to H2C device ``fd``; a one-line :class:`LinkError` if ``who`` (the
+    card) takes nothing for ``stall_timeout`` seconds, or the write fails."""
+    view, deadline = memoryview(data), time.monotonic() + stall_timeout
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([], [fd], [], left)[1]:
+            raise LinkError(f"{who} took no data for {stall_timeout:g} s: its H2C DMA stalled (reset the board "
+                            f"or reload its bitstream)")
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            raise LinkError(f"{who}'s H2C DMA failed ({e.strerror}): was the board reset or its bitstream "
+                            f"reloaded?") from None
+    return len(data)

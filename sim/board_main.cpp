@@ -52,7 +52,9 @@
 // ends a transfer, which reaches the c2h pipe `latency` cycles later. Every cycle a transfer spends
 // in the model is clocked (the clock stops only when none is in flight), so the simulated cycles
 // are the board's with the host's DMA. The summary line adds `, DMA T transfers in H bytes,
-// U transfers out O bytes`.
+// U transfers out O bytes`. A streamed design (-DNEOFPGA_WEIGHTS, a `weights` port: the host's
+// weight stream, hdl/streamed_memory.py) has a second H2C channel, PREFIX_h2c_1, into it in beats
+// of 16 bytes, with its own engine under the same DMA model.
 
 #include "Vtop.h"
 #include "verilated.h"
@@ -217,15 +219,80 @@ struct Link {
 
 
 #ifdef NEOFPGA_XDMA
-// XDMA's H2C and C2H streams, as named pipes on the host's side and AXI4-Stream ports on the design's.
+// One H2C channel: a named pipe whose reads are transfers, delivered to a port in beats of `beat_bytes`.
+struct H2cChannel {
+    struct Transfer {
+        std::vector<uint8_t> data;
+        size_t sent;      // bytes of it that went to the design
+        uint64_t start;   // the cycle its first byte arrives
+    };
+    static constexpr size_t READ_SIZE = 1 << 20;  // a pipe's capacity, asked below
+    int beat_bytes = 8;
+    std::string path;
+    int fd = -1;
+    std::deque<Transfer> incoming;
+    uint64_t free = 0;     // the cycle its engine has sent the last transfer
+    int beat = 0;          // bytes of the beat offered this cycle
+    uint64_t transfers = 0, bytes = 0;
+
+    // A transfer the host wrote, if any: its first byte `latency` cycles after the later of now and
+    // the end of the one before, the rest at `rate` bytes a million cycles.
+    bool receive(uint64_t now, uint64_t latency, uint64_t rate) {
+        std::vector<uint8_t> data(READ_SIZE);
+        ssize_t n = read(fd, data.data(), data.size());
+        if (n > 0) {
+            data.resize(n);
+            uint64_t start = std::max(now, free) + latency;
+            free = start + (static_cast<uint64_t>(n) * 1000000 + rate - 1) / rate;
+            incoming.push_back(Transfer{std::move(data), 0, start});
+            ++transfers;
+            return true;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) fail(path.c_str());
+        return false;
+    }
+
+    // The beat to offer in cycle `now` (at most `limit` bytes more), into `payload`: data, keep, last.
+    template <typename Wide>
+    bool offer(Wide& payload, uint64_t now, uint64_t rate, uint64_t limit) {
+        beat = 0;
+        if (incoming.empty()) return false;
+        const Transfer& t = incoming.front();
+        uint64_t arrived = now < t.start ? 0 : std::min<uint64_t>(t.data.size(), ((now - t.start + 1) * rate) / 1000000);
+        uint64_t size = std::min<uint64_t>({static_cast<uint64_t>(beat_bytes), t.data.size() - t.sent, limit});
+        if (size == 0 || arrived < t.sent + size) return false;
+        beat = static_cast<int>(size);
+        int words = (9 * beat_bytes + 1 + 31) / 32;
+        for (int w = 0; w < words; ++w) payload[w] = 0;
+        for (int b = 0; b < beat; ++b) payload[b / 4] |= static_cast<uint32_t>(t.data[t.sent + b]) << (8 * (b % 4));
+        auto set = [&](int bit) { payload[bit / 32] |= uint32_t{1} << (bit % 32); };
+        for (int b = 0; b < beat; ++b) set(8 * beat_bytes + b);          // keep
+        if (t.sent + beat == t.data.size()) set(9 * beat_bytes);         // last
+        return true;
+    }
+
+    // The beat offered was taken; the bytes now sent.
+    void taken() {
+        Transfer& t = incoming.front();
+        t.sent += beat;
+        bytes += beat;
+        if (t.sent == t.data.size()) incoming.pop_front();
+    }
+};
+
+// XDMA's H2C and C2H streams, as named pipes on the host's side and AXI4-Stream ports on the design's
+// (with NEOFPGA_WEIGHTS, a second H2C channel, PREFIX_h2c_1, into the `weights` port: the host's
+// weight stream, in beats of 16 bytes; its transfers share the DMA model, each channel its engine).
 class Xdma {
 public:
-    static constexpr int BEAT_BYTES = 8;
-    static constexpr size_t READ_SIZE = 1 << 20;  // a pipe's capacity, asked below
     uint64_t latency = 0, h2c_rate = 0, c2h_rate = 0;  // cycles; bytes a million cycles
     uint64_t reset_after = 0, stall_after = 0, cut_transfer = 0;  // faults (0: none)
-    uint64_t transfers_in = 0, bytes_in = 0, transfers_out = 0, bytes_out = 0;
+    uint64_t transfers_out = 0, bytes_out = 0;
     bool reset_now = false;
+    H2cChannel commands;
+#ifdef NEOFPGA_WEIGHTS
+    H2cChannel weights;
+#endif
 
     void configure(const std::string& text) {
         size_t at = 0;
@@ -247,35 +314,33 @@ public:
 
     void open_pipes(const std::string& prefix) {
         if (!h2c_rate || !c2h_rate) usage("this board has a PCIe port: give --dma with both bandwidths");
-        h2c_path = prefix + "_h2c_0";
+        commands.path = prefix + "_h2c_0";
+        commands.fd = make_pipe(commands.path);
+#ifdef NEOFPGA_WEIGHTS
+        weights.path = prefix + "_h2c_1";
+        weights.fd = make_pipe(weights.path);
+        weights.beat_bytes = 16;
+#endif
         c2h_path = prefix + "_c2h_0";
-        h2c = make_pipe(h2c_path);
         c2h = make_pipe(c2h_path);
     }
 
     void remove_pipes() {
-        unlink(h2c_path.c_str());
+        unlink(commands.path.c_str());
+#ifdef NEOFPGA_WEIGHTS
+        unlink(weights.path.c_str());
+#endif
         unlink(c2h_path.c_str());
     }
 
     // Read what the host wrote, pass on the answers that are due; true if a byte moved.
     bool serve(uint64_t now) {
         bool moved = false;
-        if (!stalled()) {
-            std::vector<uint8_t> data(READ_SIZE);
-            ssize_t n = read(h2c, data.data(), data.size());
-            if (n > 0) {
-                data.resize(n);
-                uint64_t start = std::max(now, h2c_free) + latency;
-                h2c_free = start + (static_cast<uint64_t>(n) * 1000000 + h2c_rate - 1) / h2c_rate;
-                incoming.push_back(Transfer{std::move(data), 0, start});
-                ++transfers_in;
-                moved = true;
-            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                fail("read h2c");
-            }
-        }
-        while (!outgoing.empty() && outgoing.front().start <= now) {
+        if (!stalled()) moved |= commands.receive(now, latency, h2c_rate);
+#ifdef NEOFPGA_WEIGHTS
+        moved |= weights.receive(now, latency, h2c_rate);
+#endif
+        while (!outgoing.empty() && outgoing.front().due <= now) {
             out.insert(out.end(), outgoing.front().data.begin(), outgoing.front().data.end());
             outgoing.pop_front();
         }
@@ -297,55 +362,44 @@ public:
 
     // The ports' inputs for cycle `now`, before the clock edge.
     void drive(Vtop* top, uint64_t now) {
-        beat = 0;
-        if (!incoming.empty() && !stalled()) {
-            const Transfer& t = incoming.front();
-            uint64_t arrived = now < t.start ? 0 : std::min<uint64_t>(t.data.size(),
-                ((now - t.start + 1) * h2c_rate) / 1000000);
-            beat = static_cast<int>(std::min<uint64_t>(BEAT_BYTES, t.data.size() - t.sent));
-            if (stall_after) beat = static_cast<int>(std::min<uint64_t>(beat, stall_after - bytes_in));
-            if (arrived < t.sent + beat) beat = 0;
-        }
-        top->h2c___05Fvalid = beat > 0;
-        if (beat > 0) {
-            const Transfer& t = incoming.front();
-            uint64_t data = 0;
-            for (int b = 0; b < beat; ++b) data |= static_cast<uint64_t>(t.data[t.sent + b]) << (8 * b);
-            bool last = t.sent + beat == t.data.size();
-            top->h2c___05Fpayload[0] = static_cast<uint32_t>(data);
-            top->h2c___05Fpayload[1] = static_cast<uint32_t>(data >> 32);
-            top->h2c___05Fpayload[2] = ((1u << beat) - 1) | (last ? 1u << BEAT_BYTES : 0);
-        }
-        credit = std::min<uint64_t>(credit + c2h_rate, 2 * BEAT_BYTES * 1000000);
-        top->c2h___05Fready = credit >= BEAT_BYTES * 1000000;
+        uint64_t limit = stall_after ? stall_after - std::min(stall_after, commands.bytes) : ~uint64_t{0};
+        top->h2c___05Fvalid = commands.offer(top->h2c___05Fpayload, now, h2c_rate, limit);
+#ifdef NEOFPGA_WEIGHTS
+        top->weights___05Fvalid = weights.offer(top->weights___05Fpayload, now, h2c_rate, ~uint64_t{0});
+#endif
+        credit = std::min<uint64_t>(credit + c2h_rate, 16 * 1000000);
+        top->c2h___05Fready = credit >= 8 * 1000000;
     }
 
     // What the ports transferred in cycle `now`; true if anything.
     bool transfer(Vtop* top, uint64_t now) {
         bool moved = false;
-        if (beat > 0 && top->h2c___05Fready) {
-            Transfer& t = incoming.front();
-            t.sent += beat;
-            bytes_in += beat;
-            if (t.sent == t.data.size()) incoming.pop_front();
-            if (reset_after && bytes_in >= reset_after) {
+        if (top->h2c___05Fvalid && top->h2c___05Fready) {
+            commands.taken();
+            if (reset_after && commands.bytes >= reset_after) {
                 reset_after = 0;
                 reset_now = true;
             }
             moved = true;
         }
+#ifdef NEOFPGA_WEIGHTS
+        if (top->weights___05Fvalid && top->weights___05Fready) {
+            weights.taken();
+            moved = true;
+        }
+#endif
         if (top->c2h___05Fvalid && top->c2h___05Fready) {
-            credit -= BEAT_BYTES * 1000000;
+            credit -= 8 * 1000000;
             uint64_t data = top->c2h___05Fpayload[0] | static_cast<uint64_t>(top->c2h___05Fpayload[1]) << 32;
             uint32_t keep = top->c2h___05Fpayload[2] & 0xFF;
-            for (int b = 0; b < BEAT_BYTES; ++b)
+            for (int b = 0; b < 8; ++b)
                 if (keep >> b & 1) gathering.push_back(static_cast<uint8_t>(data >> (8 * b)));
-            if (top->c2h___05Fpayload[2] >> BEAT_BYTES & 1) {
+            if (top->c2h___05Fpayload[2] >> 8 & 1) {
                 ++transfers_out;
                 bytes_out += gathering.size();
                 if (transfers_out == cut_transfer) gathering.resize(gathering.size() / 2);
-                uint64_t due = std::max(now + latency, outgoing.empty() ? 0 : outgoing.back().start);
-                outgoing.push_back(Transfer{std::move(gathering), 0, due});
+                uint64_t due = std::max(now + latency, outgoing.empty() ? 0 : outgoing.back().due);
+                outgoing.push_back(Answer{std::move(gathering), due});
                 gathering.clear();
             }
             moved = true;
@@ -355,39 +409,67 @@ public:
 
     // The design was reset: the DMA engines drop what was in flight.
     void drop_in_flight() {
-        incoming.clear();
+        commands.incoming.clear();
+#ifdef NEOFPGA_WEIGHTS
+        weights.incoming.clear();
+#endif
         gathering.clear();
     }
 
-    bool busy() const { return !incoming.empty() || !outgoing.empty(); }
+    bool busy() const {
+        bool weights_busy = false;
+#ifdef NEOFPGA_WEIGHTS
+        weights_busy = !weights.incoming.empty();
+#endif
+        return (!commands.incoming.empty() && !stalled()) || weights_busy || !outgoing.empty();
+    }
     bool output_waiting() const { return out_sent < out.size(); }
 
     // Sleep until the host writes, or can take more of our output (or a signal, or POLL_MS).
     void wait() const {
-        pollfd what[2]{};
-        what[0].fd = h2c;
-        what[0].events = POLLIN;
-        what[1].fd = c2h;
-        what[1].events = POLLOUT;
-        poll(what, output_waiting() ? 2 : 1, POLL_MS);
+        pollfd what[3]{};
+        int count = 0;
+        what[count].fd = commands.fd;
+        what[count++].events = POLLIN;
+#ifdef NEOFPGA_WEIGHTS
+        what[count].fd = weights.fd;
+        what[count++].events = POLLIN;
+#endif
+        if (output_waiting()) {
+            what[count].fd = c2h;
+            what[count++].events = POLLOUT;
+        }
+        poll(what, count, POLL_MS);
+    }
+
+    uint64_t transfers_in() const {
+#ifdef NEOFPGA_WEIGHTS
+        return commands.transfers + weights.transfers;
+#else
+        return commands.transfers;
+#endif
+    }
+    uint64_t bytes_in() const {
+#ifdef NEOFPGA_WEIGHTS
+        return commands.bytes + weights.bytes;
+#else
+        return commands.bytes;
+#endif
     }
 
 private:
-    struct Transfer {
+    struct Answer {
         std::vector<uint8_t> data;
-        size_t sent;      // bytes of it that went to the design
-        uint64_t start;   // H2C: the cycle its first byte arrives; C2H: the cycle it reaches the pipe
+        uint64_t due;  // the cycle it reaches the pipe
     };
-    std::string h2c_path, c2h_path;
-    int h2c = -1, c2h = -1;
-    std::deque<Transfer> incoming, outgoing;
+    std::string c2h_path;
+    int c2h = -1;
+    std::deque<Answer> outgoing;
     std::vector<uint8_t> gathering, out;
     size_t out_sent = 0;
-    uint64_t h2c_free = 0;  // the cycle the H2C engine has sent the last transfer
     uint64_t credit = 0;    // C2H bandwidth, in millionths of a byte
-    int beat = 0;           // bytes of the H2C beat offered this cycle
 
-    bool stalled() const { return stall_after && bytes_in >= stall_after; }
+    bool stalled() const { return stall_after && commands.bytes >= stall_after; }
 
     // A named pipe at `path`, opened for reading and writing (so neither end ever sees the other close).
     static int make_pipe(const std::string& path) {
@@ -399,7 +481,7 @@ private:
         }
         int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
         if (fd < 0) fail(path.c_str());
-        fcntl(fd, F_SETPIPE_SZ, static_cast<int>(READ_SIZE));  // as much of a transfer as the system allows at once
+        fcntl(fd, F_SETPIPE_SZ, static_cast<int>(H2cChannel::READ_SIZE));  // a transfer at once, where allowed
         return fd;
     }
 };
@@ -798,7 +880,7 @@ int main(int argc, char** argv) {
 #endif
 #ifdef NEOFPGA_XDMA
     std::fprintf(stderr, ", DMA %llu transfers in %llu bytes, %llu transfers out %llu bytes",
-                 static_cast<unsigned long long>(xdma.transfers_in), static_cast<unsigned long long>(xdma.bytes_in),
+                 static_cast<unsigned long long>(xdma.transfers_in()), static_cast<unsigned long long>(xdma.bytes_in()),
                  static_cast<unsigned long long>(xdma.transfers_out), static_cast<unsigned long long>(xdma.bytes_out));
     xdma.remove_pipes();
 #endif

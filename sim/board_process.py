@@ -51,11 +51,14 @@ def build_board(verilog_text, *, trace=False, log=print):
     """
     args = ["--cc", "--exe", "--build", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
             "--noassert", "-CFLAGS", "-O2", *(["--trace-fst"] if trace else [])]
-    dram = re.search(r"output \[(\d+):0\] dram__cmd__payload", verilog_text)  # a port of address bits and we
+    top = re.search(r"^module top\(.*?^endmodule", verilog_text, re.M | re.S)[0]  # the top's ports, not a part's
+    dram = re.search(r"output \[(\d+):0\] dram__cmd__payload", top)  # a port of address bits and we
     if dram:
         args += ["-CFLAGS", f"-DNEOFPGA_DRAM={int(dram[1])}"]
-    if re.search(r"input \[\d+:0\] h2c__payload", verilog_text):  # AXI4-Stream ports: the PCIe board
+    if re.search(r"input \[\d+:0\] h2c__payload", top):  # AXI4-Stream ports: the PCIe board
         args += ["-CFLAGS", "-DNEOFPGA_XDMA"]
+    if re.search(r"input \[\d+:0\] weights__payload", top):  # and the host's weight stream
+        args += ["-CFLAGS", "-DNEOFPGA_WEIGHTS"]
     main = MAIN.read_text()
     key = json.dumps([verilog_text, args, main, _verilator_version()])
     build_dir = _cache_root() / f"board-{hashlib.sha256(key.encode()).hexdigest()[:16]}"

@@ -21,6 +21,7 @@ from ..contract.gateware_version import gateware_version
 from ..contract.pcie import XDMA_GEN2_X4
 from ..hdl.accelerator import Accelerator
 from ..hdl.axi_stream import AxiStreamHost
+from ..hdl.streamed_memory import WithStreamedMemory
 from ..hdl.uart import UARTReceiver, UARTTransmitter
 from .board_process import HARNESS_FILES, SimulatedBoard, build_board, dram_option
 from .control_registers import WithControlRegisters
@@ -58,7 +59,8 @@ class UARTLoop(wiring.Component):
 
 def design(parameters, gateware_version=0):
     """The simulated board's top: the accelerator (with :class:`~.control_registers.ControlRegisters`
-    on a DRAM controller's port, if it has one), behind a UART loop if ``uart_divisor`` is set, or
+    on a DRAM controller's port, if it has one; with its block RAM and weight stream on the DRAM
+    port, :class:`~neofpga.hdl.streamed_memory.WithStreamedMemory`, if it streams), behind a UART loop if ``uart_divisor`` is set, or
     an AXI4-Stream port (:class:`~neofpga.hdl.axi_stream.AxiStreamHost`) if ``pcie_beat_bytes`` is."""
     parameters = dict(parameters)
     divisor = parameters.pop("uart_divisor", 0)
@@ -66,6 +68,8 @@ def design(parameters, gateware_version=0):
     top = Accelerator(**parameters, gateware_version=gateware_version)
     if top.control_words:  # a board's controller: registers that read back in its place
         top = WithControlRegisters(top, top.control_words)
+    if parameters.get("stream_words"):  # a PCIe board's streamed design: its block RAM and the weight stream
+        top = WithStreamedMemory(top, parameters["dram_words"] - parameters["stream_words"])
     if beat_bytes:
         return AxiStreamHost(top, beat_bytes)
     return UARTLoop(top, divisor) if divisor else top
@@ -109,7 +113,7 @@ def start_simulated_board(parameters, *, port=0, trace=None, log=print, dram=Non
     presents its XDMA devices at the prefix ``xdma``, with the DMA model ``dma`` (a
     :class:`~neofpga.contract.pcie.DmaModel`) and ``faults`` (:class:`SimulatedBoard`'s)."""
     options = {}
-    if parameters.get("dram_words"):
+    if parameters.get("dram_words") and not parameters.get("stream_words"):  # a streamed design's is block RAM
         options = dict(dram=dram_option(dram, parameters["dram_words"], parameters["clock_hz"]), dram_init=dram_init)
     if parameters.get("pcie_beat_bytes"):
         if xdma is None:

@@ -6,7 +6,7 @@ from neofpga.host import doctor
 from neofpga.host.cli import main
 
 NAMES = ["python", "c++", "make", "perl", "verilator", "lz4 headers", "yosys", "nextpnr-ecp5", "ecppack",
-         "openFPGALoader", "serial ports", "torch + transformers"]
+         "vivado", "openFPGALoader", "serial ports", "torch + transformers"]
 
 
 def run(capsys, *argv):
