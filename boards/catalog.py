@@ -33,7 +33,7 @@ class Board:
     seed: int = 1               # nextpnr's seed for this board's design (--seed overrides)
     dram_seed: int = 1          # ... and for its DRAM design (neofpga build --dram)
     placer: str = "static"      # nextpnr's placer for it (--placer overrides; boards/build.py: PLACERS)
-    toolchain: str = "nextpnr"  # "nextpnr" (Yosys, nextpnr-ecp5, ecppack: boards/build.py) or "vivado" (boards/vivado.py)
+    toolchain: str = "nextpnr"  # "nextpnr" (Yosys, nextpnr-ecp5, ecppack: build.py) or "vivado" (vivado.py)
 
     @property
     def design(self):
