@@ -4,11 +4,12 @@ import statistics
 
 from ..contract.design import DEFAULT_BAUD, board_design, boards_running
 from ..contract.dram import BOARD_DRAMS, DRAM_WORD_BYTES
+from ..contract.pcie import XDMA_GEN2_X4
 from .board_ops import PRODUCT_KINDS
 from .generation import generate
 from .sampling import Sampler
 
-__all__ = ["bench_backends", "per_decoded_token", "product_cycles", "projected_tokens_per_second", "dram_figures",
+__all__ = ["bench_backends", "per_decoded_token", "product_cycles", "projected_tokens_per_second", "dram_figures", "pcie_figures",
            "render_bench"]
 
 ROUND_TRIP_SECONDS = 1e-3  # a command's answer waits for the USB serial chip's latency timer (1 ms at least)
@@ -39,7 +40,10 @@ def bench_backends(models, tokenizer, ids, new_tokens, repeats=3, log=None):
             entry["projected"] = projected_tokens_per_second(per, info["clock_hz"])
             entry["array"] = {"rows": info["rows"], "cols": info["cols"]}
             names, _ = boards_running(info)
-            if info.get("dram_words") and names:
+            if "dma_h2c_bytes" in per:  # over PCIe: its DMA instead of the UART
+                entry["pcie"] = pcie_figures(per, info["clock_hz"], XDMA_GEN2_X4)
+                entry["projected"] = entry["pcie"]["projected"]
+            elif info.get("dram_words") and names:
                 entry["dram"] = dram_figures(per, info["clock_hz"], BOARD_DRAMS[board_design(names[0]).dram])
         results.append(entry)
         if log:
@@ -130,6 +134,32 @@ def dram_figures(per_token, clock_hz, dram):
             "utilisation": moved / (peak * seconds), "roofline_tokens_per_second": peak / moved}
 
 
+def pcie_figures(per_token, clock_hz, dma):
+    """A decoded token over PCIe DMA with ``dma``'s figures (a :class:`~neofpga.contract.pcie.DmaModel`):
+    its bytes and DMA transfers each way, the weight stream's share, the projected tok/s, and the
+    roofline (tok/s if a token took only its H2C bytes at the link's bandwidth).
+
+    The projection adds the device's program cycles at ``clock_hz`` (which include the waits for
+    the weight stream: the simulated board's DMA model delivers it), each command's transfers at
+    the DMA model's cost, and the host's time on the model's ends, measured here."""
+    commands_h2c = per_token["dma_h2c_transfers"] - per_token["dma_weight_transfers"]
+    command_bytes = per_token["dma_h2c_bytes"] - per_token["dma_weight_bytes"]
+    seconds = {"device": per_token["device_program_cycles"] / clock_hz,
+               "commands": (commands_h2c + per_token["dma_c2h_transfers"]) * dma.latency
+               + command_bytes / dma.h2c_bytes_per_second + per_token["dma_c2h_bytes"] / dma.c2h_bytes_per_second,
+               "host": per_token.get("host_seconds", 0.0)}
+    by_kind = per_token.get("program_cycles_by_kind", {})
+    projected = {"tokens_per_second": 1 / sum(seconds.values()), "seconds_per_token": seconds,
+                 "device_seconds_by_kind": {kind: cycles / clock_hz for kind, cycles in by_kind.items()},
+                 "device": "the program", "clock_hz": clock_hz, "dma_latency_seconds": dma.latency}
+    return {"h2c_bytes": per_token["dma_h2c_bytes"], "h2c_transfers": per_token["dma_h2c_transfers"],
+            "c2h_bytes": per_token["dma_c2h_bytes"], "c2h_transfers": per_token["dma_c2h_transfers"],
+            "weight_bytes": per_token["dma_weight_bytes"], "weight_transfers": per_token["dma_weight_transfers"],
+            "h2c_bytes_per_second": dma.h2c_bytes_per_second,
+            "roofline_tokens_per_second": dma.h2c_bytes_per_second / per_token["dma_h2c_bytes"],
+            "projected": projected}
+
+
 def render_bench(report):
     """``bench``'s text for ``{"model", "prompt_tokens", "new_tokens", "repeats", "devices", "ratios"}``."""
     lines = [f"model: {report['model']}, prompt {report['prompt_tokens']} tokens, {report['new_tokens']} new "
@@ -142,11 +172,25 @@ def render_bench(report):
             t, p = r["per_decoded_token"], r["projected"]
             program = "program_cycles_by_kind" in t
             cycles = t["device_program_cycles"] if program else t["device_matmul_cycles"]
-            lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.2f} commands, "
-                         f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
-                         f"{cycles:,.0f} {'device' if program else 'array'} cycles; on a board at "
-                         f"{p['clock_hz'] / 1e6:g} MHz, {p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} ms "
-                         f"a round trip: {p['tokens_per_second']:,.1f} tok/s")
+            if "pcie" in r:
+                c, secs = r["pcie"], p["seconds_per_token"]
+                lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.2f} commands, "
+                             f"{cycles:,.0f} device cycles; DMA {c['h2c_transfers']:,.1f} transfers and "
+                             f"{c['h2c_bytes'] / 1e6:,.3f} MB to the card (the weight stream "
+                             f"{c['weight_transfers']:,.1f} and {c['weight_bytes'] / 1e6:,.3f} MB), "
+                             f"{c['c2h_transfers']:,.1f} and {c['c2h_bytes']:,.0f} bytes back")
+                lines.append(f"  {r['device']:>6}: on a board at {p['clock_hz'] / 1e6:g} MHz with XDMA's "
+                             f"{p['dma_latency_seconds'] * 1e6:g} us a transfer: device {secs['device'] * 1e3:.2f} ms, "
+                             f"commands {secs['commands'] * 1e3:.2f} ms, host {secs['host'] * 1e3:.2f} ms: "
+                             f"{p['tokens_per_second']:,.1f} tok/s; roofline "
+                             f"{c['roofline_tokens_per_second']:,.1f} tok/s "
+                             f"({c['h2c_bytes_per_second'] / 1e9:g} GB/s over the token's bytes)")
+            else:
+                lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.2f} commands, "
+                             f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
+                             f"{cycles:,.0f} {'device' if program else 'array'} cycles; on a board at "
+                             f"{p['clock_hz'] / 1e6:g} MHz, {p['baud']:,} baud and {p['round_trip_seconds'] * 1e3:g} "
+                             f"ms a round trip: {p['tokens_per_second']:,.1f} tok/s")
             if "dram" in r:
                 d = r["dram"]
                 lines.append(f"  {r['device']:>6}: DRAM ({d['module']}) per decoded token "

@@ -47,8 +47,9 @@ class BoardModel(IntegerGPTNeo):
 
     def device_stats(self):
         """Device cycles (all, in products, and where the device counts them in each vector op, in
-        programs and in COPY), MACs, DRAM words read and written (where it has DRAM), and link bytes
-        since the weights were uploaded."""
+        programs and in COPY), MACs, DRAM words read and written (where it has DRAM), link bytes
+        since the weights were uploaded; over PCIe, the DMA transfers and bytes so far; where the
+        host runs the model's ends, the seconds it spent on them."""
         link = {"link_commands": self.link.commands - self.link_at_start[0],
                 "link_bytes_sent": self.link.bytes_sent - self.link_at_start[1],
                 "link_bytes_received": self.link.bytes_received - self.link_at_start[2],
@@ -58,7 +59,20 @@ class BoardModel(IntegerGPTNeo):
                                                                 "program_cycles", "copy_cycles", "dram_reads",
                                                                 "dram_writes") if name in counters}
         return {"device_cycles": counters["cycles"], "device_matmul_cycles": counters["matmul_cycles"],
-                "device_macs": counters["macs"], **vector, **link}
+                "device_macs": counters["macs"], **vector, **link, **self._dma_stats(),
+                **({"host_seconds": self.ops.host_seconds} if hasattr(self.ops, "host_seconds") else {})}
+
+    def _dma_stats(self):
+        """Over PCIe, the DMA transfers and bytes each way so far (the weight stream's too); else nothing."""
+        transport = self.link.transport
+        if not hasattr(transport, "weight_channel"):
+            return {}
+        weights = transport.weights
+        stream = (weights.transfers, weights.bytes) if weights is not None else (0, 0)
+        return {"dma_h2c_transfers": transport.transfers_sent + stream[0],
+                "dma_h2c_bytes": transport.bytes_sent + stream[1],
+                "dma_c2h_transfers": transport.transfers_received, "dma_c2h_bytes": transport.bytes_received,
+                "dma_weight_transfers": stream[0], "dma_weight_bytes": stream[1]}
 
     def close(self):
         """Close the link, and stop the simulated board if this model started it."""

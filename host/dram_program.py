@@ -367,8 +367,12 @@ class DramProgram(TokenProgram):
         golden head's on the device's final row."""
         if not self.host_ends:
             return super().logits()
-        d, t = self.config.hidden_size, self.t
-        x = np.frombuffer(self.driver.read(Space.ACTIVATIONS, 0, self.x_base, d), "<i2").astype(np.int64)
+        d = self.config.hidden_size
+        return self.host_head(np.frombuffer(self.driver.read(Space.ACTIVATIONS, 0, self.x_base, d), "<i2"))
+
+    def host_head(self, x):
+        """The golden head's int16 logit codes [V] on final row ``x`` (int16 codes [D])."""
+        t, x = self.t, x.astype(np.int64)
         if not hasattr(self, "head_weight"):
             self.head_weight = t["head.weight"].astype(np.float32)  # exact_matmul's operand
         limits = t["head.limits"]

@@ -16,6 +16,7 @@ the stream's bandwidth.
 
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class StreamedProgram(DramProgram):
         if not driver.device_info.get("stream_words"):
             raise UserError("the device streams no weights")
         self.channel = channel
+        self.host_seconds = 0.0  #: the host's time on the model's ends (embedding, head), for the benchmark
         super().__init__(model, driver, host_ends=True, log=log)
         self.stream = self._token_stream()
 
@@ -109,6 +111,21 @@ class StreamedProgram(DramProgram):
                  for start, stride, k, n, m in self.stream_reads
                  for tile in range(math.ceil(n / self.cols)) for _ in range(math.ceil(m / self.rows))]
         return words[np.concatenate(order)].tobytes()
+
+    def embedding(self, ids, positions):
+        started = time.perf_counter()
+        try:
+            return super().embedding(ids, positions)
+        finally:
+            self.host_seconds += time.perf_counter() - started
+
+    def host_head(self, x):
+        """The golden head on the device's final row, its time counted in :attr:`host_seconds`."""
+        started = time.perf_counter()
+        try:
+            return super().host_head(x)
+        finally:
+            self.host_seconds += time.perf_counter() - started
 
     def token(self, token_id, position, settings):
         """Run the program for ``token_id`` at ``position`` (the host chooses: None), its weights

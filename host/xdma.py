@@ -76,6 +76,11 @@ class XdmaTransport:
         self.bytes_sent += len(data)
         return written
 
+    @property
+    def weights(self):
+        """The weight channel, if one was opened (else None)."""
+        return self._weights
+
     def weight_channel(self):
         """The H2C channel that carries a streamed design's weights (``_h2c_1``): a
         :class:`WeightChannel`, opened on first use."""
