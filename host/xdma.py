@@ -136,12 +136,15 @@ class XdmaTransport:
                         self._failure = e.strerror
                         self._ready.notify()
                     return
-                if chunk:
-                    with self._ready:
-                        self.transfers_received += 1
-                        self.bytes_received += len(chunk)
-                        self._chunks.append(chunk)
+                with self._ready:
+                    if not chunk:  # the end of the file: the card's side closed it (the simulated board stopped)
+                        self._failure = "the card closed it"
                         self._ready.notify()
+                        return
+                    self.transfers_received += 1
+                    self.bytes_received += len(chunk)
+                    self._chunks.append(chunk)
+                    self._ready.notify()
         finally:
             os.close(fd)
 

@@ -247,9 +247,6 @@ def test_a_failed_c2h_read_is_a_one_line_link_error(tmp_path):
         os.close(holder)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: host/xdma.py's reader takes c2h's end of file (the simulated "
-                   "board exited) for an empty read and polls again at once: it spins a core and the Link "
-                   "waits its timeouts for an answer that cannot come")
 def test_a_card_that_goes_away_is_a_c2h_failure_not_a_busy_wait(card):
     import resource
 
