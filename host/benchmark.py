@@ -137,7 +137,8 @@ def dram_figures(per_token, clock_hz, dram):
 def pcie_figures(per_token, clock_hz, dma):
     """A decoded token over PCIe DMA with ``dma``'s figures (a :class:`~neofpga.contract.pcie.DmaModel`):
     its bytes and DMA transfers each way, the weight stream's share, the projected tok/s, and the
-    roofline (tok/s if a token took only its H2C bytes at the link's bandwidth).
+    roofline (tok/s if a token took only its H2C bytes at the link's bandwidth; None where a
+    token sends the card nothing, as in a GENERATE).
 
     The projection adds the device's program cycles at ``clock_hz`` (which include the waits for
     the weight stream: the simulated board's DMA model delivers it), each command's transfers at
@@ -156,7 +157,8 @@ def pcie_figures(per_token, clock_hz, dma):
             "c2h_bytes": per_token["dma_c2h_bytes"], "c2h_transfers": per_token["dma_c2h_transfers"],
             "weight_bytes": per_token["dma_weight_bytes"], "weight_transfers": per_token["dma_weight_transfers"],
             "h2c_bytes_per_second": dma.h2c_bytes_per_second,
-            "roofline_tokens_per_second": dma.h2c_bytes_per_second / per_token["dma_h2c_bytes"],
+            "roofline_tokens_per_second": (dma.h2c_bytes_per_second / per_token["dma_h2c_bytes"]
+                                           if per_token["dma_h2c_bytes"] else None),  # None: nothing goes out a token
             "projected": projected}
 
 
@@ -182,9 +184,10 @@ def render_bench(report):
                 lines.append(f"  {r['device']:>6}: on a board at {p['clock_hz'] / 1e6:g} MHz with XDMA's "
                              f"{p['dma_latency_seconds'] * 1e6:g} us a transfer: device {secs['device'] * 1e3:.2f} ms, "
                              f"commands {secs['commands'] * 1e3:.2f} ms, host {secs['host'] * 1e3:.2f} ms: "
-                             f"{p['tokens_per_second']:,.1f} tok/s; roofline "
-                             f"{c['roofline_tokens_per_second']:,.1f} tok/s "
-                             f"({c['h2c_bytes_per_second'] / 1e9:g} GB/s over the token's bytes)")
+                             f"{p['tokens_per_second']:,.1f} tok/s; " + (
+                                 f"roofline {c['roofline_tokens_per_second']:,.1f} tok/s "
+                                 f"({c['h2c_bytes_per_second'] / 1e9:g} GB/s over the token's bytes)"
+                                 if c["roofline_tokens_per_second"] else "nothing goes to the card a token"))
             else:
                 lines.append(f"  {r['device']:>6}: per decoded token {t['link_commands']:.2f} commands, "
                              f"{t['link_bytes_sent']:,.0f} bytes sent, {t['link_bytes_received']:,.0f} received, "
