@@ -104,10 +104,15 @@ def _memory_checks(mirror, info, rng, full):
         yield Check(f"memory {space.name.lower()}", not bad, what + (f"; wrong read-back: {', '.join(bad)}" if bad else ""))
 
 
+def _memory_words(info):
+    """The DRAM space's words that are memory: all of them, but a streamed design's weight stream."""
+    return info["dram_words"] - info.get("stream_words", 0)
+
+
 def _walking_addresses(mirror, info, rng):
     """A random word at DRAM address 0 and at every power of two below its size, all written
     first, then read back: an address bit that does not reach the chip makes two of them one."""
-    addresses = [0] + [1 << bit for bit in range((info["dram_words"] - 1).bit_length())]
+    addresses = [0] + [1 << bit for bit in range((_memory_words(info) - 1).bit_length())]
     for address in addresses:
         mirror.write(Space.DRAM, 0, address, rng.integers(0, 256, WORD_BYTES[Space.DRAM], dtype=np.uint8).tobytes())
     bad = [address for address in addresses if len(set(mirror.read(Space.DRAM, 0, address, 1))) > 1]
@@ -118,7 +123,7 @@ def _walking_addresses(mirror, info, rng):
 def _dram_patterns(mirror, info, seed):
     """DRAM_TEST over every DRAM word, a part a command (a progress bar on stderr): the board's
     errors (the reference device has none)."""
-    words, errors, first = info["dram_words"], 0, None
+    words, errors, first = _memory_words(info), 0, None
     for start in tqdm(range(0, words, DRAM_TEST_WORDS), desc="testing the DRAM", unit="part", disable=None):
         count = min(DRAM_TEST_WORDS, words - start)
         board, _ = mirror.command(Opcode.DRAM_TEST, pack_record(DRAM_TEST, start=start, words=count, seed=seed))
