@@ -16,7 +16,7 @@ from pathlib import Path
 from ..contract.design import DEFAULT_BAUD
 from ..contract.errors import UserError
 from ..contract.gateware_version import gateware_version
-from .catalog import accelerator_parameters, board_named
+from .catalog import accelerator_parameters, board_named, check_variant
 from .ecp5 import parse_report, tool
 from .flash import default_build_dir
 from .top import BoardTop
@@ -44,16 +44,19 @@ against 52.3), static's in less time (11 minutes against 18)."""
 
 
 def build_board(name, build_dir=None, rows=None, cols=None, freq_mhz=None, baud=DEFAULT_BAUD, seed=None,
-                placer=None, dram=False, log=print):
+                placer=None, dram=False, log=print, stream=False):
     """Build ``name``'s bitstream, with ``dram`` its DRAM design's (nextpnr ``seed`` and ``placer``
-    default to the board's for that design); returns the report:
+    default to the board's for that design), with ``stream`` its streamed design's (a PCIe
+    board's; a one-line error on the others); returns the report:
     ``bitstream``, ``used``/``available`` cells, ``fmax``, ``clock_mhz``, ``seconds``, ``parameters``
     and ``gateware_version``. Raises :class:`UserError` on a failed tool, routing that does not
     converge, or unmet timing. A Vivado board's build is :func:`~.vivado.build_vivado_board`'s."""
     board = board_named(name)
     if board.toolchain == "vivado":
         from .vivado import build_vivado_board
-        return build_vivado_board(board, build_dir, rows, cols, freq_mhz, seed, placer, dram, log)
+        return build_vivado_board(board, build_dir, rows, cols, freq_mhz, seed, placer, dram, log, stream)
+    if stream:  # the ECP5 boards have none: say so first
+        check_variant(board, dram, stream)
     seed = (board.dram_seed if dram else board.seed) if seed is None else seed
     placer = board.placer if placer is None else placer
     if placer not in PLACERS:

@@ -16,7 +16,7 @@ from ..contract import design
 from ..contract.dram_control import controller_code
 from ..contract.errors import UserError
 
-__all__ = ["Board", "BOARDS", "board_named", "accelerator_parameters"]
+__all__ = ["Board", "BOARDS", "board_named", "check_variant", "accelerator_parameters"]
 
 
 @dataclass(frozen=True)
@@ -104,18 +104,31 @@ def board_named(name):
         raise UserError(f"unknown board {name!r}: neofpga builds for {', '.join(BOARDS)}") from None
 
 
-def accelerator_parameters(board, rows=None, cols=None, clock_mhz=None, dram=False):
+def check_variant(board, dram=False, stream=False):
+    """A one-line :class:`UserError` unless ``board`` has the design asked for: its DRAM design
+    (``dram``), its streamed design (``stream``: a PCIe board's), or its block-RAM one."""
+    if dram and stream:
+        raise UserError("--stream and --dram are two designs: give one")
+    board_design = design.board_design(board.name)  # a one-line error if nothing fits
+    if dram and not board_design.dram:
+        raise UserError(f"{board.name} has no DRAM design")
+    if stream and board_design.link != "pcie":
+        raise UserError(f"{board.name} has no streamed design: its link is a UART, and the weights stream over "
+                        f"PCIe (nitefury has one)")
+    return board_design
+
+
+def accelerator_parameters(board, rows=None, cols=None, clock_mhz=None, dram=False, stream=False):
     """The :class:`~neofpga.hdl.accelerator.Accelerator` parameters of ``board`` (array and clock
     as given, else the board's; the clock the PLL, or on a Vivado board the MMCM, makes nearest to
-    it); with ``dram``, of its DRAM design, its DRAM controller's registers the CONTROL space."""
+    it); with ``dram``, of its DRAM design, its DRAM controller's registers the CONTROL space; with
+    ``stream``, of its streamed design (a PCIe board's: block RAM and the host's weight stream)."""
     from .mmcm import mmcm_settings
     from .pll import pll_settings
     from .top import input_mhz
 
-    board_design = design.board_design(board.name)  # a one-line error if nothing fits
+    board_design = check_variant(board, dram, stream)
     settings = mmcm_settings if board.toolchain == "vivado" else pll_settings
     clock_hz = round(settings(input_mhz(board), clock_mhz or board.clock_mhz).output_mhz * 1e6)
-    if dram and not board_design.dram:
-        raise UserError(f"{board.name} has no DRAM design")
-    parameters = design.accelerator_parameters(board_design, rows, cols, clock_hz, dram=dram)
+    parameters = design.accelerator_parameters(board_design, rows, cols, clock_hz, dram=dram, stream=stream)
     return {**parameters, "dram_controller": controller_code(board_design.dram)} if dram else parameters

@@ -6,7 +6,8 @@ Verilog, the pins' XDC, the TCL that runs Vivado from sources to bitstream, and 
 installed it then runs here, its log in the build directory and a progress line every 30 seconds,
 and its reports are read: utilisation, WNS and the accelerator clock's Fmax. A build that misses
 timing fails and keeps no bitstream. Where it is not, the build stops with one line saying where
-the project is and how to run it.
+the project is and how to run it. ``--stream`` writes the streamed design's project (the weights
+pushed over XDMA's second H2C channel: boards/nitefury.py) into build/NAME-stream.
 """
 
 import os
@@ -64,26 +65,29 @@ def write_project(parameters, build_dir, stem):
 
 
 def build_vivado_board(board, build_dir=None, rows=None, cols=None, freq_mhz=None, seed=None, placer=None,
-                       dram=False, log=print):
-    """Write ``board``'s project into ``build_dir`` (default build/NAME) and, where Vivado is
-    installed, build it; returns the report: ``bitstream``, ``used``/``available`` cells, ``wns_ns``,
-    ``achieved_mhz``, ``clock_mhz``, ``seconds``, ``parameters``, ``gateware_version``. Raises
-    :class:`UserError` for nextpnr's options, a DRAM design, a missing Vivado (after writing the
-    project), a failed run or unmet timing."""
+                       dram=False, log=print, stream=False):
+    """Write ``board``'s project (with ``stream``, its streamed design's) into ``build_dir``
+    (default build/NAME, build/NAME-stream) and, where Vivado is installed, build it; returns the
+    report: ``bitstream``, ``used``/``available`` cells, ``wns_ns``, ``achieved_mhz``,
+    ``clock_mhz``, ``seconds``, ``parameters``, ``gateware_version``. Raises :class:`UserError`
+    for nextpnr's options, a DRAM design, a missing Vivado (after writing the project), a failed
+    run or unmet timing."""
     if seed is not None or placer is not None:
         raise UserError(f"--seed and --placer are nextpnr's: {board.name} builds with Vivado")
-    parameters = accelerator_parameters(board, rows, cols, freq_mhz, dram=dram)
-    build_dir = Path(build_dir or default_build_dir(board.name)).resolve()
+    parameters = accelerator_parameters(board, rows, cols, freq_mhz, dram=dram, stream=stream)
+    build_dir = Path(build_dir or default_build_dir(board.name, dram, stream)).resolve()
     stem = board.name.replace("-", "_")
     top = write_project(parameters, build_dir, stem)
     command = vivado_command()
+    design = " streamed" if stream else ""
     if command is None:
-        raise UserError(f"Vivado is not installed: the {board.name} project was written to {build_dir}; "
+        raise UserError(f"Vivado is not installed: the {board.name}{design} project was written to {build_dir}; "
                         f"run it there where Vivado {VIVADO_VERSION} is: cd {build_dir} && "
                         f"{' '.join(vivado_run_command(stem))}")
     clock_mhz = parameters["clock_hz"] / 1e6
     log(f"{board.description}: {parameters['rows']}x{parameters['cols']} array at {clock_mhz:g} MHz behind "
-        f"XDMA (PCIe Gen2 x4, AXI4-Stream); gateware version {top.gateware_version:016x}; project in {build_dir}")
+        f"XDMA (PCIe Gen2 x4, AXI4-Stream{'; the weights streamed on H2C channel 1' if stream else ''}); "
+        f"gateware version {top.gateware_version:016x}; project in {build_dir}")
     seconds = {}
     _run("Vivado (synthesis to bitstream)", vivado_run_command(stem, command), build_dir, f"{stem}.log", seconds, log)
     timing = parse_timing((build_dir / f"{stem}_timing.rpt").read_text())

@@ -333,7 +333,8 @@ def cmd_build(args):
     if args.freq is not None and not 10 <= args.freq <= 400:
         raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
     result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
-                         baud=args.baud, seed=args.seed, placer=args.placer, dram=args.dram, log=_err)
+                         baud=args.baud, seed=args.seed, placer=args.placer, dram=args.dram, stream=args.stream,
+                         log=_err)
     if args.format == "json":
         _print_json(result)
     else:
@@ -344,7 +345,7 @@ def cmd_build(args):
 def cmd_flash(args):
     from ..boards.flash import flash_board
 
-    output = flash_board(args.board, args.bitstream, args.persist, args.dram)
+    output = flash_board(args.board, args.bitstream, args.persist, args.dram, args.stream)
     _err(output.strip())
     return 0
 
@@ -524,8 +525,10 @@ def build_parser():
                    "the ULX3S-85F does not route)")
     p.add_argument("--dram", action="store_true", help="the board's DRAM design: the weights in its DRAM, "
                    "through LiteDRAM's controller (ulx3s-85f, ecpix5-85)")
+    p.add_argument("--stream", action="store_true", help="a PCIe board's streamed design (nitefury): "
+                   "TinyStories-33M's blocks, their weights pushed over PCIe every token")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD, with --dram "
-                   "build/BOARD-dram)")
+                   "build/BOARD-dram, with --stream build/BOARD-stream)")
     format_option(p)
 
     p = command("flash", cmd_flash, "program a board with its bitstream through openFPGALoader")
@@ -534,6 +537,8 @@ def build_parser():
     p.add_argument("--bitstream", metavar="FILE", help="default: the one neofpga build made (build/BOARD/)")
     p.add_argument("--persist", action="store_true", help="write the SPI flash (kept at power-off), not SRAM")
     p.add_argument("--dram", action="store_true", help="the DRAM design's bitstream (neofpga build --dram's)")
+    p.add_argument("--stream", action="store_true", help="the streamed design's bitstream (neofpga build "
+                   "--stream's)")
 
     p = command("selftest", cmd_selftest, "check a board: INFO, memory patterns, a matmul, softmax and GELU "
                 "against the golden model, and the link's throughput (exit 1 on a failure)")

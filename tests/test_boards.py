@@ -247,7 +247,7 @@ def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
     assert main(["build", "--board", "ulx3s-85f", "--array", "4x8", "--freq", "50", "--seed", "3", "--placer", "heap"]) == 0
     assert capsys.readouterr().out == "build/ulx3s-85f/ulx3s_85f.bit\n"
     assert calls[0] == ("ulx3s-85f", dict(build_dir=None, rows=4, cols=8, freq_mhz=50.0, baud=3_000_000, seed=3,
-                                          placer="heap", dram=False, log=calls[0][1]["log"]))
+                                          placer="heap", dram=False, stream=False, log=calls[0][1]["log"]))
     assert main(["build", "--board", "ulx3s-85f", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["achieved_mhz"] == 40.0
     assert main(["build", "--board", "ulx3s-85f", "--freq", "1000"]) == 2

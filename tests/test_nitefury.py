@@ -3,10 +3,14 @@
 writes it, without Vivado: the XDMA IP's TCL, the top's Verilog (the IP's ports, the accelerator
 and its gateware version), the pins and clock constraints; the build's one-line stop where Vivado
 is missing, and its run and report reading with a stand-in Vivado; the beats' clock crossing in
-simulation; flash, doctor and the catalogue. Nothing here has been through Vivado."""
+simulation; flash, doctor and the catalogue. The streamed design's project (``--stream``) alike:
+the XDMA's second H2C channel in the top and the TCL, its beats paired into the weight stream's
+words across the clocks, its gateware version, and the refusals. Nothing here has been through
+Vivado."""
 
 import json
 import os
+import random
 import re
 import stat
 import subprocess
@@ -19,9 +23,11 @@ from amaranth.sim import Simulator
 
 from neofpga.boards import vivado
 from neofpga.boards.catalog import accelerator_parameters, board_named
+from neofpga.boards.flash import default_build_dir
 from neofpga.boards.mmcm import mmcm_settings
 from neofpga.boards.nitefury import FIFO_DEPTH, GT_LANES, NitefuryTop
 from neofpga.boards.xdma import CONFIG, xdma_tcl
+from neofpga.contract import design
 from neofpga.contract.errors import UserError
 from neofpga.contract.gateware_version import gateware_version
 from neofpga.hdl.accelerator import Accelerator
@@ -34,6 +40,8 @@ XDMA_PORTS = ("sys_clk", "sys_rst_n", "pci_exp_txp", "pci_exp_txn", "pci_exp_rxp
               *(f"m_axis_h2c_t{name}_0" for name in ("data", "keep", "last", "valid", "ready")),
               *(f"s_axis_c2h_t{name}_0" for name in ("data", "keep", "last", "valid", "ready")))
 """The XDMA's ports in AXI4-Stream mode with one channel each way (Xilinx's example design's names)."""
+H2C_1_PORTS = tuple(f"m_axis_h2c_t{name}_1" for name in ("data", "keep", "last", "valid", "ready"))
+"""The second H2C channel's, which the streamed design adds."""
 
 
 def executable(folder, name, text):
@@ -44,17 +52,40 @@ def executable(folder, name, text):
     return script
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """``neofpga build --board nitefury`` on a machine without Vivado: (exit code, stderr, build dir)."""
-    folder = tmp_path_factory.mktemp("nitefury")
+def build_without_vivado(folder, *options):
+    """``neofpga build --board nitefury OPTIONS`` on a machine without Vivado: (exit code, stderr, build dir)."""
     empty = folder / "bin"
     empty.mkdir()
     env = {key: value for key, value in os.environ.items() if key != "VIVADO"}
     run = subprocess.run([sys.executable, "-c", "import sys; from neofpga.host.cli import main; "
-                          "sys.exit(main(sys.argv[1:]))", "build", "--board", "nitefury", "--build-dir",
+                          "sys.exit(main(sys.argv[1:]))", "build", "--board", "nitefury", *options, "--build-dir",
                           str(folder / "build")], capture_output=True, text=True, env={**env, "PATH": str(empty)})
     return run.returncode, run.stderr, folder / "build"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """``neofpga build --board nitefury`` on a machine without Vivado: (exit code, stderr, build dir)."""
+    return build_without_vivado(tmp_path_factory.mktemp("nitefury"))
+
+
+@pytest.fixture(scope="module")
+def streamed_project(tmp_path_factory):
+    """``neofpga build --board nitefury --stream`` on a machine without Vivado (about 30 s: the
+    accelerator's Verilog with its 1 MiB of block RAM): (exit code, stderr, build dir)."""
+    return build_without_vivado(tmp_path_factory.mktemp("nitefury-stream"), "--stream")
+
+
+def info_rom(verilog):
+    """The INFO bytes of a top's Verilog (its ROM's contents)."""
+    rom = dict(re.findall(r"\n    info\[(\d+)\] = 8'h([0-9a-f]{2});", verilog))
+    return bytes(int(rom[str(index)], 16) for index in range(len(rom)))
+
+
+def xdma_ports(verilog):
+    """{port: net} of the XDMA's instance in a top's Verilog."""
+    instance = re.search(r"\n  xdma_0 xdma \((.*?)\n  \);", verilog, re.S).group(1)
+    return dict(re.findall(r"\.(\w+)\(([^)]*)\)", instance))
 
 
 def test_without_vivado_the_build_writes_the_project_and_says_how_to_run_it(project):
@@ -97,8 +128,7 @@ def test_the_project_script_makes_the_ip_before_synthesis_and_reads_the_constrai
 def test_the_verilog_instances_the_xdma_and_holds_the_accelerator_with_its_version(project):
     _, _, build_dir = project
     text = (build_dir / "nitefury.v").read_text()
-    instance = re.search(r"\n  xdma_0 xdma \((.*?)\n  \);", text, re.S).group(1)
-    connected = dict(re.findall(r"\.(\w+)\(([^)]*)\)", instance))
+    connected = xdma_ports(text)
     assert set(connected) == set(XDMA_PORTS)
     assert {connected[f"pci_exp_{lane}"] for lane in ("rxp", "rxn", "txp", "txn")} == {
         "pcie_0__rx__p", "pcie_0__rx__n", "pcie_0__tx__p", "pcie_0__tx__n"}
@@ -112,8 +142,7 @@ def test_the_verilog_instances_the_xdma_and_holds_the_accelerator_with_its_versi
 
     parameters = accelerator_parameters(board_named("nitefury"))
     version = gateware_version(parameters)
-    rom = dict(re.findall(r"\n    info\[(\d+)\] = 8'h([0-9a-f]{2});", text))
-    info = bytes(int(rom[str(index)], 16) for index in range(len(rom)))
+    info = info_rom(text)
     assert info == Accelerator(**parameters, gateware_version=version).info
     assert version.to_bytes(8, "little") in info
 
@@ -244,6 +273,119 @@ def test_doctor_reports_vivado_without_failing_for_it(tmp_path, monkeypatch, cap
     assert main(["doctor", "--format", "json"]) == 0
     check = {c["name"]: c for c in json.loads(capsys.readouterr().out)}["vivado"]
     assert check["ok"] and check["detail"] == f"{fake} (vivado v2023.2 (64-bit): NiteFury builds)"
+
+
+def test_without_vivado_the_streamed_build_writes_its_project_into_its_own_folder(streamed_project):
+    code, errors, build_dir = streamed_project
+    assert code == 2
+    assert errors == (f"neofpga build: error: Vivado is not installed: the nitefury streamed project was written to "
+                      f"{build_dir}; run it there where Vivado {vivado.VIVADO_VERSION} is: cd {build_dir} && "
+                      "vivado -mode batch -log nitefury.log -source nitefury.tcl\n")
+    for name in ("nitefury.v", "nitefury.xdc", "nitefury.tcl", "constraints.xdc", "xdma_0.tcl"):
+        assert (build_dir / name).is_file(), name
+    assert default_build_dir("nitefury", stream=True).as_posix() == "build/nitefury-stream"
+
+
+def test_the_streamed_projects_xdma_has_two_h2c_channels_and_one_c2h(streamed_project):
+    """``xdma_rnum_chnl`` counts the read (H2C) channels, ``xdma_wnum_chnl`` the write (C2H) ones (boards/xdma.py)."""
+    _, _, build_dir = streamed_project
+    tcl = (build_dir / "xdma_0.tcl").read_text()
+    assert tcl == xdma_tcl(2)
+    settings = dict(re.findall(r"CONFIG\.(\w+) \{([^}]*)\}", tcl))
+    assert settings == {**CONFIG, "xdma_rnum_chnl": "2"} and settings["xdma_wnum_chnl"] == "1"
+    assert "source xdma_0.tcl" in (build_dir / "nitefury.tcl").read_text()
+
+
+def test_the_streamed_top_feeds_the_second_h2c_channel_to_the_weight_stream(streamed_project):
+    _, _, build_dir = streamed_project
+    text = (build_dir / "nitefury.v").read_text()
+    connected = xdma_ports(text)
+    assert set(connected) == set(XDMA_PORTS) | set(H2C_1_PORTS)  # and no second C2H channel
+    assert connected["m_axis_h2c_tready_1"] == "h2c_1__ready" and connected["m_axis_h2c_tvalid_1"] == "h2c_1__valid"
+    assert all("'h" not in connected[port] for port in H2C_1_PORTS)  # nets, not constants
+    assert re.search(r"module \\nitefury\.weights_fifo \(", text) and "[128:0] r_data" in text  # whole words + last
+    # the DRAM port's block RAM: 65,536 words of 128 bits, a synchronous read, a write enable a byte
+    memory = text[text.index("module \\nitefury.host.device.memory ("):]
+    assert "reg [127:0] storage [65535:0];" in memory
+    for byte in range(16):
+        assert f"storage[write_address[15:0]][{8 * byte + 7}:{8 * byte}] <= dram__wdata__payload" in memory
+    assert re.search(r"always @\(posedge clk\) begin\n    _0_ <= storage\[dram__cmd__payload\[15:0\]\];", memory)
+
+
+def test_the_streamed_top_holds_the_streamed_design_and_its_gateware_version(streamed_project, project):
+    _, _, build_dir = streamed_project
+    board = board_named("nitefury")
+    parameters = accelerator_parameters(board, stream=True)
+    assert parameters == design.accelerator_parameters(design.BOARD_DESIGNS["nitefury"], stream=True)
+    assert {**parameters, "pcie_beat_bytes": 8} == design.simulated_parameters("nitefury", stream=True)
+    version = gateware_version(parameters)
+    assert version != gateware_version(accelerator_parameters(board))
+    info = info_rom((build_dir / "nitefury.v").read_text())
+    assert info == Accelerator(**parameters, gateware_version=version).info
+    assert info != info_rom((project[2] / "nitefury.v").read_text())
+    assert design.boards_running(parameters) == (["nitefury"], parameters)  # what the host recognises in INFO
+
+
+def test_the_weight_streams_beats_cross_as_whole_words_low_beat_first():
+    """The second H2C channel at 250 MHz, the ``weights`` port at 100 MHz: every two 64-bit beats
+    one 128-bit word, the first beat its low half, ``last`` the second's and ``keep`` all ones,
+    whatever the stalls on either side."""
+    m = Module()
+    m.domains.pcie, m.domains.sync = ClockDomain("pcie"), ClockDomain("sync")
+    source, sink = AxiStream(8).create(), AxiStream(16).create()
+    NitefuryTop._weights_crossing(m, "fifo", source, sink, "pcie", "sync")
+    rng = random.Random(7)
+    beats = [(rng.getrandbits(64), n % 6 == 5) for n in range(6 * FIFO_DEPTH)]
+    received = []
+
+    async def send(ctx):
+        for data, last in beats:
+            ctx.set(source.payload, {"data": data, "keep": 0xFF, "last": last})
+            ctx.set(source.valid, 1)
+            await ctx.tick("pcie").until(source.ready)
+            ctx.set(source.valid, 0)
+            if rng.random() < 0.3:
+                await ctx.tick("pcie")
+
+    async def take(ctx):
+        async for _, _, valid, ready, data, keep, last in ctx.tick("sync").sample(
+                sink.valid, sink.ready, sink.payload.data, sink.payload.keep, sink.payload.last):
+            if valid and ready:
+                received.append((data, keep, bool(last)))
+            ctx.set(sink.ready, rng.random() < 0.7)
+
+    simulator = Simulator(m)
+    simulator.add_clock(4e-9, domain="pcie")
+    simulator.add_clock(10e-9, domain="sync")
+    simulator.add_testbench(send)
+    simulator.add_process(take)
+    simulator.run_until(5e-6)
+    assert received == [(low | high << 64, 0xFFFF, last) for (low, _), (high, last) in zip(beats[::2], beats[1::2])]
+
+
+def test_stream_refusals_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    for command in (["build", "--board", "ulx3s-85f", "--stream"], ["flash", "--board", "ecpix5-85", "--stream"]):
+        assert main(command) == 2
+        board = command[2]
+        assert capsys.readouterr().err == (f"neofpga {command[0]}: error: {board} has no streamed design: its link "
+                                           "is a UART, and the weights stream over PCIe (nitefury has one)\n")
+    for command in ("build", "flash"):
+        assert main([command, "--board", "nitefury", "--stream", "--dram"]) == 2
+        assert capsys.readouterr().err == f"neofpga {command}: error: --stream and --dram are two designs: give one\n"
+    monkeypatch.chdir(tmp_path)
+    assert main(["flash", "--board", "nitefury", "--stream"]) == 2
+    assert capsys.readouterr().err == ("neofpga flash: error: no bitstream at build/nitefury-stream/nitefury.bit: "
+                                       "build it with neofpga build --board nitefury --stream\n")
+
+
+def test_flash_stream_programs_the_streamed_bitstream(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "build" / "nitefury-stream").mkdir(parents=True)
+    (tmp_path / "build" / "nitefury-stream" / "nitefury.bit").write_bytes(b"\xff")
+    executable(tmp_path, "openFPGALoader", f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args.txt\n')
+    monkeypatch.setenv("OPENFPGALOADER", str(tmp_path / "openFPGALoader"))
+    assert main(["flash", "--board", "nitefury", "--stream", "--persist"]) == 0
+    assert (tmp_path / "args.txt").read_text().split()[-2:] == ["--write-flash", "build/nitefury-stream/nitefury.bit"]
 
 
 def timing_report(wns, accelerator_wns):
