@@ -356,7 +356,10 @@ def cmd_selftest(args):
 
     if args.dram and (args.device.kind != "sim" or args.board is None):
         raise UserError("--dram takes --device sim and a --board: it simulates that board's DRAM design")
-    driver, close = connect_board(args.device, uart=args.uart, board=args.board, dram=args.dram, pcie=args.pcie)
+    if args.stream and (args.device.kind != "sim" or args.board is None):
+        raise UserError("--stream takes --device sim and a PCIe --board: it simulates that board's streamed design")
+    driver, close = connect_board(args.device, uart=args.uart, board=args.board, dram=args.dram, pcie=args.pcie,
+                                  stream=args.stream)
     baud = args.device.baud if args.device.kind == "serial" else None
 
     def log(check):
@@ -549,6 +552,8 @@ def build_parser():
     sim_board_option(p)
     p.add_argument("--dram", action="store_true", help="--device sim with --board: the board's DRAM design, its "
                    "timed DRAM model behind it")
+    p.add_argument("--stream", action="store_true", help="--device sim with a PCIe --board (nitefury): its "
+                   "streamed design, the weight stream behind its block RAM")
     p.add_argument("--full", action="store_true", help="write and read every word of every bank")
     p.add_argument("--seed", type=int, default=0, help="seed of the random data (default 0)")
     format_option(p)

@@ -97,3 +97,13 @@ def test_tinystories_streamed_over_the_simulated_pcie_board_equals_emu(tinystori
         assert stats["dma_weight_bytes"] == 5 * block_matrix_bytes(model)
     finally:
         sim.close()
+
+
+def test_selftest_passes_on_the_streamed_design_and_keeps_off_the_stream(capsys):
+    """neofpga selftest --device sim --board nitefury --stream: every check passes, the DRAM ones
+    over the block RAM only (a read of the stream would wait for ever)."""
+    from neofpga.host.cli import main
+
+    assert main(["selftest", "--device", "sim", "--board", "nitefury", "--stream"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and f"{STREAM_LOCAL_WORDS:,} words (1.0 MiB)" in out
