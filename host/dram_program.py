@@ -88,7 +88,7 @@ class DramProgram(TokenProgram):
     def _plan_weights(self):
         """The DRAM's regions: ``caches``, ``weight_base`` (WEIGHTS addresses, past the block RAM)
         and ``record_word`` (DRAM words); EMBED's rows in block RAM."""
-        c, cols, window = self.config, self.cols, self.info["weight_words"]
+        c, window = self.config, self.info["weight_words"]
         available = self.info["dram_words"] - STAMP_WORDS
         d = c.hidden_size
         if self.host_ends:
@@ -99,14 +99,7 @@ class DramProgram(TokenProgram):
         self.records = self._records()
         fixed = sum(map(_matrix_words, self.matrices.values())) + sum(map(_record_words, self.records.values()))
         self.context = self._context_that_fits(available - fixed)
-        self.slots = {layer: min(c.window_size, self.context) if c.attention_layers[layer] == "local" else self.context
-                      for layer in self.layers}
-        word = 0
-        self.caches = {}
-        for layer in self.layers:
-            k_words, v_words = cache_words(self.slots[layer], cols, d)
-            self.caches[layer] = (window + word, window + word + k_words)
-            word += k_words + v_words
+        word = self._place_caches()
         self.weight_base = {}
         for name, matrix in self.matrices.items():
             self.weight_base[name] = window + word
@@ -122,6 +115,20 @@ class DramProgram(TokenProgram):
         if not self.host_ends:
             self.words_used["weight_words"] = 2 * d
             _check_fit(2 * d, window, "block-RAM words in each weight bank for EMBED's rows")
+
+    def _place_caches(self):
+        """Every layer's K and V caches (``slots``: the context, or a local layer's window) from DRAM
+        word 0 on, into ``caches`` (their WEIGHTS addresses); the words they take."""
+        c, cols, window = self.config, self.cols, self.info["weight_words"]
+        self.slots = {layer: min(c.window_size, self.context) if c.attention_layers[layer] == "local" else self.context
+                      for layer in self.layers}
+        word = 0
+        self.caches = {}
+        for layer in self.layers:
+            k_words, v_words = cache_words(self.slots[layer], cols, c.hidden_size)
+            self.caches[layer] = (window + word, window + word + k_words)
+            word += k_words + v_words
+        return word
 
     def _context_that_fits(self, words):
         """The model's context, or with ``host_ends`` the longest (a multiple of 16) whose KV caches

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from ..contract.errors import UserError
-from .board_ops import _check_fit, cache_words
+from .board_ops import _check_fit
 from .dram_program import STAMP_WORDS, DramProgram, _matrix_words, _record_words, matrix_image
 
 __all__ = ["TRANSFER_BYTES", "StreamedProgram"]
@@ -45,7 +45,7 @@ class StreamedProgram(DramProgram):
 
     def _plan_weights(self):
         """Block RAM: the KV caches, then the records; the weight stream: the matrices."""
-        c, cols, window = self.config, self.cols, self.info["weight_words"]
+        c, window = self.config, self.info["weight_words"]
         self.local_words = self.info["dram_words"] - self.info["stream_words"]
         d = c.hidden_size
         self.requantizers = [name for name in self.requantizers if name != "head"]
@@ -53,14 +53,7 @@ class StreamedProgram(DramProgram):
         self.records = self._records()
         available = self.local_words - STAMP_WORDS
         self.context = self._context_that_fits(available - sum(map(_record_words, self.records.values())))
-        self.slots = {layer: min(c.window_size, self.context) if c.attention_layers[layer] == "local" else self.context
-                      for layer in self.layers}
-        word = 0
-        self.caches = {}
-        for layer in self.layers:
-            k_words, v_words = cache_words(self.slots[layer], cols, d)
-            self.caches[layer] = (window + word, window + word + k_words)
-            word += k_words + v_words
+        word = self._place_caches()
         self.record_word = {}
         for name, records in self.records.items():
             self.record_word[name] = word
