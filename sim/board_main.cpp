@@ -119,6 +119,21 @@ uint64_t number(const char* text) {
     return value;
 }
 
+// Each KEY=VALUE of option `option`'s comma-separated `text`, the value a number, to `take`.
+template <typename Take>
+void for_each_setting(const char* option, const std::string& text, Take take) {
+    size_t at = 0;
+    while (at < text.size()) {
+        size_t end = text.find(',', at);
+        if (end == std::string::npos) end = text.size();
+        std::string item = text.substr(at, end - at);
+        size_t equals = item.find('=');
+        if (equals == std::string::npos) usage((std::string(option) + " takes KEY=VALUE,...").c_str());
+        take(item.substr(0, equals), number(item.substr(equals + 1).c_str()));
+        at = end + 1;
+    }
+}
+
 void nonblocking(int fd) {
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) fail("fcntl");
 }
@@ -295,21 +310,12 @@ public:
 #endif
 
     void configure(const std::string& text) {
-        size_t at = 0;
-        while (at < text.size()) {
-            size_t end = text.find(',', at);
-            if (end == std::string::npos) end = text.size();
-            std::string item = text.substr(at, end - at);
-            size_t equals = item.find('=');
-            if (equals == std::string::npos) usage("--dma takes KEY=VALUE,...");
-            std::string key = item.substr(0, equals);
-            uint64_t value = number(item.substr(equals + 1).c_str());
+        for_each_setting("--dma", text, [&](const std::string& key, uint64_t value) {
             if (key == "latency") latency = value;
             else if (key == "h2c_bytes_per_mcycle") h2c_rate = value;
             else if (key == "c2h_bytes_per_mcycle") c2h_rate = value;
             else usage(("--dma: unknown key " + key).c_str());
-            at = end + 1;
-        }
+        });
     }
 
     void open_pipes(const std::string& prefix) {
@@ -515,16 +521,7 @@ public:
     uint64_t reads = 0, writes = 0;
 
     void configure(const std::string& text) {
-        size_t at = 0;
-        while (at < text.size()) {
-            size_t end = text.find(',', at);
-            if (end == std::string::npos) end = text.size();
-            std::string item = text.substr(at, end - at);
-            size_t equals = item.find('=');
-            if (equals == std::string::npos) usage("--dram takes KEY=VALUE,...");
-            set(item.substr(0, equals), number(item.substr(equals + 1).c_str()));
-            at = end + 1;
-        }
+        for_each_setting("--dram", text, [&](const std::string& key, uint64_t value) { set(key, value); });
         if (!words || !sys_hz || !accel_hz || !banks || !rows || !row_words || !word_bytes || WORD_BYTES % word_bytes
                 || !tCCD || !tREFI)
             usage("--dram needs words, sys_hz, accel_hz, banks, rows, row_words, word_bytes (a divisor of 16), "
