@@ -13,6 +13,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from .wrapping import other_members, pass_through
+
 __all__ = ["AxiStreamBeat", "AxiStream", "FrameByte", "BeatsToBytes", "BytesToBeats", "AxiStreamHost"]
 
 
@@ -118,9 +120,8 @@ class AxiStreamHost(wiring.Component):
 
     def __init__(self, device, data_bytes=8):
         self.device, self.data_bytes = device, data_bytes
-        others = {name: member for name, member in device.signature.members.items()
-                  if name not in ("i", "o", "o_last")}
-        super().__init__({"h2c": In(AxiStream(data_bytes)), "c2h": Out(AxiStream(data_bytes)), **others})
+        super().__init__({"h2c": In(AxiStream(data_bytes)), "c2h": Out(AxiStream(data_bytes)),
+                          **other_members(device, ("i", "o", "o_last"))})
 
     def elaborate(self, platform):
         m = Module()
@@ -132,11 +133,5 @@ class AxiStreamHost(wiring.Component):
         m.d.comb += [to_beats.i.valid.eq(device.o.valid), to_beats.i.payload.data.eq(device.o.payload),
                      to_beats.i.payload.last.eq(device.o_last), device.o.ready.eq(to_beats.i.ready)]
         wiring.connect(m, to_beats.o, wiring.flipped(self.c2h))
-        for name, member in self.signature.members.items():
-            if name in ("h2c", "c2h"):
-                continue
-            if member.is_port:
-                m.d.comb += getattr(self, name).eq(getattr(device, name))
-            else:
-                wiring.connect(m, getattr(device, name), wiring.flipped(getattr(self, name)))
+        pass_through(m, device, self, ("h2c", "c2h"))
         return m

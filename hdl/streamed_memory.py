@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In
 
 from .axi_stream import AxiStream
 from .dram_port import DRAM_WORD_BITS, DramPort
+from .wrapping import other_members, pass_through
 
 __all__ = ["WEIGHT_BEAT_BYTES", "StreamedMemory", "WithStreamedMemory"]
 
@@ -101,8 +102,7 @@ class WithStreamedMemory(wiring.Component):
 
     def __init__(self, device, local_words):
         self.device, self.local_words = device, local_words
-        others = {name: member for name, member in device.signature.members.items() if name != "dram"}
-        super().__init__({**others, "weights": In(AxiStream(WEIGHT_BEAT_BYTES))})
+        super().__init__({**other_members(device, ("dram",)), "weights": In(AxiStream(WEIGHT_BEAT_BYTES))})
 
     def elaborate(self, platform):
         m = Module()
@@ -111,11 +111,5 @@ class WithStreamedMemory(wiring.Component):
         wiring.connect(m, device.dram, streamed.dram)
         m.d.comb += [streamed.weights.valid.eq(self.weights.valid), streamed.weights.payload.eq(self.weights.payload.data),
                      self.weights.ready.eq(streamed.weights.ready)]
-        for name, member in self.signature.members.items():
-            if name == "weights":
-                continue
-            if member.is_port:
-                m.d.comb += getattr(self, name).eq(getattr(device, name))
-            else:
-                wiring.connect(m, getattr(device, name), wiring.flipped(getattr(self, name)))
+        pass_through(m, device, self, ("weights",))
         return m

@@ -13,6 +13,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In
 
 from ..hdl.control_port import CONTROL_WORD_BITS, ControlPort
+from ..hdl.wrapping import other_members, pass_through
 
 __all__ = ["ControlRegisters", "WithControlRegisters"]
 
@@ -51,16 +52,12 @@ class WithControlRegisters(wiring.Component):
 
     def __init__(self, top, words):
         self.top, self.words = top, words
-        super().__init__({name: member for name, member in top.signature.members.items() if name != "control"})
+        super().__init__(other_members(top, ("control",)))
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.top = top = self.top
         m.submodules.registers = registers = ControlRegisters(self.words)
         wiring.connect(m, top.control, registers.control)
-        for name, member in self.signature.members.items():
-            if member.is_port:  # o_last
-                m.d.comb += getattr(self, name).eq(getattr(top, name))
-            else:
-                wiring.connect(m, getattr(top, name), wiring.flipped(getattr(self, name)))
+        pass_through(m, top, self, ())
         return m
