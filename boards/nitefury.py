@@ -33,6 +33,7 @@ from ..contract.design import PCIE_BEAT_BYTES, STREAM_LOCAL_WORDS
 from ..hdl.accelerator import Accelerator
 from ..hdl.axi_stream import AxiStream, AxiStreamBeat, AxiStreamHost
 from ..hdl.streamed_memory import WEIGHT_BEAT_BYTES, WithStreamedMemory
+from .leds import stretched
 from .mmcm import mmcm, mmcm_settings
 from .xdma import MODULE, xdma_instance, xdma_tcl
 
@@ -132,7 +133,7 @@ class NitefuryTop(Elaboratable):
 
         heartbeat = Signal(range(self.parameters["clock_hz"]))
         m.d.sync += heartbeat.eq(heartbeat + 1)
-        statuses = [heartbeat[-1], locked, link_up, self._stretched(m, beat, self.parameters["clock_hz"] // 50)]
+        statuses = [heartbeat[-1], locked, link_up, stretched(m, beat, self.parameters["clock_hz"] // 50)]
         for index, status in enumerate(statuses):
             m.submodules[f"led{index}"] = led = io.Buffer("o", platform.request("led", index, dir="-"))
             m.d.comb += led.o.eq(status)
@@ -171,16 +172,6 @@ class NitefuryTop(Elaboratable):
         m.d.comb += [sink.payload.data.eq(fifo.r_data[:2 * beat_bits]), sink.payload.last.eq(fifo.r_data[-1]),
                      sink.payload.keep.eq((1 << WEIGHT_BEAT_BYTES) - 1), sink.valid.eq(fifo.r_rdy),
                      fifo.r_en.eq(sink.ready)]
-
-    @staticmethod
-    def _stretched(m, pulse, cycles):
-        """``pulse`` held high for ``cycles`` after each occurrence."""
-        count = Signal(range(cycles + 1))
-        with m.If(pulse):
-            m.d.sync += count.eq(cycles)
-        with m.Elif(count != 0):
-            m.d.sync += count.eq(count - 1)
-        return count != 0
 
 
 def constraints(perst_port):

@@ -16,6 +16,7 @@ from ..hdl.dram_crossing import DramCrossing
 from ..hdl.uart import UART
 from .litedram import LiteDRAM
 from .litedram_core import litedram_core
+from .leds import stretched
 from .pll import ecp5_pll, pll_settings
 
 __all__ = ["BoardTop", "input_mhz"]
@@ -73,8 +74,8 @@ class BoardTop(Elaboratable):
         heartbeat = Signal(range(self.parameters["clock_hz"]))
         m.d.sync += heartbeat.eq(heartbeat + 1)
         statuses = [heartbeat[-1], locked,
-                    self._stretched(m, uart.o.valid & uart.o.ready, stretch),
-                    self._stretched(m, uart.i.valid & uart.i.ready, stretch)]
+                    stretched(m, uart.o.valid & uart.o.ready, stretch),
+                    stretched(m, uart.i.valid & uart.i.ready, stretch)]
         for index, ((name, number, subsignal), status) in enumerate(zip(self.board.leds, statuses)):
             led = platform.request(name, number, dir="-")
             m.submodules[f"led{index}"] = buffer = io.Buffer("o", getattr(led, subsignal) if subsignal else led)
@@ -101,12 +102,3 @@ class BoardTop(Elaboratable):
             platform.add_clock_constraint(clock_in, input_mhz(self.board) * 1e6)
             m.submodules.litedram = LiteDRAM(self.board.name, crossing.native, crossing.wishbone, clock_in, reset)
 
-    @staticmethod
-    def _stretched(m, pulse, cycles):
-        """``pulse`` held high for ``cycles`` after each occurrence."""
-        count = Signal(range(cycles + 1))
-        with m.If(pulse):
-            m.d.sync += count.eq(cycles)
-        with m.Elif(count != 0):
-            m.d.sync += count.eq(count - 1)
-        return count != 0
