@@ -33,7 +33,7 @@ TRANSFER_BYTES = 1 << 20
 
 class StreamedProgram(DramProgram):
     """The model's program on the streamed design behind ``driver``; ``channel`` takes the weight
-    stream (:class:`~.xdma.WeightChannel`: ``write(bytes)``, one DMA transfer a call)."""
+    stream (:class:`~.xdma.H2cChannel`: ``write(bytes)``, one DMA transfer a call)."""
 
     def __init__(self, model, driver, channel, log=None):
         if not driver.device_info.get("stream_words"):

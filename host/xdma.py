@@ -22,7 +22,7 @@ from ..contract.errors import UserError
 from ..contract.pcie import xdma_paths
 from .link import LinkError
 
-__all__ = ["READ_BYTES", "XdmaTransport", "WeightChannel"]
+__all__ = ["READ_BYTES", "XdmaTransport", "H2cChannel"]
 
 READ_BYTES = 1 << 20
 """The size of each c2h read: larger than any answer, so that the card's tlast ends it."""
@@ -39,15 +39,15 @@ class XdmaTransport:
     """
 
     def __init__(self, device, channel=0, timeout=0.01, stall_timeout=10.0):
-        self.device, self.timeout, self.stall_timeout = device, timeout, stall_timeout
+        self.device, self.timeout, self._stall_timeout = device, timeout, stall_timeout
         h2c, c2h = xdma_paths(device, channel)
-        self.h2c = self._open(h2c, os.O_WRONLY)
+        self._commands = H2cChannel(self._open(h2c, os.O_WRONLY), f"pcie:{device}: the card", stall_timeout)
         try:
             c2h_fd = self._open(c2h, os.O_RDONLY)
         except BaseException:
-            os.close(self.h2c)
+            self._commands.close()
             raise
-        self.transfers_sent = self.transfers_received = self.bytes_sent = self.bytes_received = 0
+        self.transfers_received = self.bytes_received = 0
         self._weights = None
         self._chunks = collections.deque()
         self._ready = threading.Condition()
@@ -71,10 +71,29 @@ class XdmaTransport:
 
     def write(self, data):
         """Send ``data`` (whole frames) as one DMA transfer."""
-        written = _write_transfer(self.h2c, data, self.stall_timeout, f"pcie:{self.device}: the card")
-        self.transfers_sent += 1
-        self.bytes_sent += len(data)
-        return written
+        self._commands.write(data)
+        return len(data)
+
+    @property
+    def stall_timeout(self):
+        """Seconds a write may wait for the card (each channel's: set here, it is theirs)."""
+        return self._stall_timeout
+
+    @stall_timeout.setter
+    def stall_timeout(self, seconds):
+        self._stall_timeout = self._commands.stall_timeout = seconds
+        if self._weights is not None:
+            self._weights.stall_timeout = seconds
+
+    @property
+    def transfers_sent(self):
+        """The DMA transfers of commands sent (the weight channel's are its own)."""
+        return self._commands.transfers
+
+    @property
+    def bytes_sent(self):
+        """The bytes of those transfers."""
+        return self._commands.bytes
 
     @property
     def weights(self):
@@ -82,11 +101,11 @@ class XdmaTransport:
         return self._weights
 
     def weight_channel(self):
-        """The H2C channel that carries a streamed design's weights (``_h2c_1``): a
-        :class:`WeightChannel`, opened on first use."""
+        """The H2C channel that carries a streamed design's weights (``_h2c_1``): an
+        :class:`H2cChannel`, opened on first use."""
         if self._weights is None:
             path = xdma_paths(self.device, 1)[0]
-            self._weights = WeightChannel(self._open(path, os.O_WRONLY), path, self.stall_timeout)
+            self._weights = H2cChannel(self._open(path, os.O_WRONLY), f"{path}: the card", self.stall_timeout)
         return self._weights
 
     def read(self, size):
@@ -116,7 +135,7 @@ class XdmaTransport:
         if self._closing:
             return
         self._closing = True
-        os.close(self.h2c)
+        self._commands.close()
         if self._weights is not None:
             self._weights.close()
         self._reader.join(2 * POLL_SECONDS)
@@ -149,38 +168,33 @@ class XdmaTransport:
             os.close(fd)
 
 
-class WeightChannel:
-    """A streamed design's weight channel: each :meth:`write` one DMA transfer of whole DRAM words.
-    ``transfers`` and ``bytes`` count them."""
+class H2cChannel:
+    """An H2C channel: each :meth:`write` one DMA transfer, ``transfers`` and ``bytes`` counting them.
+    ``who`` names the card in its one-line errors."""
 
-    def __init__(self, fd, path, stall_timeout):
-        self.fd, self.path, self.stall_timeout = fd, path, stall_timeout
+    def __init__(self, fd, who, stall_timeout):
+        self.fd, self.who, self.stall_timeout = fd, who, stall_timeout
         self.transfers = self.bytes = 0
 
     def write(self, data):
-        """Send ``data`` as one DMA transfer (waiting while the card takes it)."""
-        _write_transfer(self.fd, data, self.stall_timeout, f"{self.path}: the card")
+        """Write all of ``data`` as one transfer; a one-line :class:`LinkError` if the card takes
+        nothing for ``stall_timeout`` seconds, or the write fails."""
+        view, deadline = memoryview(data), time.monotonic() + self.stall_timeout
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [self.fd], [], left)[1]:
+                raise LinkError(f"{self.who} took no data for {self.stall_timeout:g} s: its H2C DMA stalled (reset "
+                                f"the board or reload its bitstream)")
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                raise LinkError(f"{self.who}'s H2C DMA failed ({e.strerror}): was the board reset or its "
+                                f"bitstream reloaded?") from None
         self.transfers += 1
         self.bytes += len(data)
 
     def close(self):
+        """Close the channel's device."""
         os.close(self.fd)
-
-
-def _write_transfer(fd, data, stall_timeout, who):
-    """Write all of ``data`` to H2C device ``fd``; a one-line :class:`LinkError` if ``who`` (the
-    card) takes nothing for ``stall_timeout`` seconds, or the write fails."""
-    view, deadline = memoryview(data), time.monotonic() + stall_timeout
-    while view:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([], [fd], [], left)[1]:
-            raise LinkError(f"{who} took no data for {stall_timeout:g} s: its H2C DMA stalled (reset the board "
-                            f"or reload its bitstream)")
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            continue
-        except OSError as e:
-            raise LinkError(f"{who}'s H2C DMA failed ({e.strerror}): was the board reset or its bitstream "
-                            f"reloaded?") from None
-    return len(data)
