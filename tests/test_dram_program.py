@@ -157,6 +157,15 @@ def test_the_dram_program_on_the_simulated_board_with_its_dram(default, tmp_path
         assert counters["dram_reads"] > 0 and counters["dram_writes"] > 0 and counters["copy_cycles"] > 0
 
 
+def assert_tokens_are_emus(sim, emu, model, tokenizer):
+    """Every logit code of 2 random tokens, then 3 greedy tokens after the first, equal on ``sim`` and ``emu``."""
+    ids = [int(i) for i in np.random.default_rng(3).integers(0, model.config.vocab_size, 2)]
+    for token in ids:
+        np.testing.assert_array_equal(sim.forward(np.array([[token]]))[0, -1], emu.forward(np.array([[token]]))[0, -1])
+    expected = generate(emu, tokenizer, ids[:1], Sampler(), 3, eos_id=None).new_ids
+    assert generate(sim, tokenizer, ids[:1], Sampler(), 3, eos_id=None).new_ids == expected
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("board, plan", [("ecpix5-85", ProgramModel), ("ulx3s-85f", HostEndsModel)])
 def test_tinystories_on_a_simulated_board_runs_from_dram_as_emu_does(tinystories_random, board, plan):
@@ -169,12 +178,7 @@ def test_tinystories_on_a_simulated_board_runs_from_dram_as_emu_does(tinystories
     emu, sim = golden_model(model), open_board_model("sim", model, board=board)
     try:
         assert type(sim) is plan and sim.driver.device_info["dram_words"] == board_dram(board).words
-        ids = [int(i) for i in np.random.default_rng(3).integers(0, model.config.vocab_size, 2)]
-        for token in ids:
-            np.testing.assert_array_equal(sim.forward(np.array([[token]]))[0, -1],
-                                          emu.forward(np.array([[token]]))[0, -1])
-        expected = generate(emu, source.tokenizer, ids[:1], Sampler(), 3, eos_id=None).new_ids
-        assert generate(sim, source.tokenizer, ids[:1], Sampler(), 3, eos_id=None).new_ids == expected
+        assert_tokens_are_emus(sim, emu, model, source.tokenizer)
         weights = sum(m.size for name, m in model.tensors.items() if name.startswith("h.") and m.dtype == np.int8)
         assert sim.device_stats()["device_dram_reads"] * 16 > 5 * weights  # 5 tokens of the blocks' weights, at least
     finally:

@@ -88,14 +88,21 @@ def xdma_ports(verilog):
     return dict(re.findall(r"\.(\w+)\(([^)]*)\)", instance))
 
 
-def test_without_vivado_the_build_writes_the_project_and_says_how_to_run_it(project):
-    code, errors, build_dir = project
+def assert_project_written(build, what):
+    """A build without Vivado: exit 2, one line saying where ``what`` went and how to run it, and
+    the project's files there; its folder."""
+    code, errors, build_dir = build
     assert code == 2
-    assert errors == (f"neofpga build: error: Vivado is not installed: the nitefury project was written to "
+    assert errors == (f"neofpga build: error: Vivado is not installed: the {what} was written to "
                       f"{build_dir}; run it there where Vivado {vivado.VIVADO_VERSION} is: cd {build_dir} && "
                       "vivado -mode batch -log nitefury.log -source nitefury.tcl\n")
     for name in ("nitefury.v", "nitefury.xdc", "nitefury.tcl", "constraints.xdc", "xdma_0.tcl"):
         assert (build_dir / name).is_file(), name
+    return build_dir
+
+
+def test_without_vivado_the_build_writes_the_project_and_says_how_to_run_it(project):
+    build_dir = assert_project_written(project, "nitefury project")
     assert not (build_dir / "nitefury.bit").exists()
 
 
@@ -276,13 +283,7 @@ def test_doctor_reports_vivado_without_failing_for_it(tmp_path, monkeypatch, cap
 
 
 def test_without_vivado_the_streamed_build_writes_its_project_into_its_own_folder(streamed_project):
-    code, errors, build_dir = streamed_project
-    assert code == 2
-    assert errors == (f"neofpga build: error: Vivado is not installed: the nitefury streamed project was written to "
-                      f"{build_dir}; run it there where Vivado {vivado.VIVADO_VERSION} is: cd {build_dir} && "
-                      "vivado -mode batch -log nitefury.log -source nitefury.tcl\n")
-    for name in ("nitefury.v", "nitefury.xdc", "nitefury.tcl", "constraints.xdc", "xdma_0.tcl"):
-        assert (build_dir / name).is_file(), name
+    assert_project_written(streamed_project, "nitefury streamed project")
     assert default_build_dir("nitefury", stream=True).as_posix() == "build/nitefury-stream"
 
 

@@ -11,12 +11,12 @@ from neofpga.contract.errors import UserError
 from neofpga.host.backends import load_source
 from neofpga.host.board_backend import HostEndsModel, connect_board, open_board_model
 from neofpga.host.driver import PlanningDriver
-from neofpga.host.generation import generate
 from neofpga.host.golden import golden_model
 from neofpga.host.quantize import quantize_checkpoint
-from neofpga.host.sampling import Sampler
 from neofpga.host.streamed_program import StreamedProgram
 from neofpga.host.training.corpus import calibration_text
+
+from test_dram_program import assert_tokens_are_emus
 
 STREAMED = simulated_parameters("nitefury", stream=True)
 
@@ -87,12 +87,7 @@ def test_tinystories_streamed_over_the_simulated_pcie_board_equals_emu(tinystori
     emu, sim = golden_model(model), open_board_model("sim", model, board="nitefury")
     try:
         assert type(sim) is HostEndsModel and sim.driver.device_info["stream_words"] == STREAMED_WORDS
-        ids = [int(i) for i in np.random.default_rng(3).integers(0, model.config.vocab_size, 2)]
-        for token in ids:
-            np.testing.assert_array_equal(sim.forward(np.array([[token]]))[0, -1],
-                                          emu.forward(np.array([[token]]))[0, -1])
-        expected = generate(emu, source.tokenizer, ids[:1], Sampler(), 3, eos_id=None).new_ids
-        assert generate(sim, source.tokenizer, ids[:1], Sampler(), 3, eos_id=None).new_ids == expected
+        assert_tokens_are_emus(sim, emu, model, source.tokenizer)
         stats = sim.device_stats()
         assert stats["dma_weight_bytes"] == 5 * block_matrix_bytes(model)
     finally:
