@@ -134,6 +134,21 @@ void for_each_setting(const char* option, const std::string& text, Take take) {
     }
 }
 
+// Hand out[sent:] to `put` (a write() or send() of bytes and a count); what it took leaves the
+// buffer. Returns put's result: the bytes taken, or 0 or -1 (errno says why).
+template <typename Put>
+ssize_t put_waiting(std::vector<uint8_t>& out, size_t& sent, Put put) {
+    ssize_t n = put(out.data() + sent, out.size() - sent);
+    if (n > 0) {
+        sent += n;
+        if (sent == out.size()) {
+            out.clear();
+            sent = 0;
+        }
+    }
+    return n;
+}
+
 void nonblocking(int fd) {
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) fail("fcntl");
 }
@@ -208,17 +223,11 @@ struct Link {
             }
         }
         if (output_waiting()) {
-            ssize_t n = send(client, out.data() + out_sent, out.size() - out_sent, MSG_NOSIGNAL);
-            if (n > 0) {
-                out_sent += n;
-                moved = true;
-                if (out_sent == out.size()) {
-                    out.clear();
-                    out_sent = 0;
-                }
-            } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                disconnect();
-            }
+            ssize_t n = put_waiting(out, out_sent, [&](const uint8_t* bytes, size_t count) {
+                return send(client, bytes, count, MSG_NOSIGNAL);
+            });
+            if (n > 0) moved = true;
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) disconnect();
         }
         return moved;
     }
@@ -350,18 +359,12 @@ public:
             out.insert(out.end(), outgoing.front().data.begin(), outgoing.front().data.end());
             outgoing.pop_front();
         }
-        if (out_sent < out.size()) {
-            ssize_t n = write(c2h, out.data() + out_sent, out.size() - out_sent);
-            if (n > 0) {
-                out_sent += n;
-                moved = true;
-                if (out_sent == out.size()) {
-                    out.clear();
-                    out_sent = 0;
-                }
-            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                fail("write c2h");
-            }
+        if (output_waiting()) {
+            ssize_t n = put_waiting(out, out_sent, [&](const uint8_t* bytes, size_t count) {
+                return write(c2h, bytes, count);
+            });
+            if (n > 0) moved = true;
+            else if (n < 0 && errno != EAGAIN && errno != EINTR) fail("write c2h");
         }
         return moved;
     }
