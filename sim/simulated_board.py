@@ -64,14 +64,13 @@ def design(parameters, gateware_version=0):
     an AXI4-Stream port (:class:`~neofpga.hdl.axi_stream.AxiStreamHost`) if ``pcie_beat_bytes`` is."""
     parameters = dict(parameters)
     divisor = parameters.pop("uart_divisor", 0)
-    beat_bytes = parameters.pop("pcie_beat_bytes", 0)
     top = Accelerator(**parameters, gateware_version=gateware_version)
     if top.control_words:  # a board's controller: registers that read back in its place
         top = WithControlRegisters(top, top.control_words)
     if parameters.get("stream_words"):  # a PCIe board's streamed design: its block RAM and the weight stream
         top = WithStreamedMemory(top, parameters["dram_words"] - parameters["stream_words"])
-    if beat_bytes:
-        return AxiStreamHost(top, beat_bytes)
+    if parameters.get("pcie_beat_bytes"):
+        return AxiStreamHost(top, parameters["pcie_beat_bytes"])
     return UARTLoop(top, divisor) if divisor else top
 
 
