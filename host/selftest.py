@@ -247,8 +247,28 @@ def _vector_check(mirror, info, rng):
                     f"EMBED, NORM and SAMPLE (greedy and seeded) on a row of {d}")
 
 
+def _write_rates(board, info):
+    """``{space: (bytes, bytes a device cycle)}`` of a WRITE of up to THROUGHPUT_BYTES into each of
+    weight bank 0, the constants and DRAM, counted from RESET_COUNTERS to COUNTERS: every cycle of
+    the frames' arrival (a simulated PCIe board's DMA model included), their checks and their
+    writes. None from a device that counts no cycles (the reference device)."""
+    rates = {}
+    for space, words in ((Space.WEIGHTS, info["weight_words"]), (Space.CONSTANTS, info["constant_words"]),
+                         (Space.DRAM, info.get("dram_words", 0))):
+        size = min(THROUGHPUT_BYTES, words * WORD_BYTES[space]) // WORD_BYTES[space] * WORD_BYTES[space]
+        if size:
+            board.reset_counters()
+            board.write(space, 0, 0, bytes(range(256)) * (size // 256) + bytes(size % 256))
+            cycles = board.counters()["cycles"]
+            if not cycles:
+                return None
+            rates[space.name.lower()] = size, size / cycles
+    return rates
+
+
 def _throughput(board, info, baud):
-    """Bytes a second written and read (weight bank 0), and the mean round trip of INFO."""
+    """Bytes a second written and read (weight bank 0), the mean round trip of INFO, and the bytes a
+    device cycle of a WRITE into each space (:func:`_write_rates`)."""
     size = min(THROUGHPUT_BYTES, info["weight_words"])
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
     start = time.perf_counter()
@@ -262,10 +282,14 @@ def _throughput(board, info, baud):
         board.info()
     latency = (time.perf_counter() - start) / ROUND_TRIPS
     line = f" (the line carries {baud / 10 / 1e3:,.0f} kB/s each way)" if baud else ""
+    rates = _write_rates(board, info)
     figures = {"write_bytes_per_second": size / written, "read_bytes_per_second": size / read,
-               "round_trip_seconds": latency}
+               "round_trip_seconds": latency, "device_writes": rates}
     detail = (f"write {size / written / 1e3:,.1f} kB/s, read {size / read / 1e3:,.1f} kB/s, "
-              f"round trip {latency * 1e3:.2f} ms{line}")
+              f"round trip {latency * 1e3:.2f} ms{line}" + (
+                  "; WRITE on the device: " + ", ".join(f"{space} {rate:.2f} ({count / 1024:g} KiB)"
+                                                        for space, (count, rate) in rates.items()) + " bytes a cycle"
+                  if rates else ""))
     return Check("link", back == data, detail if back == data else "the data read back differs"), figures
 
 

@@ -39,6 +39,7 @@ def test_the_reference_device_passes_every_check():
     assert set(outcomes(checks)) == {"info", "memory activations", "memory weights", "memory constants",
                                      "range checks", "matmul", "softmax", "gelu", "counters", "link"}
     assert figures["write_bytes_per_second"] > 0 and figures["round_trip_seconds"] > 0
+    assert figures["device_writes"] is None  # the reference device counts no cycles
 
 
 def test_the_vector_ops_are_checked_where_the_device_has_them():
