@@ -247,6 +247,12 @@ def _vector_check(mirror, info, rng):
                     f"EMBED, NORM and SAMPLE (greedy and seeded) on a row of {d}")
 
 
+def _ramp(size):
+    """``size`` bytes: 0..255 over and over, zeros after the last whole run (the data the link's
+    measurements write)."""
+    return bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+
 def _write_rates(board, info):
     """``{space: (bytes, bytes a device cycle)}`` of a WRITE of up to THROUGHPUT_BYTES into each of
     weight bank 0, the constants and DRAM, counted from RESET_COUNTERS to COUNTERS: every cycle of
@@ -258,7 +264,7 @@ def _write_rates(board, info):
         size = min(THROUGHPUT_BYTES, words * WORD_BYTES[space]) // WORD_BYTES[space] * WORD_BYTES[space]
         if size:
             board.reset_counters()
-            board.write(space, 0, 0, bytes(range(256)) * (size // 256) + bytes(size % 256))
+            board.write(space, 0, 0, _ramp(size))
             cycles = board.counters()["cycles"]
             if not cycles:
                 return None
@@ -270,7 +276,7 @@ def _throughput(board, info, baud):
     """Bytes a second written and read (weight bank 0), the mean round trip of INFO, and the bytes a
     device cycle of a WRITE into each space (:func:`_write_rates`)."""
     size = min(THROUGHPUT_BYTES, info["weight_words"])
-    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data = _ramp(size)
     start = time.perf_counter()
     board.write(Space.WEIGHTS, 0, 0, data)
     written = time.perf_counter() - start
