@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..contract.numerics import GELU_KNOTS
-from ..contract.protocol import (CONSTANT, DRAM_TEST, DRAM_TESTED, EMBED, NORM, NORM_COLUMN, SAMPLE, WORD_BYTES, Mode,
-                                 Opcode, Space, pack_record, unpack_record)
+from ..contract.protocol import (ACCESS, CONSTANT, DRAM_TEST, DRAM_TESTED, EMBED, NORM, NORM_COLUMN, SAMPLE,
+                                 WORD_BYTES, Mode, Opcode, Space, pack_record, record_size, unpack_record)
 from .dram_program import forget_resident_image
 from .driver import AcceleratorDriver, record_dtype
 from .kernels import gelu_knots, multiplier_and_shift, sampling_parameters, softmax_parameters
@@ -254,14 +254,17 @@ def _ramp(size):
 
 
 def _write_rates(board, info):
-    """``{space: (bytes, bytes a device cycle)}`` of a WRITE of up to THROUGHPUT_BYTES into each of
-    weight bank 0, the constants and DRAM, counted from RESET_COUNTERS to COUNTERS: every cycle of
-    the frames' arrival (a simulated PCIe board's DMA model included), their checks and their
-    writes. None from a device that counts no cycles (the reference device)."""
+    """``{space: (bytes, bytes a device cycle)}`` of one WRITE frame as full as the device takes into
+    each of weight bank 0, the constants and DRAM, counted from RESET_COUNTERS to COUNTERS: every
+    cycle of the frame's arrival (a simulated PCIe board's DMA model included), its checks and its
+    writes. One frame, because a simulated UART carries a byte in 120 cycles: 64 KiB into each space
+    cost minutes on a simulated DRAM design. None from a device that counts no cycles (the
+    reference device)."""
     rates = {}
     for space, words in ((Space.WEIGHTS, info["weight_words"]), (Space.CONSTANTS, info["constant_words"]),
                          (Space.DRAM, info.get("dram_words", 0))):
-        size = min(THROUGHPUT_BYTES, words * WORD_BYTES[space]) // WORD_BYTES[space] * WORD_BYTES[space]
+        per_frame = (info["max_payload"] - record_size(ACCESS)) // WORD_BYTES[space]
+        size = min(per_frame, words) * WORD_BYTES[space]
         if size:
             board.reset_counters()
             board.write(space, 0, 0, _ramp(size))
