@@ -49,12 +49,16 @@ class AcceleratorDriver:
         return {"dram_words": 0, "dram_controller": 0, "stream_words": 0,
                 **unpack_record(info_record(sizes[len(payload)]), payload)}
 
+    def words_per_write(self, space):
+        """The most words of ``space`` one WRITE frame carries."""
+        return (self.device_info["max_payload"] - record_size(ACCESS)) // WORD_BYTES[space]
+
     def write(self, space, bank, address, data):
         """Write words (``data``: their little-endian bytes) from ``address`` on, in as many frames as needed."""
         size = WORD_BYTES[space]
         if len(data) % size:
             raise ValueError(f"{len(data)} bytes are not a whole number of {size}-byte words")
-        per_frame = (self.device_info["max_payload"] - record_size(ACCESS)) // size
+        per_frame = self.words_per_write(space)
         for start in range(0, len(data) // size, per_frame):
             head = pack_record(ACCESS, space=space, bank=bank, address=address + start)
             self.link.command(Opcode.WRITE, head + data[start * size:(start + per_frame) * size])

@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..contract.numerics import GELU_KNOTS
-from ..contract.protocol import (ACCESS, CONSTANT, DRAM_TEST, DRAM_TESTED, EMBED, NORM, NORM_COLUMN, SAMPLE,
-                                 WORD_BYTES, Mode, Opcode, Space, pack_record, record_size, unpack_record)
+from ..contract.protocol import (CONSTANT, DRAM_TEST, DRAM_TESTED, EMBED, NORM, NORM_COLUMN, SAMPLE,
+                                 WORD_BYTES, Mode, Opcode, Space, pack_record, unpack_record)
 from .dram_program import forget_resident_image
 from .driver import AcceleratorDriver, record_dtype
 from .kernels import gelu_knots, multiplier_and_shift, sampling_parameters, softmax_parameters
@@ -263,8 +263,7 @@ def _write_rates(board, info):
     rates = {}
     for space, words in ((Space.WEIGHTS, info["weight_words"]), (Space.CONSTANTS, info["constant_words"]),
                          (Space.DRAM, info.get("dram_words", 0))):
-        per_frame = (info["max_payload"] - record_size(ACCESS)) // WORD_BYTES[space]
-        size = min(per_frame, words) * WORD_BYTES[space]
+        size = min(board.words_per_write(space), words) * WORD_BYTES[space]
         if size:
             board.reset_counters()
             board.write(space, 0, 0, _ramp(size))
