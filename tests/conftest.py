@@ -4,6 +4,7 @@ option that makes simulations write waveforms."""
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,20 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if config.getoption("waves"):
         os.environ["NEOFPGA_WAVES"] = "1"
+    _SUITE.update(config=config, start=time.monotonic())
+
+
+LONG_TEST_SECONDS = 60
+"""A test phase that takes longer prints its time as it ends, and the suite's so far: a run stopped by
+CI's time limit (which prints no --durations table) still shows where its minutes went."""
+_SUITE = {}
+
+
+def pytest_runtest_logreport(report):
+    reporter = _SUITE["config"].pluginmanager.get_plugin("terminalreporter")
+    if report.duration >= LONG_TEST_SECONDS and reporter:  # setup too: the bitstreams are a fixture
+        elapsed = (time.monotonic() - _SUITE["start"]) / 60
+        reporter.write_line(f"[{report.when} {report.duration:,.0f} s, the suite at {elapsed:,.1f} min] {report.nodeid}")
 
 
 CORPUS = [
