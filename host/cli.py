@@ -299,6 +299,7 @@ def cmd_train(args):
 
 
 def cmd_sim_server(args):
+    import signal
     import time
 
     from ..contract.design import simulated_parameters
@@ -312,18 +313,22 @@ def cmd_sim_server(args):
     if args.xdma is not None and not Path(args.xdma).parent.is_dir():
         raise UserError(f"--xdma {args.xdma}: the folder {Path(args.xdma).parent} does not exist")
     board = start_simulated_board(parameters, port=args.port, trace=args.trace, log=_err, xdma=args.xdma)
+    # Ctrl-C and SIGTERM only note the request: a KeyboardInterrupt raised inside Popen.poll() can
+    # leave its lock held, and closing the board then waits for it forever.
+    stopped = []
+    for request in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(request, lambda number, frame: stopped.append(number))
     if board.xdma:
         print(f"simulated PCIe board at {board.xdma}_h2c_0 and _c2h_0: --device pcie:{board.xdma} "
               f"(Ctrl-C stops it)", flush=True)
     else:
         print(f"simulated board on 127.0.0.1:{board.port}: --device sim:127.0.0.1:{board.port} "
               f"(Ctrl-C stops it)", flush=True)
-    try:
-        while board.process.poll() is None:
-            time.sleep(0.2)
+    while not stopped and board.process.poll() is None:
+        time.sleep(0.2)
+    if not stopped:
         raise UserError(f"the simulated board stopped: {board.close().strip()}")
-    except KeyboardInterrupt:
-        _err(board.close().strip())
+    _err(board.close().strip())
 
 
 def cmd_build(args):
