@@ -251,13 +251,15 @@ def test_selftest_passes_on_a_sound_dram_and_fails_on_a_stuck_address_bit(execut
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("board", ["ulx3s-85f", "ecpix5-85"])
-def test_selftest_passes_on_each_boards_simulated_dram_design(board):
-    """neofpga selftest --device sim --board B --dram: every check, the pattern over all of the
-    board's DRAM (32 MB, 512 MB) included."""
+def test_selftest_passes_on_the_ulx3s_simulated_dram_design():
+    """neofpga selftest --device sim --board ulx3s-85f --dram: every check, the pattern over all
+    32 MB of the board's DRAM included. Not the ECPIX-5's: its 512 MB are 32 M words written and
+    read back in simulation (13 minutes here, another run beside it), and tests/test_dram_program.py
+    runs TinyStories-33M on its DRAM design."""
     from neofpga.host.board_backend import connect_board
     from neofpga.host.selftest import run_selftest
 
+    board = "ulx3s-85f"
     driver, close = connect_board("sim", board=board, dram=True)
     try:
         checks, _ = run_selftest(driver)

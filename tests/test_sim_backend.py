@@ -5,7 +5,6 @@ cached.
 """
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -93,12 +92,21 @@ def test_the_uart_in_the_loop_carries_the_same_story(capsys):
     assert sim["new_ids"] == emu["new_ids"] and sim["link_resends"] == 0
 
 
-@pytest.mark.slow
-def test_trace_writes_a_waveform_of_the_run(tmp_path, capsys):
+def test_trace_reaches_the_simulated_board(tmp_path, capsys, monkeypatch):
+    """generate --trace FILE starts the simulated board with its waveform in FILE (the board's
+    trace itself: tests/test_board_process.py; a whole generation traced took 5 of CI's minutes)."""
+    from neofpga.contract.errors import UserError
+
+    started = []
+
+    def start_simulated_board(parameters, **options):
+        started.append(options["trace"])
+        raise UserError("the board stops here")
+
+    monkeypatch.setattr("neofpga.sim.simulated_board.start_simulated_board", start_simulated_board)
     trace = tmp_path / "run.fst"
-    sim, _ = run_json(capsys, "generate", "Once", "--device", "sim", "--max-new-tokens", 2, "--trace", trace)
-    assert len(sim["new_ids"]) == 2
-    assert trace.exists() and os.path.getsize(trace) > 10_000
+    assert main(["generate", "Once", "--device", "sim", "--max-new-tokens", "2", "--trace", str(trace)]) == 2
+    assert started == [str(trace)] and "the board stops here" in capsys.readouterr().err
 
 
 @pytest.mark.slow
