@@ -332,16 +332,18 @@ def cmd_sim_server(args):
 
 
 def cmd_build(args):
-    from ..boards.build import build_board
+    from ..boards.build import build_board, utilisation
 
     rows, cols = args.array if args.array else (None, None)
     if args.freq is not None and not 10 <= args.freq <= 400:
         raise UserError(f"--freq must be 10..400 MHz, not {args.freq}")
     result = build_board(args.board, build_dir=args.build_dir, rows=rows, cols=cols, freq_mhz=args.freq,
                          baud=args.baud, seed=args.seed, placer=args.placer, dram=args.dram, stream=args.stream,
-                         log=_err)
+                         log=_err, pack_only=args.pack_only)
     if args.format == "json":
         _print_json(result)
+    elif args.pack_only:
+        print(utilisation(result))
     else:
         print(result["bitstream"])
     return 0
@@ -537,6 +539,8 @@ def build_parser():
                    "TinyStories-33M's blocks, their weights pushed over PCIe every token")
     p.add_argument("--build-dir", metavar="DIR", help="where the files go (default build/BOARD, with --dram "
                    "build/BOARD-dram, with --stream build/BOARD-stream)")
+    p.add_argument("--pack-only", action="store_true", help="synthesis and packing only: the cells the design "
+                   "takes, in minutes (an ECP5 board's; no bitstream, no timing)")
     format_option(p)
 
     p = command("flash", cmd_flash, "program a board with its bitstream through openFPGALoader")

@@ -255,7 +255,8 @@ def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
     assert main(["build", "--board", "ulx3s-85f", "--array", "4x8", "--freq", "50", "--seed", "3", "--placer", "heap"]) == 0
     assert capsys.readouterr().out == "build/ulx3s-85f/ulx3s_85f.bit\n"
     assert calls[0] == ("ulx3s-85f", dict(build_dir=None, rows=4, cols=8, freq_mhz=50.0, baud=3_000_000, seed=3,
-                                          placer="heap", dram=False, stream=False, log=calls[0][1]["log"]))
+                                          placer="heap", dram=False, stream=False, log=calls[0][1]["log"],
+                                          pack_only=False))
     assert main(["build", "--board", "ulx3s-85f", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["achieved_mhz"] == 40.0
     assert main(["build", "--board", "ulx3s-85f", "--freq", "1000"]) == 2
@@ -263,6 +264,54 @@ def test_build_prints_the_bitstream_or_the_whole_report(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["build", "--board", "nonesuch"])
     assert exit.value.code == 2 and "invalid choice: 'nonesuch'" in capsys.readouterr().err
+
+
+def test_pack_only_prints_the_cells_and_is_refused_for_a_vivado_board(monkeypatch, capsys):
+    """build --pack-only: the utilisation line (no bitstream); the NiteFury's Vivado has no such step."""
+    monkeypatch.setattr("neofpga.boards.build.build_board",
+                        lambda name, **options: {"used": {"DP16KD": 197}, "available": {"DP16KD": 208}})
+    assert main(["build", "--board", "ulx3s-85f", "--pack-only"]) == 0
+    assert capsys.readouterr().out == "DP16KD 197/208 (95 %)\n"
+    monkeypatch.undo()
+    assert main(["build", "--board", "nitefury", "--pack-only"]) == 2
+    assert "--pack-only is for the ECP5 boards (Yosys and nextpnr), not nitefury (vivado)" in capsys.readouterr().err
+
+
+PACKED = [("ecpix5-85", True), ("ulx3s-85f", False)]
+"""What CI synthesises and packs instead of building bitstreams: the ULX3S-85F's resident design,
+the fullest (197 of 208 block RAMs), and the ECPIX-5's DRAM design, with LiteDRAM's controller."""
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """Each of PACKED through ``neofpga build --pack-only`` (Yosys, then nextpnr's packer), two at a
+    time: (exit code, the JSON report or None, the error output)."""
+    folder = tmp_path_factory.mktemp("packed")
+    command = [sys.executable, "-c", "import sys; from neofpga.host.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+    def pack(job):
+        name, dram = job
+        run = subprocess.run([*command, "build", "--board", name, *(["--dram"] if dram else []), "--pack-only",
+                              "--build-dir", str(folder / f"{name}{'-dram' if dram else ''}"), "--format", "json"],
+                             capture_output=True, text=True)
+        return run.returncode, json.loads(run.stdout) if run.returncode == 0 else None, run.stderr
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(PACKED, pool.map(pack, PACKED)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, dram", PACKED)
+def test_the_design_synthesises_and_its_cells_fit_the_chip(packed, name, dram):
+    """Every kind of cell within the chip's, the array's multipliers in it, the block RAMs
+    docs/BOARDS.md gives (placement and timing: the bitstream builds above, by hand)."""
+    code, result, errors = packed[name, dram]
+    assert code == 0, errors.strip().splitlines()[-1:]
+    assert all(result["used"][cell] <= result["available"][cell] for cell in result["used"]), result["used"]
+    parameters = accelerator_parameters(board_named(name), dram=dram)
+    assert result["used"]["MULT18X18D"] >= parameters["rows"] * parameters["cols"]
+    assert result["used"]["DP16KD"] == (120 if dram else 197)
+    assert result["parameters"] == parameters and "bitstream" not in result
 
 
 def test_the_weight_banks_pair_where_that_takes_fewer_block_rams():
