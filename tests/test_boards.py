@@ -194,6 +194,23 @@ def test_every_board_names_its_platform_and_resources():
         assert board.resources["DP16KD"] in (32, 56, 108, 208)
 
 
+def build_two_at_a_time(folder, jobs, *options):
+    """``neofpga build --board NAME [--dram] OPTIONS --format json`` in ``folder`` for each (NAME,
+    dram) of ``jobs``, two at a time (nextpnr keeps one core busy, and the machine has two):
+    ``{job: (exit code, the JSON report or None, the error output)}``."""
+    command = [sys.executable, "-c", "import sys; from neofpga.host.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+    def build(job):
+        name, dram = job
+        run = subprocess.run([*command, "build", "--board", name, *(["--dram"] if dram else []), *options,
+                              "--build-dir", str(folder / f"{name}{'-dram' if dram else ''}"), "--format", "json"],
+                             capture_output=True, text=True)
+        return run.returncode, json.loads(run.stdout) if run.returncode == 0 else None, run.stderr
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(jobs, pool.map(build, jobs)))
+
+
 ALL_BITSTREAMS = [("ulx3s-85f", True), ("ecpix5-85", True), ("ulx3s-85f", False), ("ecpix5-85", False),
                   ("ulx3s-45f", False)]
 """Every bitstream docs/BOARDS.md tells users to flash: (board, its DRAM design), the longest first."""
@@ -209,21 +226,8 @@ Build them after a change to the gateware (docs/BOARDS.md, "Which bitstreams CI 
 if BITSTREAMS:  # a test of no parameters would show as skipped
     @pytest.fixture(scope="module")
     def bitstreams(tmp_path_factory):
-        """Each of BITSTREAMS built with the exact command the docs give (neofpga build --board NAME
-        [--dram]), two at a time: nextpnr keeps one core busy, and the machine has two. The results:
-        (exit code, the JSON report or None, the error output)."""
-        folder = tmp_path_factory.mktemp("bitstreams")
-        command = [sys.executable, "-c", "import sys; from neofpga.host.cli import main; sys.exit(main(sys.argv[1:]))"]
-
-        def build(job):
-            name, dram = job
-            run = subprocess.run([*command, "build", "--board", name, *(["--dram"] if dram else []), "--build-dir",
-                                  str(folder / f"{name}{'-dram' if dram else ''}"), "--format", "json"],
-                                 capture_output=True, text=True)
-            return run.returncode, json.loads(run.stdout) if run.returncode == 0 else None, run.stderr
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            return dict(zip(BITSTREAMS, pool.map(build, BITSTREAMS)))
+        """Each of BITSTREAMS built with the exact command the docs give."""
+        return build_two_at_a_time(tmp_path_factory.mktemp("bitstreams"), BITSTREAMS)
 
 
     @pytest.mark.slow
@@ -284,20 +288,8 @@ the fullest (197 of 208 block RAMs), and the ECPIX-5's DRAM design, with LiteDRA
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    """Each of PACKED through ``neofpga build --pack-only`` (Yosys, then nextpnr's packer), two at a
-    time: (exit code, the JSON report or None, the error output)."""
-    folder = tmp_path_factory.mktemp("packed")
-    command = [sys.executable, "-c", "import sys; from neofpga.host.cli import main; sys.exit(main(sys.argv[1:]))"]
-
-    def pack(job):
-        name, dram = job
-        run = subprocess.run([*command, "build", "--board", name, *(["--dram"] if dram else []), "--pack-only",
-                              "--build-dir", str(folder / f"{name}{'-dram' if dram else ''}"), "--format", "json"],
-                             capture_output=True, text=True)
-        return run.returncode, json.loads(run.stdout) if run.returncode == 0 else None, run.stderr
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(PACKED, pool.map(pack, PACKED)))
+    """Each of PACKED through ``neofpga build --pack-only`` (Yosys, then nextpnr's packer)."""
+    return build_two_at_a_time(tmp_path_factory.mktemp("packed"), PACKED, "--pack-only")
 
 
 @pytest.mark.slow
