@@ -227,34 +227,6 @@ def test_a_retried_generate_is_answered_again_without_its_stream(program, odd):
     assert unpack_record(GENERATED, first[-1].payload)["count"] == 3
 
 
-@pytest.mark.slow
-def test_a_tinystories_shaped_block_runs_whole_tokens_on_the_simulated_board(tmp_path, tokenizer_files):
-    """One block of TinyStories-33M's shape (768 wide, 16 heads of 48, MLP 3,072; a small
-    vocabulary, so that the upload stays short) run by TOKEN on the simulated board's design:
-    every logit code and sampled choice equals the golden model's."""
-    from tokenizers import Tokenizer
-
-    from conftest import build_checkpoint
-    from neofpga.contract.design import SIMULATED_BOARD
-    from neofpga.host.backends import load_source
-    from neofpga.host.quantize import quantize_checkpoint
-    from neofpga.host.training.corpus import calibration_text
-    from neofpga.sim.simulated_board import start_simulated_board
-
-    shape = dict(hidden_size=768, num_heads=16, num_layers=1, attention_types=[[["global"], 1]], window_size=256,
-                 intermediate_size=3072, max_position_embeddings=64)
-    build_checkpoint(tmp_path / "block", shape, Tokenizer.from_file(str(tokenizer_files / "tokenizer.json")))
-    (tmp_path / "block" / "tokenizer.json").write_bytes((tokenizer_files / "tokenizer.json").read_bytes())
-    source = load_source(tmp_path / "block")
-    model = quantize_checkpoint(source.checkpoint, source.tokenizer.encode(calibration_text(1))[:64])
-    with start_simulated_board(SIMULATED_BOARD) as board:
-        link = Link(serial.serial_for_url(board.url, timeout=0.01), timeout=30.0)
-        program = TokenProgram(model, AcceleratorDriver(link))
-        ids = np.random.default_rng(3).integers(0, model.config.vocab_size, 3)
-        run_both(model, program, ids, settings_for(model, temperature=0.8, top_k=10, seed=2))
-        link.close()
-
-
 def test_the_shipped_model_runs_whole_tokens_on_the_simulated_board_past_its_window():
     """The shipped model (window 64) on the simulated board (the 9 x 16 array): 70 positions,
     every logit code and sampled choice the golden model's."""
