@@ -214,11 +214,11 @@ def build_two_at_a_time(folder, jobs, *options):
 ALL_BITSTREAMS = [("ulx3s-85f", True), ("ecpix5-85", True), ("ulx3s-85f", False), ("ecpix5-85", False),
                   ("ulx3s-45f", False)]
 """Every bitstream docs/BOARDS.md tells users to flash: (board, its DRAM design), the longest first."""
-TWO_BITSTREAMS = [("ecpix5-85", True), ("ulx3s-85f", False)]
+FULLEST_DESIGNS = [("ecpix5-85", True), ("ulx3s-85f", False)]
 """The ULX3S-85F's resident design, the fullest (197 of 208 block RAMs) with the least timing
-margin, and a DRAM design, with LiteDRAM's controller and its second clock: side by side, one a
-core, 31 minutes here."""
-BITSTREAMS = {"two": TWO_BITSTREAMS, "all": ALL_BITSTREAMS}.get(os.environ.get("NEOFPGA_BITSTREAMS"), [])
+margin, and a DRAM design, with LiteDRAM's controller and its second clock: what CI packs, and
+NEOFPGA_BITSTREAMS=two builds (side by side, one a core, 31 minutes here)."""
+BITSTREAMS = {"two": FULLEST_DESIGNS, "all": ALL_BITSTREAMS}.get(os.environ.get("NEOFPGA_BITSTREAMS"), [])
 """The builds this run makes: NEOFPGA_BITSTREAMS=two or =all (about an hour), and none unset. Not
 in CI's run: the five took it past its 90 minutes, and even the two leave it too little margin.
 Build them after a change to the gateware (docs/BOARDS.md, "Which bitstreams CI builds")."""
@@ -281,19 +281,15 @@ def test_pack_only_prints_the_cells_and_is_refused_for_a_vivado_board(monkeypatc
     assert "--pack-only is for the ECP5 boards (Yosys and nextpnr), not nitefury (vivado)" in capsys.readouterr().err
 
 
-PACKED = [("ecpix5-85", True), ("ulx3s-85f", False)]
-"""What CI synthesises and packs instead of building bitstreams: the ULX3S-85F's resident design,
-the fullest (197 of 208 block RAMs), and the ECPIX-5's DRAM design, with LiteDRAM's controller."""
-
-
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    """Each of PACKED through ``neofpga build --pack-only`` (Yosys, then nextpnr's packer)."""
-    return build_two_at_a_time(tmp_path_factory.mktemp("packed"), PACKED, "--pack-only")
+    """Each of FULLEST_DESIGNS through ``neofpga build --pack-only`` (Yosys, then nextpnr's packer):
+    what CI checks of them instead of building their bitstreams."""
+    return build_two_at_a_time(tmp_path_factory.mktemp("packed"), FULLEST_DESIGNS, "--pack-only")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, dram", PACKED)
+@pytest.mark.parametrize("name, dram", FULLEST_DESIGNS)
 def test_the_design_synthesises_and_its_cells_fit_the_chip(packed, name, dram):
     """Every kind of cell within the chip's, the array's multipliers in it, the block RAMs
     docs/BOARDS.md gives (placement and timing: the bitstream builds above, by hand)."""

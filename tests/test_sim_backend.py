@@ -94,7 +94,8 @@ def test_the_uart_in_the_loop_carries_the_same_story(capsys):
 
 def test_trace_reaches_the_simulated_board(tmp_path, capsys, monkeypatch):
     """generate --trace FILE starts the simulated board with its waveform in FILE (the board's
-    trace itself: tests/test_board_process.py; a whole generation traced took 5 of CI's minutes)."""
+    trace itself: tests/test_board_process.py; a whole generation traced took 9 minutes here,
+    beside another run)."""
     from neofpga.contract.errors import UserError
 
     started = []
